@@ -1,0 +1,70 @@
+//! What the engine asks the shim to send, and what the shim feeds back. Plain data: no I/O here.
+
+use serde::Serialize;
+
+pub type RequestId = u32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Method {
+    GET,
+    POST,
+    DELETE,
+}
+
+/// One HTTP request to send. `headers` may hold the Fly token: log `log`, never the request itself.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request {
+    pub id: RequestId,
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    /// Abort the request after this long and report `Response::Timeout`.
+    pub timeout_ms: u64,
+    /// A redacted one-line description for logs.
+    pub log: RequestLog,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestLog {
+    pub target: String,
+    /// `list`, `sync`, `lease`, `restart`, `poll`, `verify`, `release`.
+    pub kind: &'static str,
+    pub method: Method,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    pub attempt: u32,
+}
+
+/// What came back for a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    Http { status: u16, headers: Vec<(String, String)>, body: String },
+    /// No answer within the request's timeout (the shim aborted it).
+    Timeout,
+    /// No answer at all: connection refused, DNS, TLS… `message` is for the report.
+    Network { message: String },
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        match self {
+            Response::Http { headers, .. } => {
+                headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+            }
+            _ => None,
+        }
+    }
+
+    /// Convenience for tests and the boundary.
+    pub fn json(status: u16, body: impl Into<String>) -> Self {
+        Response::Http {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.into(),
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! sanity-fly-sync core: Sanity content changes → every Fly Machine, with rolling restarts when needed.
+//!
+//! Flow, one module per step: `event` (inputs) → `change` (one content change) → `plan` (targets, Machines,
+//! restart rule) → `protocol` (the signed payload and the ack) → `engine` (requests, retries, rolling restart,
+//! sans-IO) → `report`. `config` reads the environment; `signature` is Sanity's webhook scheme.
+//! No I/O and no clock anywhere in this crate: time comes in as an argument.
+
+pub mod change;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod event;
+pub mod fly_token;
+pub mod http;
+pub mod json_read;
+pub mod machines;
+pub mod plan;
+pub mod protocol;
+pub mod report;
+pub mod retry;
+pub mod routes;
+pub mod signature;
+
+#[cfg(target_arch = "wasm32")]
+mod wasm;

@@ -1,0 +1,178 @@
+//! The decisions before any request: does a target take this change, which regions, which Machines get the
+//! push (and why each other one does not), and whether the change's type needs a restart.
+
+use crate::change::{ContentChange, IdKind};
+use crate::config::{Target, Unmapped};
+use crate::machines::Machine;
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// Why a target does nothing for this change.
+pub fn target_skip_reason(change: &ContentChange, target: &Target) -> Option<String> {
+    if !target.accepts_type(&change.doc_type) {
+        return Some(format!("type `{}` is not among this target's types", change.doc_type));
+    }
+    match change.id_kind() {
+        IdKind::Draft if !target.include_drafts => Some("draft ids (`drafts.`) do not sync unless the target sets includeDrafts".into()),
+        IdKind::Version if !target.include_versions => {
+            Some("version ids (`versions.`) do not sync unless the target sets includeVersions".into())
+        }
+        _ => None,
+    }
+}
+
+/// The regions this change goes to: `None` for all of them.
+pub fn target_regions(change: &ContentChange, target: &Target) -> Option<BTreeSet<String>> {
+    let rule = target.regions.as_ref()?;
+    let values: Vec<&str> = match change.data.get(&rule.field) {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let mapped: BTreeSet<String> = values.iter().filter_map(|v| rule.map.get(*v)).flatten().cloned().collect();
+    if !mapped.is_empty() {
+        return Some(mapped);
+    }
+    match rule.unmapped {
+        Unmapped::All => None,
+        Unmapped::None => Some(BTreeSet::new()),
+    }
+}
+
+/// Why a listed Machine does not get the push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    Stopped,
+    Suspended,
+    Transient(String),
+    NotStarted(String),
+    OtherRegion(String),
+    Unreachable(String),
+    NotAnAppMachine(String),
+}
+
+impl Skip {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Skip::Stopped => "stopped",
+            Skip::Suspended => "suspended",
+            Skip::Transient(_) => "transient_state",
+            Skip::NotStarted(_) => "not_started",
+            Skip::OtherRegion(_) => "other_region",
+            Skip::Unreachable(_) => "host_unreachable",
+            Skip::NotAnAppMachine(_) => "not_an_app_machine",
+        }
+    }
+
+    pub fn reason(&self) -> String {
+        match self {
+            Skip::Stopped => "stopped: it loads fresh content when it boots".into(),
+            Skip::Suspended => "suspended: it resumes from a memory snapshot with the content it had; not woken for a content change (the receiver's catch-up brings it up to date on resume)".into(),
+            Skip::Transient(s) => format!("in transient state `{s}`: it is not serving; it loads content when it is started again"),
+            Skip::NotStarted(s) => format!("in state `{s}`: not serving traffic"),
+            Skip::OtherRegion(r) => format!("in region `{r}`, which this document does not target"),
+            Skip::Unreachable(h) => format!("its host is `{h}`: the Machines API cannot vouch for it"),
+            Skip::NotAnAppMachine(g) => format!("a `{g}` Machine, not one that serves the app"),
+        }
+    }
+}
+
+const TRANSIENT: [&str; 9] =
+    ["creating", "starting", "stopping", "restarting", "suspending", "destroying", "updating", "replacing", "launch_failed"];
+
+/// Which Machines get the push: the `started` ones in the targeted regions (`None` = all regions).
+pub fn select(machine: &Machine, regions: Option<&BTreeSet<String>>) -> Result<(), Skip> {
+    if let Some(group) = machine.process_group.as_deref().filter(|g| matches!(*g, "fly_app_release_command" | "fly_app_console")) {
+        return Err(Skip::NotAnAppMachine(group.to_string()));
+    }
+    match machine.state.as_str() {
+        "started" => {}
+        "stopped" => return Err(Skip::Stopped),
+        "suspended" => return Err(Skip::Suspended),
+        s if TRANSIENT.contains(&s) => return Err(Skip::Transient(s.to_string())),
+        s => return Err(Skip::NotStarted(s.to_string())),
+    }
+    if !machine.reachable() {
+        return Err(Skip::Unreachable(machine.host_status.clone().unwrap_or_default()));
+    }
+    if let Some(regions) = regions {
+        if !regions.contains(&machine.region) {
+            return Err(Skip::OtherRegion(machine.region.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Restart needed because of the document's type (settings read at boot).
+pub fn restart_for_type(change: &ContentChange, target: &Target) -> bool {
+    target.restart.types.iter().any(|t| *t == change.doc_type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{env, SECRET};
+    use crate::config::Config;
+    use crate::event::from_function_event;
+    use serde_json::json;
+
+    fn target(regions: &str) -> Target {
+        let json = format!(r#"{{"targets":[{{"app":"web","types":["page","settings"],"restart":{{"types":["settings"]}},{regions}"maxUnavailable":1}}]}}"#);
+        let c = Config::from_env(&env(&[("FLY_SYNC_CONFIG", &json), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET)])).unwrap();
+        c.targets.into_iter().next().unwrap()
+    }
+
+    fn change(id: &str, doc_type: &str, market: Value) -> ContentChange {
+        from_function_event(&json!({"event":{"data":{"_id":id,"_type":doc_type,"_rev":"r","_updatedAt":"2026-11-27T10:00:00Z","market":market}}}))
+            .unwrap()
+    }
+
+    fn machine(state: &str, region: &str) -> Machine {
+        Machine::parse(&json!({"id":"m","state":state,"region":region}), "m").unwrap()
+    }
+
+    #[test]
+    fn targets_skip_other_types_drafts_and_versions() {
+        let t = target("");
+        assert!(target_skip_reason(&change("p", "page", Value::Null), &t).is_none());
+        assert!(target_skip_reason(&change("p", "author", Value::Null), &t).unwrap().contains("`author`"));
+        assert!(target_skip_reason(&change("drafts.p", "page", Value::Null), &t).unwrap().contains("includeDrafts"));
+        assert!(target_skip_reason(&change("versions.r.p", "page", Value::Null), &t).unwrap().contains("includeVersions"));
+    }
+
+    #[test]
+    fn region_targeting_by_field() {
+        let t = target(r#""regions":{"field":"market","map":{"us":["ord","iad"],"jp":["nrt"]}},"#);
+        let set = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>());
+        assert_eq!(target_regions(&change("p", "page", json!("jp")), &t), set(&["nrt"]));
+        assert_eq!(target_regions(&change("p", "page", json!(["jp", "us"])), &t), set(&["iad", "nrt", "ord"]));
+        assert_eq!(target_regions(&change("p", "page", json!("eu")), &t), None, "unmapped goes everywhere");
+        let none = target(r#""regions":{"field":"market","map":{"us":"ord"},"unmapped":"none"},"#);
+        assert_eq!(target_regions(&change("p", "page", Value::Null), &none), set(&[]));
+        assert_eq!(target_regions(&change("p", "page", json!("us")), &target("")), None, "no rule: everywhere");
+    }
+
+    #[test]
+    fn only_started_reachable_machines_in_region_are_selected() {
+        let ord: BTreeSet<String> = ["ord".to_string()].into();
+        assert_eq!(select(&machine("started", "ord"), Some(&ord)), Ok(()));
+        assert_eq!(select(&machine("started", "nrt"), Some(&ord)), Err(Skip::OtherRegion("nrt".into())));
+        assert_eq!(select(&machine("stopped", "ord"), None), Err(Skip::Stopped));
+        assert_eq!(select(&machine("suspended", "ord"), None), Err(Skip::Suspended));
+        assert_eq!(select(&machine("restarting", "ord"), None), Err(Skip::Transient("restarting".into())));
+        assert_eq!(select(&machine("created", "ord"), None), Err(Skip::NotStarted("created".into())));
+        let mut m = machine("started", "ord");
+        m.host_status = Some("unreachable".into());
+        assert_eq!(select(&m, None).unwrap_err().code(), "host_unreachable");
+        m.host_status = None;
+        m.process_group = Some("fly_app_release_command".into());
+        assert_eq!(select(&m, None).unwrap_err().code(), "not_an_app_machine");
+    }
+
+    #[test]
+    fn restart_rule_by_type() {
+        let t = target("");
+        assert!(restart_for_type(&change("s", "settings", Value::Null), &t));
+        assert!(!restart_for_type(&change("p", "page", Value::Null), &t));
+    }
+}

@@ -1,0 +1,204 @@
+//! The run's result: per target and per Machine, what happened and why, with durations and request counts.
+//! It is what the Function logs and what tests assert on; it never holds a secret.
+
+use crate::change::{ContentChange, Op, Operation, Source};
+use crate::error::SyncError;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Everything that should have happened did.
+    Ok,
+    /// Nothing to do for this change (type, draft, no Machine serving).
+    Skipped,
+    /// Dry run: planned, nothing sent that changes anything.
+    Planned,
+    /// Some Machines synced, some did not.
+    Partial,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub ok: bool,
+    pub status: Status,
+    pub dry_run: bool,
+    pub change: ChangeSummary,
+    pub started_at_ms: u64,
+    pub duration_ms: u64,
+    pub targets: Vec<TargetReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeSummary {
+    pub op: Op,
+    pub operation: Operation,
+    pub source: Source,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub doc_type: String,
+    pub rev: String,
+    pub idempotency_key: String,
+}
+
+impl ChangeSummary {
+    pub fn of(c: &ContentChange) -> Self {
+        ChangeSummary {
+            op: c.op,
+            operation: c.operation,
+            source: c.source,
+            id: c.id.clone(),
+            doc_type: c.doc_type.clone(),
+            rev: c.rev.clone(),
+            idempotency_key: c.idempotency_key.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetReport {
+    pub name: String,
+    pub app: String,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// A failure of the target as a whole (the Machine list could not be read, say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<SyncError>,
+    /// `None`: every region.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<String>>,
+    pub machines: Vec<MachineReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartReport>,
+    pub requests: RequestCounts,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestCounts {
+    pub machines_api: u32,
+    pub app: u32,
+    pub retries: u32,
+    pub rate_limited: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncOutcome {
+    Synced,
+    /// Fan-out `one`: the push went to one Machine of an app whose Machines share a store.
+    SharedStore,
+    Skipped,
+    Failed,
+    WouldSync,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineReport {
+    pub id: String,
+    pub region: String,
+    pub state: String,
+    pub sync: SyncOutcome,
+    /// Why it was skipped (`stopped`, `suspended`, …), as a code and a sentence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The receiver's verdict: `applied`, `duplicate`, `stale`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<SyncError>,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart: Option<MachineRestart>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartOutcome {
+    Restarted,
+    Failed,
+    /// Planned but not attempted: the roll stopped earlier, a lease was held elsewhere, or time ran out.
+    NotAttempted,
+    WouldRestart,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineRestart {
+    pub outcome: RestartOutcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<SyncError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartCause {
+    /// The document's type is in the target's restart types.
+    DocumentType,
+    /// A receiver answered `restart: "required"`.
+    Receiver,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartReport {
+    pub cause: RestartCause,
+    pub planned: usize,
+    pub restarted: usize,
+    pub max_unavailable: usize,
+    /// The most Machines this run had down at once (never above `max_unavailable`).
+    pub max_down: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_early: Option<String>,
+    /// Leases we could not release (they expire by their TTL).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreleased_leases: Vec<String>,
+}
+
+impl Report {
+    /// Replace any occurrence of a secret in the report's free text (defence in depth: no code path puts one
+    /// there, but an upstream error message could echo something).
+    pub fn scrub(&mut self, secrets: &[&str]) {
+        let clean = |s: &mut String| {
+            for secret in secrets.iter().filter(|s| s.len() >= 4) {
+                if s.contains(secret) {
+                    *s = s.replace(secret, "[redacted]");
+                }
+            }
+        };
+        let clean_err = |e: &mut Option<SyncError>| {
+            if let Some(e) = e {
+                clean(&mut e.message);
+            }
+        };
+        for t in &mut self.targets {
+            clean_err(&mut t.error);
+            t.skipped.as_mut().map(clean);
+            for m in &mut t.machines {
+                clean_err(&mut m.error);
+                m.reason.as_mut().map(clean);
+                if let Some(r) = &mut m.restart {
+                    clean_err(&mut r.error);
+                    r.reason.as_mut().map(clean);
+                }
+            }
+            if let Some(r) = &mut t.restart {
+                r.stopped_early.as_mut().map(clean);
+            }
+        }
+    }
+}

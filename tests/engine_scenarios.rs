@@ -1,0 +1,338 @@
+//! Whole runs of the engine against a simulated Fly, in simulated time: fan-out, retries, rolling restarts,
+//! leases, budgets. Each test asserts on both the report and what the fake Fly saw.
+
+mod support;
+
+use sanity_fly_sync::error::ErrorClass;
+use sanity_fly_sync::http::{Method, Response};
+use sanity_fly_sync::report::{RestartCause, RestartOutcome, Status, SyncOutcome};
+use serde_json::json;
+use support::*;
+
+fn six() -> FakeFly {
+    FakeFly::new(fleet(&[
+        ("m-ord-1", "ord", "started"),
+        ("m-ord-2", "ord", "started"),
+        ("m-fra-1", "fra", "started"),
+        ("m-fra-2", "fra", "stopped"),
+        ("m-nrt-1", "nrt", "started"),
+        ("m-nrt-2", "nrt", "suspended"),
+    ]))
+}
+
+#[test]
+fn fans_out_to_every_started_machine_in_parallel() {
+    let mut fly = six();
+    let run = drive(&env(&[]), change("page", json!({})), &mut fly);
+    let r = &run.report;
+    assert!(r.ok, "{r:#?}");
+    assert_eq!(r.status, Status::Ok);
+    let t = &r.targets[0];
+    let synced: Vec<&str> = t.machines.iter().filter(|m| m.sync == SyncOutcome::Synced).map(|m| m.id.as_str()).collect();
+    assert_eq!(synced, ["m-fra-1", "m-nrt-1", "m-ord-1", "m-ord-2"]);
+    let skipped: Vec<(&str, &str)> =
+        t.machines.iter().filter(|m| m.sync == SyncOutcome::Skipped).map(|m| (m.id.as_str(), m.skip_code.unwrap())).collect();
+    assert_eq!(skipped, [("m-fra-2", "stopped"), ("m-nrt-2", "suspended")]);
+    // Each started Machine got the payload exactly once, all sent in the same instant (parallel).
+    for m in &fly.machines {
+        assert_eq!(m.applied.len(), usize::from(m.state == "started"), "{}", m.id);
+    }
+    let sync_times: Vec<u64> = fly.sent.iter().filter(|s| s.kind == "sync").map(|s| s.at).collect();
+    assert_eq!(sync_times.len(), 4);
+    assert!(sync_times.iter().all(|&t| t == sync_times[0]), "all pushes leave together: {sync_times:?}");
+    // One list, four pushes, nothing else; done in two round trips.
+    assert_eq!((fly.count("list"), fly.count("sync"), fly.sent.len()), (1, 4, 5));
+    assert_eq!(run.ended_at - T0, 2 * fly.latency_ms);
+    assert_eq!((t.requests.machines_api, t.requests.app), (1, 4));
+    assert!(t.restart.is_none());
+    let payload = &fly.machine("m-ord-1").applied[0];
+    assert_eq!(payload["protocol"], "sanity-fly-sync/1");
+    assert_eq!(payload["idempotencyKey"], "upsert:page-1:rev-2");
+}
+
+#[test]
+fn rate_limited_then_success_honours_retry_after() {
+    let mut fly = six();
+    let limited = Response::Http { status: 429, headers: vec![("retry-after".into(), "2".into())], body: r#"{"error":"rate limited"}"#.into() };
+    fly.fault("list", "", limited);
+    let run = drive(&env(&[]), change("page", json!({})), &mut fly);
+    assert!(run.report.ok, "{:#?}", run.report);
+    let lists: Vec<u64> = fly.sent.iter().filter(|s| s.kind == "list").map(|s| s.at).collect();
+    assert_eq!(lists.len(), 2);
+    assert!(lists[1] - lists[0] >= 2_000, "retry waited for Retry-After: {lists:?}");
+    let t = &run.report.targets[0];
+    assert_eq!((t.requests.rate_limited, t.requests.retries, t.requests.machines_api), (1, 1, 2));
+}
+
+#[test]
+fn rate_limited_without_retry_after_backs_off_exponentially() {
+    let mut fly = six();
+    for _ in 0..3 {
+        fly.fault("sync", "m-ord-1", Response::json(429, "{}"));
+    }
+    let run = drive(&env(&[]), change("page", json!({})), &mut fly);
+    assert!(run.report.ok);
+    let times: Vec<u64> = fly.sent.iter().filter(|s| s.kind == "sync" && s.machine.as_deref() == Some("m-ord-1")).map(|s| s.at).collect();
+    assert_eq!(times.len(), 4);
+    let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    // equal jitter: attempt n waits within [step/2, step] (+ latency), step = 500 ms · 2^(n-1)
+    for (i, gap) in gaps.iter().enumerate() {
+        let step = 500u64 << i;
+        assert!(*gap >= step / 2 + fly.latency_ms && *gap <= step + fly.latency_ms, "gap {i}: {gap}");
+    }
+    assert_eq!(run.report.targets[0].machines.iter().find(|m| m.id == "m-ord-1").unwrap().attempts, 4);
+}
+
+#[test]
+fn restart_type_rolls_with_max_unavailable_and_health_checks() {
+    let mut fly = FakeFly::new(fleet(&[
+        ("a", "ord", "started"),
+        ("b", "ord", "started"),
+        ("c", "fra", "started"),
+        ("d", "fra", "started"),
+        ("e", "nrt", "started"),
+        ("f", "nrt", "stopped"),
+    ]));
+    for m in &mut fly.machines {
+        m.checks_critical_ms = 1_500;
+    }
+    let env = env(&[("FLY_RESTART_TYPES", "settings"), ("FLY_MAX_UNAVAILABLE", "2"), ("FLY_SYNC_BUDGET_MS", "60000")]);
+    let run = drive(&env, change("settings", json!({})), &mut fly);
+    let r = &run.report;
+    assert!(r.ok, "{r:#?}");
+    let restart = r.targets[0].restart.as_ref().unwrap();
+    assert_eq!(restart.cause, RestartCause::DocumentType);
+    assert_eq!((restart.planned, restart.restarted, restart.max_down), (5, 5, 2));
+    assert!(fly.max_down <= 2, "never more than max_unavailable down at the fake: {}", fly.max_down);
+    assert!(restart.unreleased_leases.is_empty());
+    // Every started Machine restarted once, the stopped one never; all leases released.
+    for m in &fly.machines {
+        assert_eq!(m.restarts, u32::from(m.id != "f"), "{}", m.id);
+        assert!(m.lease.is_none(), "{} lease released", m.id);
+    }
+    // Leases first (all of them), then restarts; a third restart only after one of the first two is healthy.
+    let first_restart = fly.sent.iter().position(|s| s.kind == "restart").unwrap();
+    assert_eq!(fly.sent[..first_restart].iter().filter(|s| s.kind == "lease").count(), 5);
+    let restarts: Vec<u64> = fly.sent.iter().filter(|s| s.kind == "restart").map(|s| s.at).collect();
+    assert!(restarts[2] >= restarts[0] + 3_000 + 1_500, "third waits for a healthy Machine: {restarts:?}");
+    let durations: Vec<u64> = r.targets[0].machines.iter().filter_map(|m| m.restart.as_ref()?.duration_ms).collect();
+    assert!(durations.iter().all(|&d| d >= 4_500), "{durations:?}");
+}
+
+#[test]
+fn machine_that_never_starts_stops_the_roll_and_releases_leases() {
+    let mut fly = FakeFly::new(fleet(&[("a", "ord", "started"), ("b", "ord", "started"), ("c", "ord", "started")]));
+    fly.machine("b").never_starts = true;
+    let env = env(&[("FLY_RESTART_TYPES", "settings"), ("FLY_RESTART_TIMEOUT_MS", "10000"), ("FLY_SYNC_BUDGET_MS", "60000")]);
+    let run = drive(&env, change("settings", json!({})), &mut fly);
+    let r = &run.report;
+    assert!(!r.ok);
+    assert_eq!(r.status, Status::Partial);
+    let t = &r.targets[0];
+    let outcome = |id: &str| t.machines.iter().find(|m| m.id == id).unwrap().restart.clone().unwrap();
+    assert_eq!(outcome("a").outcome, RestartOutcome::Restarted);
+    let b = outcome("b");
+    assert_eq!(b.outcome, RestartOutcome::Failed);
+    assert!(b.error.unwrap().message.contains("not started with passing checks"));
+    assert_eq!(outcome("c").outcome, RestartOutcome::NotAttempted);
+    assert_eq!(fly.machine("c").restarts, 0, "stop at the first failure");
+    assert!(t.restart.as_ref().unwrap().stopped_early.as_ref().unwrap().contains("b"));
+    assert!(fly.machines.iter().all(|m| m.lease.is_none()), "leases released after the failure");
+    let last_poll = fly.sent.iter().filter(|s| s.kind == "poll" && s.machine.as_deref() == Some("b")).map(|s| s.at).max().unwrap();
+    let b_restart = fly.sent.iter().find(|s| s.kind == "restart" && s.machine.as_deref() == Some("b")).unwrap().at;
+    assert!(last_poll - b_restart <= 10_000 + 1_000, "gave up at the restart timeout");
+}
+
+#[test]
+fn lease_held_elsewhere_is_reported_not_fought() {
+    let mut fly = FakeFly::new(fleet(&[("a", "ord", "started"), ("b", "ord", "started"), ("c", "ord", "started")]));
+    fly.machine("b").lease_held_elsewhere = true;
+    let run = drive(&env(&[("FLY_RESTART_TYPES", "settings")]), change("settings", json!({})), &mut fly);
+    let t = &run.report.targets[0];
+    assert!(!run.report.ok);
+    assert_eq!(fly.count("restart"), 0, "no restart while someone else holds a lease");
+    assert_eq!(fly.count("lease"), 3, "one lease attempt each: a 409 is not retried");
+    let b = t.machines.iter().find(|m| m.id == "b").unwrap().restart.clone().unwrap();
+    assert_eq!(b.outcome, RestartOutcome::NotAttempted);
+    assert!(b.reason.unwrap().contains("lease currently held"), "Fly's message is kept");
+    assert!(t.restart.as_ref().unwrap().stopped_early.as_ref().unwrap().contains("could not lease b"));
+    assert!(fly.machine("a").lease.is_none() && fly.machine("c").lease.is_none(), "ours released");
+    assert_eq!(fly.count("release"), 2);
+    // The content itself still synced everywhere.
+    assert!(t.machines.iter().all(|m| m.sync == SyncOutcome::Synced));
+}
+
+#[test]
+fn receiver_asking_for_restart_restarts_only_that_machine() {
+    let mut fly = six();
+    fly.machine("m-fra-1").ask_restart = true;
+    let run = drive(&env(&[]), change("page", json!({})), &mut fly);
+    assert!(run.report.ok, "{:#?}", run.report);
+    let restart = run.report.targets[0].restart.as_ref().unwrap();
+    assert_eq!((restart.cause, restart.planned, restart.restarted), (RestartCause::Receiver, 1, 1));
+    let restarted: Vec<&str> = fly.machines.iter().filter(|m| m.restarts > 0).map(|m| m.id.as_str()).collect();
+    assert_eq!(restarted, ["m-fra-1"]);
+}
+
+#[test]
+fn receiver_restart_request_is_ignored_when_the_target_says_so() {
+    let mut fly = six();
+    fly.machine("m-fra-1").ask_restart = true;
+    let run = drive(&env(&[("FLY_RESTART_ON_REQUEST", "false")]), change("page", json!({})), &mut fly);
+    assert!(run.report.ok && run.report.targets[0].restart.is_none());
+    assert_eq!(fly.count("restart") + fly.count("lease"), 0);
+}
+
+#[test]
+fn time_budget_running_out_stops_retries_inside_the_budget() {
+    let mut fly = six();
+    for _ in 0..50 {
+        fly.fault("sync", "m-ord-1", Response::json(503, r#"{"error":"upstream"}"#));
+    }
+    let run = drive(&env(&[("FLY_SYNC_BUDGET_MS", "3000")]), change("page", json!({})), &mut fly);
+    assert!(!run.report.ok);
+    assert_eq!(run.report.status, Status::Partial);
+    assert!(run.ended_at <= T0 + 3_000, "finished inside the budget: {}", run.ended_at - T0);
+    assert!(fly.sent.iter().all(|s| s.at < T0 + 3_000));
+    let m = run.report.targets[0].machines.iter().find(|m| m.id == "m-ord-1").unwrap();
+    let e = m.error.as_ref().unwrap();
+    assert_eq!(e.class, ErrorClass::Retryable);
+    assert!(e.message.contains("HTTP 503") && e.message.contains("budget"), "{}", e.message);
+}
+
+#[test]
+fn ambiguous_408_on_restart_reads_the_machine_before_any_retry() {
+    let mut fly = FakeFly::new(fleet(&[("a", "ord", "started"), ("b", "ord", "started")]));
+    fly.fault("restart", "a", Response::json(408, r#"{"error":"deadline_exceeded"}"#));
+    let run = drive(&env(&[("FLY_RESTART_TYPES", "settings"), ("FLY_SYNC_BUDGET_MS", "60000")]), change("settings", json!({})), &mut fly);
+    assert!(run.report.ok, "{:#?}", run.report);
+    assert_eq!(fly.restart_then_408.get("a"), Some(&1));
+    assert_eq!(fly.machine("a").restarts, 1, "the restart that happened behind the 408 was not sent again");
+    assert_eq!(fly.count("verify"), 1);
+    assert_eq!(fly.count("restart"), 2, "one for a (answered 408), one for b");
+}
+
+#[test]
+fn lost_restart_is_sent_again_after_the_read_shows_nothing_happened() {
+    let mut fly = FakeFly::new(fleet(&[("a", "ord", "started")]));
+    // A 500 that did not restart anything (the fake only applies a restart behind a 408).
+    fly.fault("restart", "a", Response::json(500, r#"{"error":"internal"}"#));
+    let run = drive(&env(&[("FLY_RESTART_TYPES", "settings"), ("FLY_SYNC_BUDGET_MS", "60000")]), change("settings", json!({})), &mut fly);
+    assert!(run.report.ok, "{:#?}", run.report);
+    assert_eq!((fly.count("restart"), fly.count("verify"), fly.machine("a").restarts), (2, 1, 1));
+}
+
+#[test]
+fn dry_run_plans_without_mutating_anything() {
+    let mut fly = six();
+    let run = drive(&env(&[("FLY_SYNC_DRY_RUN", "true"), ("FLY_RESTART_TYPES", "settings")]), change("settings", json!({})), &mut fly);
+    let r = &run.report;
+    assert!(r.ok && r.dry_run);
+    assert_eq!(r.status, Status::Planned);
+    assert!(fly.mutating().is_empty(), "dry run sent {:?}", fly.mutating());
+    let t = &r.targets[0];
+    assert_eq!(t.machines.iter().filter(|m| m.sync == SyncOutcome::WouldSync).count(), 4);
+    assert_eq!(t.machines.iter().filter(|m| m.restart.as_ref().is_some_and(|x| x.outcome == RestartOutcome::WouldRestart)).count(), 4);
+}
+
+#[test]
+fn ack_from_another_machine_is_a_fatal_failure() {
+    let mut fly = six();
+    fly.machine("m-ord-2").ack_as = Some("m-ord-1".into());
+    let run = drive(&env(&[]), change("page", json!({})), &mut fly);
+    let m = run.report.targets[0].machines.iter().find(|m| m.id == "m-ord-2").unwrap();
+    assert_eq!(m.sync, SyncOutcome::Failed);
+    let e = m.error.as_ref().unwrap();
+    assert_eq!(e.class, ErrorClass::Fatal);
+    assert!(e.message.contains("FLY_MACHINE_ID"));
+    assert_eq!(m.attempts, 1, "a fatal answer is not retried");
+}
+
+#[test]
+fn market_targeting_pushes_only_to_mapped_regions() {
+    let mut fly = six();
+    let cfg = r#"{"targets":[{"app":"web","machinesApiUrl":"http://127.0.0.1:4280","appUrl":"http://127.0.0.1:8080",
+        "regions":{"field":"market","map":{"jp":["nrt"],"us":["ord"]}}}]}"#;
+    let run = drive(&env(&[("FLY_SYNC_CONFIG", cfg)]), change("page", json!({"market": "jp"})), &mut fly);
+    assert!(run.report.ok);
+    let t = &run.report.targets[0];
+    assert_eq!(t.regions.as_deref(), Some(&["nrt".to_string()][..]));
+    let synced: Vec<&str> = t.machines.iter().filter(|m| m.sync == SyncOutcome::Synced).map(|m| m.id.as_str()).collect();
+    assert_eq!(synced, ["m-nrt-1"]);
+    assert_eq!(t.machines.iter().filter(|m| m.skip_code == Some("other_region")).count(), 3);
+}
+
+#[test]
+fn fan_out_one_posts_once_through_the_proxy() {
+    let mut fly = six();
+    let run = drive(&env(&[("FLY_SYNC_FAN_OUT", "one")]), change("page", json!({})), &mut fly);
+    assert!(run.report.ok, "{:#?}", run.report);
+    assert_eq!(fly.count("sync"), 1);
+    let t = &run.report.targets[0];
+    assert_eq!(t.machines.iter().filter(|m| m.sync == SyncOutcome::Synced).count(), 1);
+    assert_eq!(t.machines.iter().filter(|m| m.sync == SyncOutcome::SharedStore).count(), 3);
+}
+
+#[test]
+fn app_unreachable_fails_every_push_retryably_within_bounds() {
+    let mut fly = six();
+    fly.app_down = true;
+    let run = drive(&env(&[]), change("page", json!({})), &mut fly);
+    assert_eq!(run.report.status, Status::Failed);
+    for m in run.report.targets[0].machines.iter().filter(|m| m.sync == SyncOutcome::Failed) {
+        assert_eq!(m.attempts, 5, "bounded attempts");
+        assert_eq!(m.error.as_ref().unwrap().class, ErrorClass::Retryable);
+    }
+}
+
+#[test]
+fn list_refused_is_a_fatal_target_error_and_other_targets_still_sync() {
+    let mut fly = six();
+    fly.fault("list", "", Response::json(401, r#"{"error":"Authenticate: token validation error"}"#));
+    let cfg = r#"{"targets":[{"name":"a","app":"web","machinesApiUrl":"http://127.0.0.1:4280","appUrl":"http://127.0.0.1:8080"},
+                             {"name":"b","app":"web","machinesApiUrl":"http://127.0.0.1:4280","appUrl":"http://127.0.0.1:8080"}]}"#;
+    let run = drive(&env(&[("FLY_SYNC_CONFIG", cfg)]), change("page", json!({})), &mut fly);
+    let (a, b) = (&run.report.targets[0], &run.report.targets[1]);
+    let failed = if a.status == Status::Failed { a } else { b };
+    let other = if a.status == Status::Failed { b } else { a };
+    assert_eq!(failed.error.as_ref().unwrap().class, ErrorClass::Fatal);
+    assert!(failed.error.as_ref().unwrap().message.contains("credentials refused"));
+    assert_eq!(other.status, Status::Ok);
+    assert_eq!(run.report.status, Status::Partial);
+}
+
+#[test]
+fn skipped_types_and_drafts_send_nothing() {
+    let mut fly = six();
+    let run = drive(&env(&[("FLY_SYNC_TYPES", "article")]), change("page", json!({})), &mut fly);
+    assert_eq!(run.report.status, Status::Skipped);
+    assert!(run.report.ok);
+    let run = drive(&env(&[]), change("page", json!({"_id": "drafts.page-1"})), &mut fly);
+    assert!(run.report.targets[0].skipped.as_ref().unwrap().contains("includeDrafts"));
+    assert!(fly.sent.is_empty());
+}
+
+#[test]
+fn report_and_logs_never_hold_the_token_or_secret() {
+    let mut fly = six();
+    // A receiver that echoes secrets in its error: the report must not carry them on.
+    fly.fault("sync", "m-ord-1", Response::json(400, &format!(r#"{{"error":"echo {TOKEN} {SECRET}"}}"#)));
+    let run = drive(&env(&[("FLY_RESTART_TYPES", "page")]), change("page", json!({})), &mut fly);
+    let text = serde_json::to_string(&run.report).unwrap() + &run.log.join("\n");
+    assert!(text.contains("echo [redacted] [redacted]"), "the error is kept, scrubbed");
+    assert!(!text.contains(TOKEN) && !text.contains(SECRET));
+    assert!(fly.sent.iter().any(|s| s.method == Method::POST && s.kind == "restart"));
+}
+
+#[test]
+fn same_seed_same_run() {
+    let go = || {
+        let mut fly = six();
+        for _ in 0..3 {
+            fly.fault("sync", "m-fra-1", Response::json(503, "{}"));
+        }
+        drive(&env(&[]), change("page", json!({})), &mut fly);
+        fly.sent.iter().map(|s| (s.at, s.kind, s.machine.clone())).collect::<Vec<_>>()
+    };
+    assert_eq!(go(), go());
+}
