@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 /// What the receiver should do with the document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
     Upsert,
@@ -13,6 +14,7 @@ pub enum Op {
 
 /// Sanity's name for what happened, as far as the input told us (`delta::operation()` can be null locally).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     Create,
@@ -22,6 +24,7 @@ pub enum Operation {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     Function,

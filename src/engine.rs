@@ -16,6 +16,7 @@ use crate::protocol::{self, Ack};
 use crate::report::*;
 use crate::retry::{self, Verdict};
 use crate::signature;
+use serde::Serialize;
 use std::collections::{BTreeSet, VecDeque};
 
 /// How often a restarting Machine is read back (Fly allows 5 GETs/s per Machine; one a second is plenty).
@@ -25,13 +26,18 @@ pub const RELEASE_RESERVE_MS: u64 = 2_000;
 const LEASE_DESCRIPTION: &str = "sanity-fly-sync rolling restart";
 
 /// What the shim should do next.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum Action {
     /// Send these now, concurrently; feed each answer to `handle_response`.
-    Send(Vec<Request>),
+    Send { requests: Vec<Request> },
     /// Nothing to send: wait for an answer of a request in flight, or until `until_ms`, then `poll` again.
-    Wait { until_ms: u64 },
-    Done(Box<Report>),
+    Wait {
+        #[cfg_attr(test, ts(type = "number"))]
+        until_ms: u64,
+    },
+    Done { report: Box<Report> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,7 +201,7 @@ impl Engine {
     /// The next thing to do at `now_ms`.
     pub fn poll(&mut self, now_ms: u64) -> Action {
         if let Some(report) = &self.done {
-            return Action::Done(Box::new(report.clone()));
+            return Action::Done { report: Box::new(report.clone()) };
         }
         for t in 0..self.targets.len() {
             self.advance(t, now_ms);
@@ -225,7 +231,7 @@ impl Engine {
             self.finish_call(call, Err(error), now_ms);
         }
         if !out.is_empty() {
-            return Action::Send(out);
+            return Action::Send { requests: out };
         }
         if self.calls.is_empty() {
             // A finished call may have moved a target to its next phase: let it plan before deciding we are done.
@@ -235,7 +241,7 @@ impl Engine {
             if self.calls.is_empty() {
                 let report = self.build_report(now_ms);
                 self.done = Some(report.clone());
-                return Action::Done(Box::new(report));
+                return Action::Done { report: Box::new(report) };
             }
             return self.poll(now_ms);
         }
@@ -711,10 +717,10 @@ fn target_report(run: &TargetRun, target: &Target, dry_run: bool) -> TargetRepor
     let machines: Vec<MachineReport> = run.machines.iter().map(machine_report).collect();
     let restart = run.restart_cause.map(|cause| RestartReport {
         cause,
-        planned: run.machines.iter().filter(|m| !matches!(m.restart, RestartState::None)).count(),
-        restarted: run.machines.iter().filter(|m| matches!(m.restart, RestartState::Restarted { .. })).count(),
-        max_unavailable: target.max_unavailable,
-        max_down: run.max_down,
+        planned: run.machines.iter().filter(|m| !matches!(m.restart, RestartState::None)).count() as u32,
+        restarted: run.machines.iter().filter(|m| matches!(m.restart, RestartState::Restarted { .. })).count() as u32,
+        max_unavailable: target.max_unavailable as u32,
+        max_down: run.max_down as u32,
         stopped_early: run.stopped_early.clone(),
         unreleased_leases: run.machines.iter().filter(|m| m.nonce.is_some()).map(|m| m.machine.id.clone()).collect(),
     });

@@ -6,6 +6,7 @@ use std::fmt;
 
 /// What a caller should do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
     /// The input (event, delivery, configuration) is wrong: retrying the same input fails the same way.
@@ -19,9 +20,11 @@ pub enum ErrorClass {
 /// One error. `field` names the input field at fault when there is one; `message` is complete on its own
 /// and never carries a secret or a raw input value (we describe values by their kind instead).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 pub struct SyncError {
     pub class: ErrorClass,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub field: Option<String>,
     pub message: String,
 }

@@ -102,8 +102,8 @@ fn parse_operation(field: &str, s: &str) -> Result<Operation, SyncError> {
 
 fn build(data: &Obj, operation: Operation, source: Source, fb: &Fallbacks) -> Result<ContentChange, SyncError> {
     let text_or = |key: &str, fallback: Option<&str>, expected: &str| -> Result<String, SyncError> {
-        match (data.str_opt(key)?, fallback) {
-            (Some(s), _) if !s.trim().is_empty() => Ok(s.to_string()),
+        match (data.get(key), fallback) {
+            (Some(Value::String(s)), _) if !s.trim().is_empty() => Ok(s.clone()),
             (None, Some(f)) => Ok(f.to_string()),
             _ => data.str_req(key, expected).map(String::from),
         }

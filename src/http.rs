@@ -5,6 +5,7 @@ use serde::Serialize;
 pub type RequestId = u32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 pub enum Method {
     GET,
     POST,
@@ -13,6 +14,7 @@ pub enum Method {
 
 /// One HTTP request to send. `headers` may hold the Fly token: log `log`, never the request itself.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "camelCase")]
 pub struct Request {
     pub id: RequestId,
@@ -21,12 +23,14 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     pub body: Option<String>,
     /// Abort the request after this long and report `Response::Timeout`.
+    #[cfg_attr(test, ts(type = "number"))]
     pub timeout_ms: u64,
     /// A redacted one-line description for logs.
     pub log: RequestLog,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "camelCase")]
 pub struct RequestLog {
     pub target: String,
@@ -35,6 +39,7 @@ pub struct RequestLog {
     pub method: Method,
     pub url: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub machine: Option<String>,
     pub attempt: u32,
 }

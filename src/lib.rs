@@ -20,6 +20,7 @@ pub mod report;
 pub mod retry;
 pub mod routes;
 pub mod signature;
+pub mod start;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

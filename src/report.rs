@@ -6,6 +6,7 @@ use crate::error::SyncError;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Everything that should have happened did.
@@ -20,18 +21,22 @@ pub enum Status {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     pub ok: bool,
     pub status: Status,
     pub dry_run: bool,
     pub change: ChangeSummary,
+    #[cfg_attr(test, ts(type = "number"))]
     pub started_at_ms: u64,
+    #[cfg_attr(test, ts(type = "number"))]
     pub duration_ms: u64,
     pub targets: Vec<TargetReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "camelCase")]
 pub struct ChangeSummary {
     pub op: Op,
@@ -59,26 +64,32 @@ impl ChangeSummary {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "camelCase")]
 pub struct TargetReport {
     pub name: String,
     pub app: String,
     pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub skipped: Option<String>,
     /// A failure of the target as a whole (the Machine list could not be read, say).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub error: Option<SyncError>,
     /// `None`: every region.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub regions: Option<Vec<String>>,
     pub machines: Vec<MachineReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub restart: Option<RestartReport>,
     pub requests: RequestCounts,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "camelCase")]
 pub struct RequestCounts {
     pub machines_api: u32,
@@ -88,6 +99,7 @@ pub struct RequestCounts {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum SyncOutcome {
     Synced,
@@ -99,6 +111,7 @@ pub enum SyncOutcome {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "camelCase")]
 pub struct MachineReport {
     pub id: String,
@@ -107,22 +120,29 @@ pub struct MachineReport {
     pub sync: SyncOutcome,
     /// Why it was skipped (`stopped`, `suspended`, …), as a code and a sentence.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub skip_code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub reason: Option<String>,
     /// The receiver's verdict: `applied`, `duplicate`, `stale`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub receiver: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub error: Option<SyncError>,
     pub attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional, type = "number"))]
     pub sync_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub restart: Option<MachineRestart>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum RestartOutcome {
     Restarted,
@@ -133,18 +153,23 @@ pub enum RestartOutcome {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "camelCase")]
 pub struct MachineRestart {
     pub outcome: RestartOutcome,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub error: Option<SyncError>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional, type = "number"))]
     pub duration_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum RestartCause {
     /// The document's type is in the target's restart types.
@@ -154,18 +179,19 @@ pub enum RestartCause {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "camelCase")]
 pub struct RestartReport {
     pub cause: RestartCause,
-    pub planned: usize,
-    pub restarted: usize,
-    pub max_unavailable: usize,
+    pub planned: u32,
+    pub restarted: u32,
+    pub max_unavailable: u32,
     /// The most Machines this run had down at once (never above `max_unavailable`).
-    pub max_down: usize,
+    pub max_down: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub stopped_early: Option<String>,
     /// Leases we could not release (they expire by their TTL).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unreleased_leases: Vec<String>,
 }
 

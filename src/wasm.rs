@@ -1,3 +1,76 @@
+//! The wasm boundary: the engine exposed to JavaScript, nothing else. Values cross as plain JS objects
+//! (serde-wasm-bindgen, JSON-compatible); their TypeScript types are generated from the Rust types into
+//! `pkg/types/`. Errors cross as `StartError` objects (`{stage, class, field?, message}`).
+
+use crate::config::Env;
+use crate::engine::Engine;
+use crate::event::Headers;
+use crate::http::Response;
+use crate::start::{self, StartError};
+use serde::Serialize;
 use wasm_bindgen::prelude::*;
+
+fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
+    value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| JsValue::from_str(&e.to_string()))
+}
+
+fn from_js<T: serde::de::DeserializeOwned>(value: JsValue, what: &str) -> Result<T, JsValue> {
+    serde_wasm_bindgen::from_value(value).map_err(|e| JsValue::from_str(&format!("{what}: {e}")))
+}
+
+fn start_error(e: StartError) -> JsValue {
+    to_js(&e).unwrap_or_else(|e| e)
+}
+
+/// One sync run. Create it from a Function event or a webhook delivery, then loop: `poll` → send / wait →
+/// `handleResponse` / `handleFailure` → `poll` … until `poll` answers `{type: "done", report}`.
 #[wasm_bindgen]
-pub fn version() -> String { env!("CARGO_PKG_VERSION").to_string() }
+pub struct SyncEngine {
+    inner: Engine,
+}
+
+#[wasm_bindgen]
+impl SyncEngine {
+    /// `env`: the Function's environment; `event`: the handler's `event` (`{data}`).
+    #[wasm_bindgen(js_name = fromFunctionEvent)]
+    pub fn from_function_event(env: JsValue, event: JsValue, now_ms: f64, seed: f64) -> Result<SyncEngine, JsValue> {
+        let env: Env = from_js(env, "env")?;
+        let event: serde_json::Value = from_js(event, "event")?;
+        let envelope = serde_json::json!({ "event": event });
+        start::from_function(&env, &envelope, now_ms as u64, seed as u64).map(|inner| SyncEngine { inner }).map_err(start_error)
+    }
+
+    /// `headers`: the delivery's headers as an object; `body`: its raw bytes, unparsed.
+    #[wasm_bindgen(js_name = fromWebhook)]
+    pub fn from_webhook(env: JsValue, headers: JsValue, body: &[u8], now_ms: f64, seed: f64) -> Result<SyncEngine, JsValue> {
+        let env: Env = from_js(env, "env")?;
+        let headers: Headers = from_js(headers, "headers")?;
+        start::from_webhook(&env, &headers, body, now_ms as u64, seed as u64).map(|inner| SyncEngine { inner }).map_err(start_error)
+    }
+
+    /// The next action: `{type: "send", requests}`, `{type: "wait", untilMs}` or `{type: "done", report}`.
+    pub fn poll(&mut self, now_ms: f64) -> Result<JsValue, JsValue> {
+        to_js(&self.inner.poll(now_ms as u64))
+    }
+
+    /// An HTTP answer to request `id`; `headers` as `[name, value]` pairs.
+    #[wasm_bindgen(js_name = handleResponse)]
+    pub fn handle_response(&mut self, id: u32, status: u16, headers: JsValue, body: String, now_ms: f64) -> Result<(), JsValue> {
+        let headers: Vec<(String, String)> = from_js(headers, "headers")?;
+        self.inner.handle_response(id, Response::Http { status, headers, body }, now_ms as u64);
+        Ok(())
+    }
+
+    /// No answer to request `id`: `timedOut` when the shim aborted it at its timeout, else a network error.
+    #[wasm_bindgen(js_name = handleFailure)]
+    pub fn handle_failure(&mut self, id: u32, timed_out: bool, message: String, now_ms: f64) {
+        let response = if timed_out { Response::Timeout } else { Response::Network { message } };
+        self.inner.handle_response(id, response, now_ms as u64);
+    }
+}
+
+/// The crate version, to check the loaded wasm matches the package.
+#[wasm_bindgen]
+pub fn version() -> String {
+    env!("CARGO_PKG_VERSION").to_string()
+}

@@ -1,0 +1,49 @@
+//! The two entry points, one core: a Sanity Function invocation and a GROQ-powered webhook delivery both
+//! become a configured `Engine` — or an error that says whether the configuration or the input is at fault.
+
+use crate::config::{Config, Env};
+use crate::engine::Engine;
+use crate::error::SyncError;
+use crate::event::{self, Headers};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Why no run could start. The webhook entry answers a configuration error with 500 (fix the deployment)
+/// and an input error with 4xx (Sanity must not retry it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+#[serde(tag = "stage", rename_all = "camelCase")]
+pub enum StartError {
+    Config(SyncError),
+    Input(SyncError),
+}
+
+impl StartError {
+    pub fn error(&self) -> &SyncError {
+        match self {
+            StartError::Config(e) | StartError::Input(e) => e,
+        }
+    }
+}
+
+/// A Function invocation: `envelope` is `{event: {data}}` (the context is not needed).
+pub fn from_function(env: &Env, envelope: &Value, now_ms: u64, seed: u64) -> Result<Engine, StartError> {
+    let config = Config::from_env(env).map_err(StartError::Config)?;
+    let change = event::from_function_event(envelope).map_err(StartError::Input)?;
+    Ok(Engine::new(config, change, now_ms, seed))
+}
+
+/// A webhook delivery: headers (any case) and the raw body bytes, verified with `SANITY_WEBHOOK_SECRET`.
+pub fn from_webhook(env: &Env, headers: &Headers, body: &[u8], now_ms: u64, seed: u64) -> Result<Engine, StartError> {
+    let config = Config::from_env(env).map_err(StartError::Config)?;
+    let secret = config.webhook_secret.as_ref().ok_or_else(|| {
+        StartError::Config(SyncError::expected(
+            "SANITY_WEBHOOK_SECRET",
+            "the secret set on the GROQ-powered webhook (unsigned deliveries are never accepted)",
+            "nothing",
+        ))
+    })?;
+    let headers: Headers = headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+    let change = event::from_webhook(&headers, body, secret.expose(), now_ms, config.max_age_ms).map_err(StartError::Input)?;
+    Ok(Engine::new(config, change, now_ms, seed))
+}
