@@ -286,7 +286,7 @@ pub fn drive(env: &Env, change: ContentChange, fly: &mut FakeFly) -> Run {
     let mut log = vec![];
     for polls in 0..100_000 {
         match engine.poll(now) {
-            Action::Send(reqs) => {
+            Action::Send { requests: reqs } => {
                 assert!(!reqs.is_empty());
                 for r in reqs {
                     log.push(serde_json::to_string(&r.log).unwrap());
@@ -316,7 +316,7 @@ pub fn drive(env: &Env, change: ContentChange, fly: &mut FakeFly) -> Run {
                     }
                 }
             }
-            Action::Done(report) => {
+            Action::Done { report } => {
                 assert!(pending.is_empty(), "done with requests still in flight");
                 return Run { report: *report, ended_at: now, polls, log };
             }

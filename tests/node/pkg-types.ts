@@ -1,0 +1,4 @@
+// Type-only: checks the wasm-bindgen .d.ts under strict settings (needs `npm run build` first).
+import type * as wasm from '../../pkg/sanity_fly_sync.js';
+
+export const versionIsString: (typeof wasm.version) extends () => string ? true : never = true;
