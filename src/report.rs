@@ -2,7 +2,7 @@
 //! It is what the Function logs and what tests assert on; it never holds a secret.
 
 use crate::change::{ContentChange, Op, Operation, Source};
-use crate::error::SyncError;
+use crate::error::{ErrorClass, SyncError};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -196,6 +196,21 @@ pub struct RestartReport {
 }
 
 impl Report {
+    /// The status a webhook entry answers with: 200 when done; 503 when a retry may help (Sanity retries
+    /// 5xx); 500 when something needs fixing first (a refused token, a receiver that rejects us).
+    pub fn webhook_status(&self) -> u16 {
+        if self.ok {
+            return 200;
+        }
+        let errors = self.targets.iter().flat_map(|t| {
+            t.error.iter().chain(t.machines.iter().flat_map(|m| {
+                m.error.iter().chain(m.restart.iter().flat_map(|r| r.error.iter()))
+            }))
+        });
+        let retryable = errors.clone().any(|e| e.class == ErrorClass::Retryable);
+        if retryable || errors.count() == 0 { 503 } else { 500 }
+    }
+
     /// Replace any occurrence of a secret in the report's free text (defence in depth: no code path puts one
     /// there, but an upstream error message could echo something).
     pub fn scrub(&mut self, secrets: &[&str]) {

@@ -10,9 +10,7 @@ use serde_json::Value;
 
 /// Why no run could start. The webhook entry answers a configuration error with 500 (fix the deployment)
 /// and an input error with 4xx (Sanity must not retry it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
-#[serde(tag = "stage", rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartError {
     Config(SyncError),
     Input(SyncError),
@@ -24,6 +22,35 @@ impl StartError {
             StartError::Config(e) | StartError::Input(e) => e,
         }
     }
+
+    /// The status a webhook entry answers with: Sanity retries 5xx and 429, never other 4xx.
+    pub fn webhook_status(&self) -> u16 {
+        match self {
+            StartError::Config(_) => 500,
+            StartError::Input(e) if e.field.as_deref() == Some(event::WEBHOOK_SIGNATURE_HEADER) => 401,
+            StartError::Input(_) => 400,
+        }
+    }
+
+    pub fn rejection(&self) -> Rejection {
+        let stage = match self {
+            StartError::Config(_) => "config",
+            StartError::Input(_) => "input",
+        };
+        Rejection { stage, error: self.error().clone(), http_status: self.webhook_status() }
+    }
+}
+
+/// A `StartError` as it crosses to JavaScript: the error, its stage, and the webhook status for it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+#[serde(rename_all = "camelCase")]
+pub struct Rejection {
+    #[cfg_attr(test, ts(type = "\"config\" | \"input\""))]
+    pub stage: &'static str,
+    #[serde(flatten)]
+    pub error: SyncError,
+    pub http_status: u16,
 }
 
 /// A Function invocation: `envelope` is `{event: {data}}` (the context is not needed).

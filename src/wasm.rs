@@ -1,6 +1,6 @@
 //! The wasm boundary: the engine exposed to JavaScript, nothing else. Values cross as plain JS objects
 //! (serde-wasm-bindgen, JSON-compatible); their TypeScript types are generated from the Rust types into
-//! `pkg/types/`. Errors cross as `StartError` objects (`{stage, class, field?, message}`).
+//! `pkg/types/`. Errors cross as `Rejection` objects (`{stage, class, field?, message, httpStatus}`).
 
 use crate::config::Env;
 use crate::engine::Engine;
@@ -19,7 +19,7 @@ fn from_js<T: serde::de::DeserializeOwned>(value: JsValue, what: &str) -> Result
 }
 
 fn start_error(e: StartError) -> JsValue {
-    to_js(&e).unwrap_or_else(|e| e)
+    to_js(&e.rejection()).unwrap_or_else(|e| e)
 }
 
 /// One sync run. Create it from a Function event or a webhook delivery, then loop: `poll` → send / wait →
@@ -59,6 +59,12 @@ impl SyncEngine {
         let headers: Vec<(String, String)> = from_js(headers, "headers")?;
         self.inner.handle_response(id, Response::Http { status, headers, body }, now_ms as u64);
         Ok(())
+    }
+
+    /// The status a webhook entry answers with, once `poll` has said done.
+    #[wasm_bindgen(js_name = webhookStatus)]
+    pub fn webhook_status(&self) -> u16 {
+        self.inner.report().map_or(500, |r| r.webhook_status())
     }
 
     /// No answer to request `id`: `timedOut` when the shim aborted it at its timeout, else a network error.

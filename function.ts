@@ -1,0 +1,133 @@
+// sanity-fly-sync: the Sanity Function handler and the GROQ-webhook entry.
+//
+// This file is an executor with no policy: the wasm core decides what to send, when to retry, when to restart
+// and what the outcome means (including the webhook's HTTP status); this file only runs `fetch` and timers,
+// feeds every answer back, and logs one JSON line per action. Secrets never reach a log line: requests are
+// logged through the core's redacted `log` description, never with their headers.
+import type {DocumentEventHandler} from '@sanity/functions'
+import {initSync, SyncEngine} from './pkg/sanity_fly_sync.js'
+import wasmBase64 from './pkg/sanity_fly_sync_wasm.js'
+import type {Action} from './pkg/types/Action.js'
+import type {Report} from './pkg/types/Report.js'
+import type {Request as EngineRequest} from './pkg/types/Request.js'
+import type {Rejection} from './pkg/types/Rejection.js'
+
+export type {Report, Rejection}
+export type Env = Record<string, string | undefined>
+export type LogLine = Record<string, unknown>
+export type Logger = (line: LogLine) => void
+
+const jsonLines: Logger = (line) => console.log(JSON.stringify({at: new Date().toISOString(), ...line}))
+
+let loaded = false
+/** Compile the inlined wasm once per process (synchronously: no file to find next to the bundle). */
+function load(): void {
+  if (!loaded) {
+    initSync({module: Buffer.from(wasmBase64, 'base64')})
+    loaded = true
+  }
+}
+
+/** Seed for the core's retry jitter. */
+function seed(): number {
+  const [hi, lo] = crypto.getRandomValues(new Uint32Array(2))
+  return (hi & 0x1fffff) * 2 ** 32 + lo
+}
+
+type Feed = (engine: SyncEngine) => void
+
+/** Send one request; resolve (never reject) to a function that feeds the outcome to the engine. */
+async function send(request: EngineRequest): Promise<Feed> {
+  try {
+    const response = await fetch(request.url, {
+      method: request.method,
+      headers: request.headers,
+      body: request.body ?? undefined,
+      signal: AbortSignal.timeout(request.timeoutMs),
+    })
+    const body = await response.text()
+    const headers = [...response.headers]
+    return (engine) => engine.handleResponse(request.id, response.status, headers, body, Date.now())
+  } catch (error) {
+    const timedOut = error instanceof Error && error.name === 'TimeoutError'
+    const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error)
+    return (engine) => engine.handleFailure(request.id, timedOut, message, Date.now())
+  }
+}
+
+function sleep(ms: number): {promise: Promise<void>; cancel: () => void} {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const promise = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, ms))))
+  return {promise, cancel: () => clearTimeout(timer)}
+}
+
+/** Run the engine's loop to the end: parallel sends, waits, every answer fed back. */
+export async function runEngine(engine: SyncEngine, log: Logger = jsonLines): Promise<Report> {
+  const inFlight = new Map<number, Promise<void>>()
+  const ready: Feed[] = []
+  for (;;) {
+    for (const feed of ready.splice(0)) feed(engine)
+    const action = engine.poll(Date.now()) as Action
+    if (action.type === 'done') {
+      log({action: 'done', report: action.report})
+      return action.report
+    }
+    if (action.type === 'send') {
+      for (const request of action.requests) {
+        log({action: 'send', id: request.id, ...request.log})
+        const done = send(request).then((feed) => {
+          inFlight.delete(request.id)
+          ready.push(feed)
+        })
+        inFlight.set(request.id, done)
+      }
+      continue
+    }
+    // Wait for the first answer or the engine's next instant, whichever comes first.
+    const timer = sleep(action.untilMs - Date.now())
+    await Promise.race([timer.promise, ...inFlight.values()])
+    timer.cancel()
+  }
+}
+
+function envOf(source: Env): Record<string, string> {
+  return Object.fromEntries(Object.entries(source).filter((e): e is [string, string] => typeof e[1] === 'string'))
+}
+
+/** The Sanity document Function. Throws when the sync did not fully succeed, so Sanity records a failure. */
+export const handler: DocumentEventHandler = async ({event}) => {
+  load()
+  let engine: SyncEngine
+  try {
+    engine = SyncEngine.fromFunctionEvent(envOf(process.env), event, Date.now(), seed())
+  } catch (error) {
+    const e = error as Rejection
+    jsonLines({action: 'rejected', ...e})
+    throw new Error(`sanity-fly-sync: ${e.stage} error: ${e.message}`)
+  }
+  const report = await runEngine(engine)
+  if (!report.ok) throw new Error(`sanity-fly-sync: sync ${report.status} (the report above says where and why)`)
+}
+
+/** A Web-standard handler for GROQ-powered webhooks: mount it in any runtime (Node, Deno, Bun, workers). */
+export function createWebhookHandler(env: Env, log: Logger = jsonLines): (request: Request) => Promise<Response> {
+  const vars = envOf(env)
+  return async (request) => {
+    load()
+    const body = new Uint8Array(await request.arrayBuffer())
+    const headers = Object.fromEntries(request.headers)
+    let engine: SyncEngine
+    try {
+      engine = SyncEngine.fromWebhook(vars, headers, body, Date.now(), seed())
+    } catch (error) {
+      const e = error as Rejection
+      log({action: 'rejected', ...e})
+      return Response.json({error: e.message, field: e.field ?? null, stage: e.stage}, {status: e.httpStatus})
+    }
+    const report = await runEngine(engine, log)
+    return Response.json(report, {status: engine.webhookStatus()})
+  }
+}
+
+/** The webhook entry with this process's environment. */
+export const handleWebhook = (request: Request): Promise<Response> => createWebhookHandler(process.env)(request)
