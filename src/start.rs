@@ -74,3 +74,33 @@ pub fn from_webhook(env: &Env, headers: &Headers, body: &[u8], now_ms: u64, seed
     let change = event::from_webhook(&headers, body, secret.expose(), now_ms, config.max_age_ms).map_err(StartError::Input)?;
     Ok(Engine::new(config, change, now_ms, seed))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{env, SECRET};
+    use crate::signature;
+
+    fn webhook_env() -> Env {
+        env(&[("FLY_APP_NAME", "web"), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET), ("SANITY_WEBHOOK_SECRET", "whsec")])
+    }
+
+    #[test]
+    fn webhook_statuses_follow_sanitys_retry_rules() {
+        let body = br#"{"_id":"a","_type":"t","_rev":"r","_updatedAt":"2026-11-27T10:00:00Z"}"#;
+        let now = 1_800_000_000_000;
+        let signed = |secret: &str| -> Headers { [("Sanity-Webhook-Signature".to_string(), signature::sign(body, now, secret))].into() };
+        let status = |env: &Env, headers: &Headers, body: &[u8]| from_webhook(env, headers, body, now, 1).err().map(|e| e.webhook_status());
+        assert_eq!(status(&webhook_env(), &signed("whsec"), body), None, "header names are case-insensitive");
+        assert_eq!(status(&webhook_env(), &signed("other"), body), Some(401));
+        assert_eq!(status(&webhook_env(), &Headers::new(), body), Some(401));
+        assert_eq!(status(&webhook_env(), &signed("whsec"), b"{}"), Some(401), "the signature covers the body");
+        let junk = b"{";
+        let h: Headers = [("sanity-webhook-signature".to_string(), signature::sign(junk, now, "whsec"))].into();
+        assert_eq!(status(&webhook_env(), &h, junk), Some(400));
+        let mut no_secret = webhook_env();
+        no_secret.remove("SANITY_WEBHOOK_SECRET");
+        let e = from_webhook(&no_secret, &signed("whsec"), body, now, 1).err().unwrap();
+        assert_eq!((e.webhook_status(), e.rejection().stage), (500, "config"));
+    }
+}

@@ -27,6 +27,7 @@ fn fans_out_to_every_started_machine_in_parallel() {
     let r = &run.report;
     assert!(r.ok, "{r:#?}");
     assert_eq!(r.status, Status::Ok);
+    assert_eq!(r.webhook_status(), 200);
     let t = &r.targets[0];
     let synced: Vec<&str> = t.machines.iter().filter(|m| m.sync == SyncOutcome::Synced).map(|m| m.id.as_str()).collect();
     assert_eq!(synced, ["m-fra-1", "m-nrt-1", "m-ord-1", "m-ord-2"]);
@@ -198,6 +199,7 @@ fn time_budget_running_out_stops_retries_inside_the_budget() {
     let e = m.error.as_ref().unwrap();
     assert_eq!(e.class, ErrorClass::Retryable);
     assert!(e.message.contains("HTTP 503") && e.message.contains("budget"), "{}", e.message);
+    assert_eq!(run.report.webhook_status(), 503, "a retry may help: let Sanity retry");
 }
 
 #[test]
@@ -246,6 +248,7 @@ fn ack_from_another_machine_is_a_fatal_failure() {
     assert_eq!(e.class, ErrorClass::Fatal);
     assert!(e.message.contains("FLY_MACHINE_ID"));
     assert_eq!(m.attempts, 1, "a fatal answer is not retried");
+    assert_eq!(run.report.webhook_status(), 500, "only fatal failures: retrying the delivery will not help");
 }
 
 #[test]
