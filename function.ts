@@ -5,8 +5,7 @@
 // feeds every answer back, and logs one JSON line per action. Secrets never reach a log line: requests are
 // logged through the core's redacted `log` description, never with their headers.
 import type {DocumentEventHandler} from '@sanity/functions'
-import {initSync, SyncEngine} from './pkg/sanity_fly_sync.js'
-import wasmBase64 from './pkg/sanity_fly_sync_wasm.js'
+import {loadWasm, SyncEngine} from './wasm.ts'
 import type {Action} from './pkg/types/Action.js'
 import type {Report} from './pkg/types/Report.js'
 import type {Request as EngineRequest} from './pkg/types/Request.js'
@@ -18,15 +17,6 @@ export type LogLine = Record<string, unknown>
 export type Logger = (line: LogLine) => void
 
 const jsonLines: Logger = (line) => console.log(JSON.stringify({at: new Date().toISOString(), ...line}))
-
-let loaded = false
-/** Compile the inlined wasm once per process (synchronously: no file to find next to the bundle). */
-function load(): void {
-  if (!loaded) {
-    initSync({module: Buffer.from(wasmBase64, 'base64')})
-    loaded = true
-  }
-}
 
 /** Seed for the core's retry jitter. */
 function seed(): number {
@@ -96,7 +86,7 @@ function envOf(source: Env): Record<string, string> {
 
 /** The Sanity document Function. Throws when the sync did not fully succeed, so Sanity records a failure. */
 export const handler: DocumentEventHandler = async ({event}) => {
-  load()
+  loadWasm()
   let engine: SyncEngine
   try {
     engine = SyncEngine.fromFunctionEvent(envOf(process.env), event, Date.now(), seed())
@@ -113,7 +103,7 @@ export const handler: DocumentEventHandler = async ({event}) => {
 export function createWebhookHandler(env: Env, log: Logger = jsonLines): (request: Request) => Promise<Response> {
   const vars = envOf(env)
   return async (request) => {
-    load()
+    loadWasm()
     const body = new Uint8Array(await request.arrayBuffer())
     const headers = Object.fromEntries(request.headers)
     let engine: SyncEngine

@@ -115,8 +115,8 @@ fn build(data: &Obj, operation: Operation, source: Source, fb: &Fallbacks) -> Re
     let doc_type = text_or("_type", None, "the document type (project `_type`)")?;
     let rev = text_or("_rev", fb.rev, "the document revision (project `_rev`)")?;
     let updated_at = text_or("_updatedAt", fb.updated_at, "an RFC 3339 time (project `_updatedAt`)")?;
-    if !looks_like_rfc3339(&updated_at) {
-        return Err(SyncError::expected(data.field("_updatedAt"), "an RFC 3339 time such as 2026-11-27T10:00:00Z", "another value"));
+    if rfc3339_ms(&updated_at).is_none() {
+        return Err(SyncError::expected(data.field("_updatedAt"), "an RFC 3339 UTC time such as 2026-11-27T10:00:00Z", "another value"));
     }
     let op = if operation == Operation::Delete { Op::Delete } else { Op::Upsert };
     let idempotency_key = match fb.idempotency_key {
@@ -170,23 +170,11 @@ fn slug(data: &Obj, key: &str) -> Result<Option<String>, SyncError> {
     }
 }
 
-/// Shape check only (`YYYY-MM-DDTHH:MM:SS…`): receivers order by this value, so it must at least sort right.
-fn looks_like_rfc3339(s: &str) -> bool {
-    let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
-    b.len() >= 20
-        && digits(0..4)
-        && b[4] == b'-'
-        && digits(5..7)
-        && b[7] == b'-'
-        && digits(8..10)
-        && matches!(b[10], b'T' | b't')
-        && digits(11..13)
-        && b[13] == b':'
-        && digits(14..16)
-        && b[16] == b':'
-        && digits(17..19)
-        && s[19..].chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'Z' | 'z' | '+' | '-' | ':'))
+/// Milliseconds since the epoch of an RFC 3339 UTC time as Sanity writes it (`2026-11-27T10:00:00Z`, any
+/// fractional precision). Receivers order revisions by this instant, so it must parse, not just look right.
+pub fn rfc3339_ms(s: &str) -> Option<u64> {
+    let t = humantime::parse_rfc3339(s).ok()?;
+    t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -282,12 +270,12 @@ mod tests {
     }
 
     #[test]
-    fn rfc3339_shape() {
-        for ok in ["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.123Z", "2026-11-27T10:00:00+01:00"] {
-            assert!(looks_like_rfc3339(ok), "{ok}");
-        }
-        for bad in ["2026-11-27", "yesterday", "2026-11-27 10:00:00Z", "2026-11-27T10:00:00Zjunk"] {
-            assert!(!looks_like_rfc3339(bad), "{bad}");
+    fn rfc3339_instants() {
+        assert_eq!(rfc3339_ms("2026-01-01T00:00:10Z"), Some(1_767_225_610_000));
+        assert_eq!(rfc3339_ms("2026-01-01T00:00:10.5Z"), Some(1_767_225_610_500));
+        assert!(rfc3339_ms("2026-01-01T00:00:10.5Z") > rfc3339_ms("2026-01-01T00:00:10Z"), "ordering is by instant, not text");
+        for bad in ["2026-11-27", "yesterday", "2026-11-27T10:00:00Zjunk", "2026-13-01T00:00:00Z"] {
+            assert_eq!(rfc3339_ms(bad), None, "{bad}");
         }
     }
 }

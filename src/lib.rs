@@ -16,6 +16,7 @@ pub mod json_read;
 pub mod machines;
 pub mod plan;
 pub mod protocol;
+pub mod receiver;
 pub mod report;
 pub mod retry;
 pub mod routes;

@@ -13,6 +13,7 @@ pub const PROTOCOL: &str = "sanity-fly-sync/1";
 pub const SIGNATURE_HEADER: &str = "sanity-fly-sync-signature";
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "camelCase")]
 pub struct SyncPayload<'a> {
     pub protocol: &'static str,
@@ -31,6 +32,7 @@ pub struct SyncPayload<'a> {
     pub locale: Option<&'a str>,
     pub market: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional, type = "Record<string, unknown>"))]
     pub document: Option<&'a Map<String, Value>>,
     pub idempotency_key: &'a str,
 }
@@ -38,6 +40,7 @@ pub struct SyncPayload<'a> {
 /// `current`: where the document is now; `previous`: where it was and no longer is (rename, delete);
 /// `invalidate`: both, deduplicated.
 #[derive(Debug, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 pub struct Routes {
     pub invalidate: Vec<String>,
     pub current: Vec<String>,

@@ -6,6 +6,7 @@ use crate::config::Env;
 use crate::engine::Engine;
 use crate::event::Headers;
 use crate::http::Response;
+use crate::receiver::{Receiver, ReceiverOptions};
 use crate::start::{self, StartError};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
@@ -79,4 +80,44 @@ impl SyncEngine {
 #[wasm_bindgen]
 pub fn version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
+}
+
+/// The receiving side, for the app on each Fly Machine: `begin` a request (→ `{type: "respond", httpStatus,
+/// body}` or `{type: "apply", ticket, change}`), run the app's hooks on `change`, then `finish(ticket, …)`.
+#[wasm_bindgen]
+pub struct SyncReceiver {
+    inner: Receiver,
+}
+
+#[wasm_bindgen]
+impl SyncReceiver {
+    /// `options`: `{secret, machineId, maxAgeSeconds?, acceptDrafts?, rememberKeys?}`; throws a `SyncError`.
+    #[wasm_bindgen(constructor)]
+    pub fn new(options: JsValue) -> Result<SyncReceiver, JsValue> {
+        let options: serde_json::Value = from_js(options, "options")?;
+        let options = ReceiverOptions::from_json(&options).map_err(|e| to_js(&e).unwrap_or_else(|e| e))?;
+        Receiver::new(options).map(|inner| SyncReceiver { inner }).map_err(|e| to_js(&e).unwrap_or_else(|e| e))
+    }
+
+    /// A pushed request: headers as an object, the raw body bytes.
+    pub fn begin(&mut self, headers: JsValue, body: &[u8], now_ms: f64) -> Result<JsValue, JsValue> {
+        let headers: Headers = from_js(headers, "headers")?;
+        to_js(&self.inner.begin(&headers, body, now_ms as u64))
+    }
+
+    /// A document pulled from Sanity (catch-up), shaped as a sync payload.
+    #[wasm_bindgen(js_name = beginPulled)]
+    pub fn begin_pulled(&mut self, payload: JsValue) -> Result<JsValue, JsValue> {
+        let payload: serde_json::Value = from_js(payload, "payload")?;
+        to_js(&self.inner.begin_pulled(payload))
+    }
+
+    /// The hooks succeeded (`error` undefined) or failed (`error` = their message).
+    pub fn finish(&mut self, ticket: u32, restart_required: bool, error: Option<String>) -> Result<JsValue, JsValue> {
+        let outcome = match error {
+            None => Ok(restart_required),
+            Some(message) => Err(message),
+        };
+        to_js(&self.inner.finish(ticket, outcome))
+    }
 }
