@@ -84,8 +84,11 @@ function envOf(source: Env): Record<string, string> {
   return Object.fromEntries(Object.entries(source).filter((e): e is [string, string] => typeof e[1] === 'string'))
 }
 
-/** The Sanity document Function. Throws when the sync did not fully succeed, so Sanity records a failure. */
-export const handler: DocumentEventHandler = async ({event}) => {
+/**
+ * The Sanity document Function. Throws when the sync did not fully succeed, so Sanity records a failure. The
+ * report is also returned: production ignores it, `functions test` prints it as the Response.
+ */
+export async function handler({event}: Parameters<DocumentEventHandler>[0]): Promise<Report> {
   loadWasm()
   let engine: SyncEngine
   try {
@@ -97,6 +100,7 @@ export const handler: DocumentEventHandler = async ({event}) => {
   }
   const report = await runEngine(engine)
   if (!report.ok) throw new Error(`sanity-fly-sync: sync ${report.status} (the report above says where and why)`)
+  return report
 }
 
 /** A Web-standard handler for GROQ-powered webhooks: mount it in any runtime (Node, Deno, Bun, workers). */
