@@ -114,3 +114,13 @@ test('bad options are refused up front with the field named', () => {
   assert.throws(() => createReceiver({secret: 'short', machineId: 'm', apply() {}}), (e) => e.field === 'secret')
   assert.throws(() => createReceiver({secret, apply() {}}), (e) => e.field === 'machineId' && /FLY_MACHINE_ID/.test(e.message))
 })
+
+test('the vendorable bundle (dist/receiver/index.js) works on its own', async () => {
+  const {createReceiver: bundled} = await import('../../dist/receiver/index.js')
+  const stored = []
+  const handler = bundled({secret, machineId: 'machine-b', apply: (change) => void stored.push(change.id)})
+  const r = await post(handler, payload())
+  assert.equal(r.status, 200)
+  assert.equal(r.json.machine, 'machine-b')
+  assert.deepEqual(stored, ['page-1'])
+})
