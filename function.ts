@@ -25,9 +25,9 @@ function seed(): number {
 }
 
 type Feed = (engine: SyncEngine) => void
+type Outcome = {status: number; headers: [string, string][]; body: string} | {timedOut: boolean; message: string}
 
-/** Send one request; resolve (never reject) to a function that feeds the outcome to the engine. */
-async function send(request: EngineRequest): Promise<Feed> {
+async function fetchOutcome(request: EngineRequest): Promise<Outcome> {
   try {
     const response = await fetch(request.url, {
       method: request.method,
@@ -35,14 +35,42 @@ async function send(request: EngineRequest): Promise<Feed> {
       body: request.body ?? undefined,
       signal: AbortSignal.timeout(request.timeoutMs),
     })
-    const body = await response.text()
-    const headers = [...response.headers]
-    return (engine) => engine.handleResponse(request.id, response.status, headers, body, Date.now())
+    return {status: response.status, headers: [...response.headers], body: await response.text()}
   } catch (error) {
     const timedOut = error instanceof Error && error.name === 'TimeoutError'
-    const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error)
-    return (engine) => engine.handleFailure(request.id, timedOut, message, Date.now())
+    return {timedOut, message: error instanceof Error ? `${error.name}: ${error.message}` : String(error)}
   }
+}
+
+// Identical GETs in flight at once (concurrent runs of a content release listing the same app's Machines) share
+// one request; a GET the engine marks reusable (`reuseMs`) may be answered from a recent identical one.
+const sharedGets = new Map<string, Promise<Outcome>>()
+const recentGets = new Map<string, {at: number; outcome: Outcome}>()
+
+function feedOf(request: EngineRequest, o: Outcome): Feed {
+  return 'status' in o
+    ? (engine) => engine.handleResponse(request.id, o.status, o.headers, o.body, Date.now())
+    : (engine) => engine.handleFailure(request.id, o.timedOut, o.message, Date.now())
+}
+
+/** Send one request; resolve (never reject) to a function that feeds the outcome to the engine. */
+async function send(request: EngineRequest): Promise<Feed> {
+  if (request.method !== 'GET') return feedOf(request, await fetchOutcome(request))
+  const key = JSON.stringify([request.url, request.headers])
+  const recent = recentGets.get(key)
+  if (recent && Date.now() - recent.at <= request.reuseMs) return feedOf(request, recent.outcome)
+  let outcome = sharedGets.get(key)
+  if (!outcome) {
+    outcome = fetchOutcome(request)
+    sharedGets.set(key, outcome)
+    void outcome.finally(() => sharedGets.delete(key))
+  }
+  const o = await outcome
+  if ('status' in o && o.status === 200) {
+    if (recentGets.size > 256) recentGets.clear()
+    recentGets.set(key, {at: Date.now(), outcome: o})
+  }
+  return feedOf(request, o)
 }
 
 function sleep(ms: number): {promise: Promise<void>; cancel: () => void} {
@@ -99,7 +127,9 @@ export async function handler({event}: Parameters<DocumentEventHandler>[0]): Pro
     throw new Error(`sanity-fly-sync: ${e.stage} error: ${e.message}`)
   }
   const report = await runEngine(engine)
-  if (!report.ok) throw new Error(`sanity-fly-sync: sync ${report.status} (the report above says where and why)`)
+  if (!report.ok) {
+    throw Object.assign(new Error(`sanity-fly-sync: sync ${report.status} (the report above says where and why)`), {report})
+  }
   return report
 }
 

@@ -23,6 +23,10 @@ use std::collections::{BTreeSet, VecDeque};
 pub const POLL_INTERVAL_MS: u64 = 1_000;
 /// Time kept back at the end of the budget to release leases.
 pub const RELEASE_RESERVE_MS: u64 = 2_000;
+/// A Machine list this recent may stand in for a new one when only content is pushed: the runs of a content
+/// release then share one list call instead of each spending one against the app's Machines API rate limit.
+/// (Restarts never rely on it: a roll reads the list afresh for its baselines.)
+pub const LIST_REUSE_MS: u64 = 1_000;
 const LEASE_DESCRIPTION: &str = "sanity-fly-sync rolling restart";
 
 /// What the shim should do next.
@@ -82,6 +86,8 @@ struct Call {
 enum Phase {
     Listing,
     Syncing,
+    /// Reading the Machines afresh before a roll, when the first list may have been a reused one.
+    Relisting,
     Leasing,
     Restarting,
     Releasing,
@@ -136,6 +142,8 @@ struct TargetRun {
     stopped_early: Option<String>,
     max_down: usize,
     counts: RequestCounts,
+    /// The first list may be answered from a recent one (no restart by type is in play).
+    list_reusable: bool,
 }
 
 impl TargetRun {
@@ -189,6 +197,7 @@ impl Engine {
                 stopped_early: None,
                 max_down: 0,
                 counts: RequestCounts::default(),
+                list_reusable: !plan::restart_for_type(&engine.change, target),
             };
             if run.phase == Phase::Listing {
                 engine.calls.push(Call { target: i, machine: None, kind: Kind::List, attempts: 0, not_before: now_ms, in_flight: None });
@@ -285,7 +294,8 @@ impl Engine {
                 }
                 let delay = retry::backoff_ms(call.attempts, &mut self.rng, min_delay_ms);
                 let limit = if call.kind == Kind::Release { self.deadline_ms } else { self.work_deadline_ms };
-                if call.attempts >= retry::MAX_ATTEMPTS {
+                let max_attempts = if rate_limited { retry::MAX_RATE_LIMITED_ATTEMPTS } else { retry::MAX_ATTEMPTS };
+                if call.attempts >= max_attempts {
                     let e = SyncError::retryable(format!("{} (gave up after {} attempts)", error.message, call.attempts));
                     self.finish_call(call, Err(e), now_ms);
                 } else if now_ms + delay + 100 > limit {
@@ -338,6 +348,19 @@ impl Engine {
     fn finish_call(&mut self, call: Call, result: Result<String, SyncError>, now_ms: u64) {
         let t = call.target;
         match (call.kind, call.machine) {
+            (Kind::List, _) if self.targets[t].phase == Phase::Relisting => {
+                match result.and_then(|body| Machine::parse_list(&body)) {
+                    Ok(machines) => self.on_relisted(t, machines, now_ms),
+                    Err(e) => {
+                        let run = &mut self.targets[t];
+                        run.stopped_early = Some(format!("no restart: the Machines could not be read again ({})", e.message));
+                        for m in run.queue.drain(..) {
+                            run.machines[m].restart = RestartState::NotAttempted("not restarted: the Machine list could not be read".into());
+                        }
+                        run.phase = Phase::Done;
+                    }
+                }
+            }
             (Kind::List, _) => match result.and_then(|body| Machine::parse_list(&body)) {
                 Ok(machines) => self.on_listed(t, machines),
                 Err(e) => {
@@ -527,11 +550,16 @@ impl Engine {
                 run.restart_cause = Some(if by_type { RestartCause::DocumentType } else { RestartCause::Receiver });
                 for &m in &chosen {
                     run.machines[m].restart = RestartState::Planned;
-                    self.calls.push(Call { target: t, machine: Some(m), kind: Kind::Lease, attempts: 0, not_before: now_ms, in_flight: None });
                 }
                 run.queue = chosen.into();
-                run.phase = Phase::Leasing;
+                if run.list_reusable {
+                    run.phase = Phase::Relisting;
+                    self.calls.push(Call { target: t, machine: None, kind: Kind::List, attempts: 0, not_before: now_ms, in_flight: None });
+                } else {
+                    self.begin_leasing(t, now_ms);
+                }
             }
+            Phase::Relisting => {}
             Phase::Leasing if busy(&self.calls, Kind::Lease) => {}
             Phase::Leasing => {
                 let run = &mut self.targets[t];
@@ -584,6 +612,40 @@ impl Engine {
             Phase::Releasing if busy(&self.calls, Kind::Release) => {}
             Phase::Releasing => self.targets[t].phase = Phase::Done,
         }
+    }
+
+    /// Fresh baselines for the roll: the newest events and checks of each chosen Machine, and which of them
+    /// are still serving at all.
+    fn on_relisted(&mut self, t: usize, machines: Vec<Machine>, now_ms: u64) {
+        let run = &mut self.targets[t];
+        let queue: Vec<usize> = run.queue.drain(..).collect();
+        for m in queue {
+            let mr = &mut run.machines[m];
+            match machines.iter().find(|fresh| fresh.id == mr.machine.id) {
+                Some(fresh) if fresh.state == "started" => {
+                    mr.had_checks = !fresh.checks.is_empty();
+                    mr.machine = fresh.clone();
+                    run.queue.push_back(m);
+                }
+                other => {
+                    let state = other.map_or("gone", |f| f.state.as_str());
+                    mr.restart = RestartState::NotAttempted(format!("not restarted: no longer started (now `{state}`)"));
+                }
+            }
+        }
+        self.begin_leasing(t, now_ms);
+    }
+
+    fn begin_leasing(&mut self, t: usize, now_ms: u64) {
+        let run = &mut self.targets[t];
+        if run.queue.is_empty() {
+            run.phase = Phase::Done;
+            return;
+        }
+        for &m in &run.queue {
+            self.calls.push(Call { target: t, machine: Some(m), kind: Kind::Lease, attempts: 0, not_before: now_ms, in_flight: None });
+        }
+        run.phase = Phase::Leasing;
     }
 
     fn begin_release(&mut self, t: usize, now_ms: u64) {
@@ -641,6 +703,7 @@ impl Engine {
                 (Method::POST, format!("{}{}", target.app_url, target.sync_path), headers, Some(run.body.clone()))
             }
         };
+        let reuse_ms = if call.kind == Kind::List && run.phase == Phase::Listing && run.list_reusable { LIST_REUSE_MS } else { 0 };
         if call.kind == Kind::Sync {
             run.counts.app += 1;
         } else {
@@ -654,7 +717,7 @@ impl Engine {
             machine: machine_id,
             attempt: call.attempts + 1,
         };
-        Request { id, method, url, headers, body, timeout_ms, log }
+        Request { id, method, url, headers, body, timeout_ms, reuse_ms, log }
     }
 
     fn build_report(&self, now_ms: u64) -> Report {

@@ -25,6 +25,10 @@ pub struct Request {
     /// Abort the request after this long and report `Response::Timeout`.
     #[cfg_attr(test, ts(type = "number"))]
     pub timeout_ms: u64,
+    /// The executor may answer this GET with the answer to an identical request received at most this long ago
+    /// (0: always send). Set by the engine's policy, e.g. for Machine lists during a burst.
+    #[cfg_attr(test, ts(type = "number"))]
+    pub reuse_ms: u64,
     /// A redacted one-line description for logs.
     pub log: RequestLog,
 }

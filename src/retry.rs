@@ -9,6 +9,9 @@ pub const BASE_DELAY_MS: u64 = 500;
 pub const MAX_DELAY_MS: u64 = 8_000;
 /// Attempts per call, first one included.
 pub const MAX_ATTEMPTS: u32 = 5;
+/// A rate-limited call is not failing, only early: it may try this many times (still inside the budget), so a
+/// burst of Function runs sharing one app's Machines API limits gets through instead of giving up.
+pub const MAX_RATE_LIMITED_ATTEMPTS: u32 = 20;
 
 /// What one answer means for the call that got it.
 #[derive(Debug, Clone, PartialEq)]

@@ -66,6 +66,25 @@ fn rate_limited_then_success_honours_retry_after() {
 }
 
 #[test]
+fn a_long_rate_limit_is_waited_out_but_not_forever() {
+    let mut fly = six();
+    for _ in 0..8 {
+        fly.fault("list", "", Response::json(429, "{}"));
+    }
+    let run = drive(&env(&[("FLY_SYNC_BUDGET_MS", "120000")]), change("page", json!({})), &mut fly);
+    assert!(run.report.ok, "8 rate-limited answers in a row are waited out: {:#?}", run.report);
+    assert_eq!(fly.count("list"), 9);
+    let mut fly = six();
+    for _ in 0..100 {
+        fly.fault("list", "", Response::json(429, "{}"));
+    }
+    let run = drive(&env(&[("FLY_SYNC_BUDGET_MS", "600000")]), change("page", json!({})), &mut fly);
+    assert!(!run.report.ok);
+    assert_eq!(fly.count("list"), 20, "bounded in count even with time to spare");
+    assert!(run.report.targets[0].error.as_ref().unwrap().message.contains("gave up after 20 attempts"));
+}
+
+#[test]
 fn rate_limited_without_retry_after_backs_off_exponentially() {
     let mut fly = six();
     for _ in 0..3 {
@@ -173,6 +192,41 @@ fn receiver_asking_for_restart_restarts_only_that_machine() {
     assert_eq!((restart.cause, restart.planned, restart.restarted), (RestartCause::Receiver, 1, 1));
     let restarted: Vec<&str> = fly.machines.iter().filter(|m| m.restarts > 0).map(|m| m.id.as_str()).collect();
     assert_eq!(restarted, ["m-fra-1"]);
+}
+
+#[test]
+fn a_reusable_list_is_read_again_before_a_roll() {
+    let mut fly = six();
+    fly.machine("m-fra-1").ask_restart = true;
+    fly.machine("m-ord-1").ask_restart = true;
+    let run = drive(&env(&[]), change("page", json!({})), &mut fly);
+    let lists: Vec<u64> = fly.sent.iter().filter(|s| s.kind == "list").map(|s| s.reuse_ms).collect();
+    assert_eq!(lists, [1_000, 0], "content-only first list may be reused; the roll's list is fresh");
+    assert!(run.report.ok, "{:#?}", run.report);
+    assert_eq!(run.report.targets[0].restart.as_ref().unwrap().restarted, 2);
+}
+
+#[test]
+fn a_machine_that_stopped_before_the_roll_is_left_alone() {
+    let mut fly = six();
+    fly.machine("m-fra-1").ask_restart = true;
+    fly.machine("m-ord-1").ask_restart = true;
+    fly.stop_after_sync = Some("m-ord-1".into());
+    let run = drive(&env(&[]), change("page", json!({})), &mut fly);
+    let t = &run.report.targets[0];
+    let ord = t.machines.iter().find(|m| m.id == "m-ord-1").unwrap().restart.clone().unwrap();
+    assert_eq!(ord.outcome, RestartOutcome::NotAttempted);
+    assert!(ord.reason.unwrap().contains("no longer started (now `stopped`)"));
+    assert_eq!(fly.machine("m-ord-1").restarts, 0);
+    assert_eq!(fly.machine("m-fra-1").restarts, 1);
+}
+
+#[test]
+fn restart_types_never_reuse_a_list() {
+    let mut fly = six();
+    drive(&env(&[("FLY_RESTART_TYPES", "settings"), ("FLY_SYNC_BUDGET_MS", "60000")]), change("settings", json!({})), &mut fly);
+    let lists: Vec<u64> = fly.sent.iter().filter(|s| s.kind == "list").map(|s| s.reuse_ms).collect();
+    assert_eq!(lists, [0], "one fresh list, no second one");
 }
 
 #[test]

@@ -99,6 +99,7 @@ pub struct Sent {
     pub method: Method,
     pub machine: Option<String>,
     pub url: String,
+    pub reuse_ms: u64,
 }
 
 pub struct FakeFly {
@@ -112,11 +113,13 @@ pub struct FakeFly {
     /// Restart requests that reached the fake even though the answer was lost (ambiguous 408).
     pub restart_then_408: BTreeMap<String, u32>,
     pub app_down: bool,
+    /// Stop this Machine right after it acknowledges its push (it scales down between push and roll).
+    pub stop_after_sync: Option<String>,
 }
 
 impl FakeFly {
     pub fn new(machines: Vec<FakeMachine>) -> Self {
-        FakeFly { machines, faults: BTreeMap::new(), latency_ms: 20, sent: vec![], max_down: 0, restart_then_408: BTreeMap::new(), app_down: false }
+        FakeFly { machines, faults: BTreeMap::new(), latency_ms: 20, sent: vec![], max_down: 0, restart_then_408: BTreeMap::new(), app_down: false, stop_after_sync: None }
     }
 
     /// Queue a canned answer for the next `kind` call on `machine` ("" for list / fan-out one).
@@ -149,7 +152,7 @@ impl FakeFly {
         self.settle(now);
         let kind = req.log.kind;
         let mid = req.log.machine.clone().unwrap_or_default();
-        self.sent.push(Sent { at: now, kind, method: req.method, machine: req.log.machine.clone(), url: req.url.clone() });
+        self.sent.push(Sent { at: now, kind, method: req.method, machine: req.log.machine.clone(), url: req.url.clone(), reuse_ms: req.reuse_ms });
         if kind != "sync" {
             let auth = req.headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.as_str());
             assert_eq!(auth, Some(format!("FlyV1 {TOKEN}").as_str()), "Machines API calls carry the token");
@@ -218,6 +221,13 @@ impl FakeFly {
                     return Response::json(502, r#"{"error":"could not reach machine"}"#);
                 }
                 m.applied.push(serde_json::from_str(&body).unwrap());
+                if self.stop_after_sync.as_deref() == Some(target.as_str()) {
+                    let m = self.machine(&target);
+                    let ack = json!({"machine": m.id, "status": "applied", "restart": if m.ask_restart { json!("required") } else { Value::Null }});
+                    m.state = "stopped".into();
+                    return Response::json(200, ack.to_string());
+                }
+                let m = self.machine(&target);
                 let machine = m.ack_as.clone().unwrap_or(m.id.clone());
                 let restart = if m.ask_restart { json!("required") } else { Value::Null };
                 Response::json(200, json!({"machine": machine, "status": "applied", "restart": restart}).to_string())

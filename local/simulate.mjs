@@ -1,0 +1,86 @@
+// npm run simulate [-- --scenario file.json --machines 24 --regions ord,fra,nrt --faults none --json]
+// Starts the local Fly (Machines API emulator + a fleet running the reference receiver), replays an editorial
+// session through the real Function handler, prints a table per event, writes an HTML timeline, shuts down.
+import {readFileSync, mkdirSync, writeFileSync} from 'node:fs'
+import {dirname, join, resolve} from 'node:path'
+import {fileURLToPath} from 'node:url'
+import {parseArgs} from 'node:util'
+import {runSimulation} from './simulation.mjs'
+import {FAULT_PROFILES} from './faults.mjs'
+import {renderTimeline} from './timeline.mjs'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+const {values: flags} = parseArgs({
+  options: {
+    scenario: {type: 'string', default: join(root, 'local/scenarios/editorial.json')},
+    machines: {type: 'string', default: '24'},
+    regions: {type: 'string', default: 'ord,fra,nrt'},
+    faults: {type: 'string', default: 'none'},
+    out: {type: 'string', default: join(root, 'out/simulation-timeline.html')},
+    json: {type: 'boolean', default: false},
+    help: {type: 'boolean', default: false},
+  },
+})
+
+if (flags.help) {
+  console.log(`usage: npm run simulate -- [--scenario FILE] [--machines N] [--regions a,b] [--faults ${Object.keys(FAULT_PROFILES).join('|')}] [--out FILE] [--json]`)
+  for (const [name, p] of Object.entries(FAULT_PROFILES)) console.log(`  --faults ${name}: ${p.description}`)
+  process.exit(0)
+}
+const machines = Number(flags.machines)
+if (!Number.isInteger(machines) || machines < 1 || machines > 200) {
+  console.error('--machines: expected a whole number from 1 to 200')
+  process.exit(2)
+}
+const regions = flags.regions.split(',').map((r) => r.trim()).filter(Boolean)
+if (regions.length === 0 || regions.some((r) => !/^[a-z]{3}$/.test(r))) {
+  console.error('--regions: expected Fly region codes such as ord,fra,nrt')
+  process.exit(2)
+}
+if (!FAULT_PROFILES[flags.faults]) {
+  console.error(`--faults: expected one of ${Object.keys(FAULT_PROFILES).join(', ')}`)
+  process.exit(2)
+}
+let scenario
+try {
+  scenario = JSON.parse(readFileSync(resolve(flags.scenario), 'utf8'))
+} catch (error) {
+  console.error(`--scenario: could not read ${flags.scenario}: ${error.message}`)
+  process.exit(2)
+}
+
+const pad = (v, n) => String(v).padEnd(n)
+const lpad = (v, n) => String(v).padStart(n)
+const header = `${pad('#', 3)}${pad('event', 28)}${lpad('runs', 5)}${lpad('pushes', 8)}${lpad('fresh', 9)}${lpad('p50 ms', 8)}${lpad('max ms', 8)}${lpad('restarts', 10)}${lpad('served', 8)}${lpad('API', 6)}${lpad('429', 5)}  ok`
+if (!flags.json) {
+  console.log(`simulating ${machines} Machines over ${regions.join(', ')}, faults: ${flags.faults}\n`)
+  console.log(header)
+  console.log('-'.repeat(header.length))
+}
+const result = await runSimulation({
+  scenario,
+  machines,
+  regions,
+  faults: flags.faults,
+  onStep: flags.json
+    ? undefined
+    : (s) => {
+        console.log(
+          `${pad(s.index, 3)}${pad(s.label.slice(0, 27), 28)}${lpad(s.invocations, 5)}${lpad(s.pushes, 8)}${lpad(`${s.freshMachines}/${s.servingMachines}`, 9)}` +
+            `${lpad(s.freshP50 ?? '-', 8)}${lpad(s.freshMax ?? '-', 8)}${lpad(s.restarts, 10)}${lpad(`${(s.availability * 100).toFixed(1)}%`, 8)}` +
+            `${lpad(s.apiCalls, 6)}${lpad(s.rateLimited, 5)}  ${s.ok ? 'yes' : 'NO'}`,
+        )
+        for (const st of s.stale) console.log(`     stale: ${st.machine} (${st.region}) ${st.path}: expected ${st.expected}, got ${st.got}${st.why ? ` — report: ${st.why}` : ' — UNEXPLAINED'}`)
+      },
+})
+
+mkdirSync(dirname(resolve(flags.out)), {recursive: true})
+writeFileSync(resolve(flags.out), renderTimeline(result))
+if (flags.json) {
+  const {timelines, availability, ...rest} = result
+  console.log(JSON.stringify({...rest, timeline: resolve(flags.out)}, null, 2))
+} else {
+  console.log(`\n${result.ok ? 'every started Machine fresh after every event' : 'some Machines stale without an explanation (see above)'}`)
+  console.log(`timeline: ${resolve(flags.out)}`)
+}
+process.exit(result.ok ? 0 : 1)
