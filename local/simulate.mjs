@@ -80,7 +80,12 @@ if (flags.json) {
   const {timelines, availability, ...rest} = result
   console.log(JSON.stringify({...rest, timeline: resolve(flags.out)}, null, 2))
 } else {
-  console.log(`\n${result.ok ? 'every started Machine fresh after every event' : 'some Machines stale without an explanation (see above)'}`)
+  const verdict = !result.ok
+    ? 'some Machines stale without an explanation in the report (see above): FAILED'
+    : result.explainedStale
+      ? `every started Machine fresh after every event, except ${result.explainedStale} stale reads the Function's report explains (above)`
+      : 'every started Machine fresh after every event'
+  console.log(`\n${verdict}`)
   console.log(`timeline: ${resolve(flags.out)}`)
 }
 process.exit(result.ok ? 0 : 1)

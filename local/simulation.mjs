@@ -25,7 +25,7 @@ export function routeOf(doc) {
   return doc._type === 'article' ? `/blog/${encodeURIComponent(slug)}` : `/${encodeURIComponent(slug)}`
 }
 
-function functionEnv({api, fleet, markets, budgetMs}) {
+function functionEnv({api, fleet, markets, budgetMs, restartTimeoutMs}) {
   const config = {
     version: 1,
     targets: [
@@ -39,7 +39,7 @@ function functionEnv({api, fleet, markets, budgetMs}) {
         regions: {field: 'market', map: Object.fromEntries(Object.entries(markets).map(([m, r]) => [m, [r]])), unmapped: 'all'},
         restart: {types: ['siteSettings'], onRequest: true},
         maxUnavailable: 2,
-        restartTimeoutMs: 15_000,
+        restartTimeoutMs,
       },
     ],
   }
@@ -75,9 +75,9 @@ async function capturingLogs(captured, work) {
 
 /**
  * @param {{scenario: object, machines?: number, regions?: string[], faults?: string, budgetMs?: number,
- *          latencyMs?: Record<string, number>, onStep?: (step) => void}} options
+ *          restartTimeoutMs?: number, latencyMs?: Record<string, number>, onStep?: (step) => void}} options
  */
-export async function runSimulation({scenario, machines = 24, regions = ['ord', 'fra', 'nrt'], faults = 'none', budgetMs = 60_000, latencyMs, onStep}) {
+export async function runSimulation({scenario, machines = 24, regions = ['ord', 'fra', 'nrt'], faults = 'none', budgetMs = 60_000, restartTimeoutMs = 15_000, latencyMs, onStep}) {
   let editorialNow = EDITORIAL_START
   const store = new DocumentStore({now: () => editorialNow})
   store.transaction((scenario.seed ?? []).map((doc) => ({createOrReplace: doc})))
@@ -108,7 +108,7 @@ export async function runSimulation({scenario, machines = 24, regions = ['ord', 
   const api = fleet.api
   const markets = Object.fromEntries(Object.entries(scenario.markets ?? {}).filter(([, r]) => regions.includes(r)))
   const savedEnv = {...process.env}
-  Object.assign(process.env, functionEnv({api, fleet, markets, budgetMs}))
+  Object.assign(process.env, functionEnv({api, fleet, markets, budgetMs, restartTimeoutMs}))
   const faultPlan = applyFaults(faults, {api, fleet})
   const startedAt = Date.now()
   const steps = []
@@ -137,6 +137,8 @@ export async function runSimulation({scenario, machines = 24, regions = ['ord', 
     steps,
     timelines,
     availability,
+    faultsHit: structuredClone(api.stats.faults),
+    explainedStale: steps.reduce((n, s) => n + s.stale.length - s.unexplained.length, 0),
     machineRegions: Object.fromEntries(api.machines(fleet.app).map((m) => [m.id, m.region])),
   }
   await fleet.close()
