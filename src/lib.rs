@@ -5,6 +5,7 @@
 //! sans-IO) → `report`. `config` reads the environment; `signature` is Sanity's webhook scheme.
 //! No I/O and no clock anywhere in this crate: time comes in as an argument.
 
+pub mod catch_up;
 pub mod change;
 pub mod config;
 pub mod engine;

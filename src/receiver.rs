@@ -59,6 +59,9 @@ struct Mark {
     updated_ms: u64,
     rev: String,
     deleted: bool,
+    /// Kept so a tombstone can be written for a document Sanity no longer has (reconciliation).
+    doc_type: String,
+    updated_at: String,
 }
 
 /// A verified, in-order change to hand to the app's hooks, then to `commit`.
@@ -257,6 +260,11 @@ impl Receiver {
         self.marks.iter().filter(|(_, m)| !m.deleted).map(|(id, _)| id.as_str())
     }
 
+    /// The newest revision held of a live document: `(type, rev, updatedAt)`.
+    pub fn held(&self, id: &str) -> Option<(&str, &str, &str)> {
+        self.marks.get(id).filter(|m| !m.deleted).map(|m| (m.doc_type.as_str(), m.rev.as_str(), m.updated_at.as_str()))
+    }
+
     pub fn ack(&self, status: AckStatus, restart_required: bool) -> String {
         let body = AckBody {
             protocol: PROTOCOL,
@@ -285,7 +293,7 @@ fn parse_payload(body: &[u8]) -> Result<Incoming, SyncError> {
         _ => return Err(SyncError::expected("op", "`upsert` or `delete`", "another operation")),
     };
     let id = obj.str_req("id", "the document id")?.to_string();
-    obj.str_req("type", "the document type")?;
+    let doc_type = obj.str_req("type", "the document type")?.to_string();
     let rev = obj.str_req("rev", "the document revision")?.to_string();
     let updated_at = obj.str_req("updatedAt", "an RFC 3339 UTC time")?;
     let updated_ms = rfc3339_ms(updated_at).ok_or_else(|| SyncError::expected("updatedAt", "an RFC 3339 UTC time", "another value"))?;
@@ -293,7 +301,8 @@ fn parse_payload(body: &[u8]) -> Result<Incoming, SyncError> {
     if !delete && !matches!(obj.get("document"), Some(Value::Object(_))) {
         return Err(SyncError::expected("document", "the document (an object) on an upsert", obj.get("document").map_or("nothing", kind_of)));
     }
-    Ok(Incoming { mark: Mark { updated_ms, rev, deleted: delete }, id, delete, key, payload })
+    let updated_at = updated_at.to_string();
+    Ok(Incoming { mark: Mark { updated_ms, rev, deleted: delete, doc_type, updated_at }, id, delete, key, payload })
 }
 
 #[cfg(test)]

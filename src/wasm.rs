@@ -6,6 +6,7 @@ use crate::config::Env;
 use crate::engine::Engine;
 use crate::event::Headers;
 use crate::http::Response;
+use crate::catch_up::{CatchUp, CatchUpOptions};
 use crate::receiver::{Receiver, ReceiverOptions};
 use crate::start::{self, StartError};
 use serde::Serialize;
@@ -87,6 +88,11 @@ pub fn version() -> String {
 #[wasm_bindgen]
 pub struct SyncReceiver {
     inner: Receiver,
+    catch_up: Option<CatchUp>,
+}
+
+fn error_js(e: crate::error::SyncError) -> JsValue {
+    to_js(&e).unwrap_or_else(|e| e)
 }
 
 #[wasm_bindgen]
@@ -95,8 +101,56 @@ impl SyncReceiver {
     #[wasm_bindgen(constructor)]
     pub fn new(options: JsValue) -> Result<SyncReceiver, JsValue> {
         let options: serde_json::Value = from_js(options, "options")?;
-        let options = ReceiverOptions::from_json(&options).map_err(|e| to_js(&e).unwrap_or_else(|e| e))?;
-        Receiver::new(options).map(|inner| SyncReceiver { inner }).map_err(|e| to_js(&e).unwrap_or_else(|e| e))
+        let options = ReceiverOptions::from_json(&options).map_err(error_js)?;
+        Receiver::new(options).map(|inner| SyncReceiver { inner, catch_up: None }).map_err(error_js)
+    }
+
+    /// Turn on catch-up: `{types, lagSeconds?, pageSize?, maxPages?, projection?}`; throws a `SyncError`.
+    #[wasm_bindgen(js_name = enableCatchUp)]
+    pub fn enable_catch_up(&mut self, options: JsValue) -> Result<(), JsValue> {
+        let options: serde_json::Value = from_js(options, "catchUp")?;
+        self.catch_up = Some(CatchUp::new(CatchUpOptions::from_json(&options).map_err(error_js)?));
+        Ok(())
+    }
+
+    fn catch_up(&mut self) -> Result<&mut CatchUp, JsValue> {
+        self.catch_up.as_mut().ok_or_else(|| JsValue::from_str("catch-up is not enabled"))
+    }
+
+    /// Begin a catch-up run: the first `{query, params}` to run.
+    #[wasm_bindgen(js_name = catchUpStart)]
+    pub fn catch_up_start(&mut self) -> Result<JsValue, JsValue> {
+        to_js(&self.catch_up()?.start())
+    }
+
+    /// A page of documents (the query's result) → `{steps, next, skipped}`.
+    #[wasm_bindgen(js_name = catchUpPage)]
+    pub fn catch_up_page(&mut self, result: JsValue) -> Result<JsValue, JsValue> {
+        let result: serde_json::Value = from_js(result, "result")?;
+        let catch_up = self.catch_up.as_mut().ok_or_else(|| JsValue::from_str("catch-up is not enabled"))?;
+        to_js(&catch_up.page(&mut self.inner, &result).map_err(error_js)?)
+    }
+
+    /// The query for every id Sanity still has.
+    #[wasm_bindgen(js_name = catchUpIdsQuery)]
+    pub fn catch_up_ids_query(&mut self) -> Result<JsValue, JsValue> {
+        to_js(&self.catch_up()?.ids_query())
+    }
+
+    /// The ids (the ids query's result) → `{steps, refused}` tombstones for what Sanity no longer has.
+    #[wasm_bindgen(js_name = catchUpDeletions)]
+    pub fn catch_up_deletions(&mut self, result: JsValue) -> Result<JsValue, JsValue> {
+        let result: serde_json::Value = from_js(result, "result")?;
+        let catch_up = self.catch_up.as_ref().ok_or_else(|| JsValue::from_str("catch-up is not enabled"))?;
+        to_js(&catch_up.deletions(&mut self.inner, &result).map_err(error_js)?)
+    }
+
+    /// End the run; the mark advances only when `all_applied`. Returns the mark.
+    #[wasm_bindgen(js_name = catchUpFinish)]
+    pub fn catch_up_finish(&mut self, all_applied: bool) -> Result<Option<String>, JsValue> {
+        let catch_up = self.catch_up()?;
+        catch_up.finish(all_applied);
+        Ok(catch_up.mark())
     }
 
     /// A pushed request: headers as an object, the raw body bytes.
