@@ -193,13 +193,23 @@ export async function startFleet(options = {}) {
   function onState({app: a, machine, to}) {
     const h = handles.get(machine)
     if (a !== app || !h || closed) return
-    if (to === 'starting') startBoot(h)
-    else if (to === 'started') {
+    if (to === 'suspending' || to === 'suspended') {
+      // Suspended: not serving, but the process and its memory are kept in a snapshot — it resumes as it was.
+      h.suspended = true
+      h.serving = false
+      for (const s of h.sockets) s.destroy()
+      refreshUp(h, `state:${to}`)
+    } else if (to === 'starting') {
+      if (!(h.suspended && h.handler)) startBoot(h)
+    } else if (to === 'started') {
+      const resumed = h.suspended && h.handler
+      h.suspended = false
       if (h.handler) {
         h.serving = true
-        refreshUp(h, 'boot')
+        refreshUp(h, resumed ? 'resume' : 'boot')
       } else if (!h.booting) startBoot(h)
     } else {
+      h.suspended = false
       // Stopping, stopped, failed…: the process is gone, and so are its connections.
       h.gen++
       h.booting = false

@@ -855,3 +855,33 @@ test('a fleet can share an emulator the caller started (and leaves it running)',
     await api.close()
   }
 })
+
+test('a suspended Machine stops serving and resumes as it was: same process, same memory, no boot', async () => {
+  let boots = 0
+  const fleet = await startFleet({
+    machines: 1,
+    regions: ['ord'],
+    latencyMs: {ord: 0},
+    apiOptions: {timings: FLEET_TIMINGS},
+    handlerFor: () => {
+      boots += 1
+      let hits = 0
+      return () => Response.json({boot: boots, hits: ++hits})
+    },
+  })
+  try {
+    const [m] = fleet.api.machines('web')
+    await fleet.waitUp(m.id)
+    assert.equal((await (await fleet.fetchFrom(m.id, '/')).json()).hits, 1)
+    fleet.api.control.setState(m.id, 'suspended')
+    await pollFor(() => fleet.availability(m.id).up === false, {what: 'suspended Machine stops serving'})
+    await assert.rejects(fleet.fetchFrom(m.id, '/'))
+    fleet.api.control.start(m.id)
+    await fleet.waitUp(m.id)
+    const body = await (await fleet.fetchFrom(m.id, '/')).json()
+    assert.deepEqual(body, {boot: 1, hits: 2}, 'resumed with its memory: no new boot, the counter went on')
+    assert.equal(fleet.availability(m.id).events.at(-1).cause, 'resume')
+  } finally {
+    await fleet.close()
+  }
+})
