@@ -41,7 +41,9 @@ const badRequest = (description) => new HttpError(400, {error: {description, typ
  *   is checked (anyone reads drafts and writes — unlike Sanity, where a public dataset still hides drafts from
  *   anonymous readers and every write needs a token).
  */
-export async function startContentLake({store = new DocumentStore(), projectId = 'local', dataset = 'production', token, port = 0} = {}) {
+// `anonymousQueries` (private datasets): 'unauthorized' answers a query without a token with 401; 'empty' answers it
+// as if the dataset had no documents. Which of the two Sanity does is unverified here, so both can be tested.
+export async function startContentLake({store = new DocumentStore(), projectId = 'local', dataset = 'production', token, anonymousQueries = 'unauthorized', port = 0} = {}) {
   /** @type {Array<{method: string, path: string, search: string, status: number, transactionId?: string, error?: string}>} */
   const log = []
 
@@ -72,8 +74,10 @@ export async function startContentLake({store = new DocumentStore(), projectId =
   /** Route one request; returns the JSON body of a 200 or throws an HttpError. */
   async function route(req, url, entry) {
     const auth = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')
+    let anonymous = false
     if (token !== undefined) {
-      if (!auth) throw flat(401, 'Unauthorized', `Dataset "${dataset}" is private: send Authorization: Bearer <token>`)
+      anonymous = !auth && anonymousQueries === 'empty' && /\/data\/query\//.test(url.pathname)
+      if (!auth && !anonymous) throw flat(401, 'Unauthorized', `Dataset "${dataset}" is private: send Authorization: Bearer <token>`)
       if (auth[1] !== token) throw new HttpError(401, {error: 'Unauthorized', message: 'Session not found', statusCode: 401, errorCode: 'SIO-401-ANF'})
     }
     const headerProject = req.headers['x-sanity-project-id']
@@ -93,7 +97,7 @@ export async function startContentLake({store = new DocumentStore(), projectId =
     if (endpoint === 'query') {
       if (rest !== undefined) throw flat(404, 'Not Found', `No such endpoint: ${url.pathname}`)
       if (req.method !== 'GET' && req.method !== 'POST') throw flat(405, 'Method Not Allowed', `${req.method} is not allowed on data/query`)
-      return query(req, url, apiVersion)
+      return query(req, url, apiVersion, anonymous)
     }
     if (endpoint === 'doc') {
       if (req.method !== 'GET') throw flat(405, 'Method Not Allowed', `${req.method} is not allowed on data/doc`)
@@ -105,7 +109,7 @@ export async function startContentLake({store = new DocumentStore(), projectId =
     return mutate(req, url, entry)
   }
 
-  async function query(req, url, apiVersion) {
+  async function query(req, url, apiVersion, anonymous = false) {
     const started = performance.now()
     const search = url.searchParams
     let text = search.get('query')
@@ -128,13 +132,13 @@ export async function startContentLake({store = new DocumentStore(), projectId =
     }
     if (typeof text !== 'string' || !text.trim()) throw badRequest('Missing query: pass ?query=… or POST {query}')
     const perspective = parsePerspective(search.get('perspective'), apiVersion)
-    const result = await runQuery(text, params, perspective)
+    const result = await runQuery(text, params, perspective, anonymous)
     const answer = search.get('returnQuery') === 'false' ? {} : {query: text}
     return {...answer, result, ms: Math.round((performance.now() - started) * 100) / 100}
   }
 
   /** Evaluate GROQ with groq-js over the store seen through `perspective`. */
-  async function runQuery(text, params, perspective) {
+  async function runQuery(text, params, perspective, anonymous = false) {
     let tree
     try {
       tree = parse(text, {params})
@@ -149,7 +153,7 @@ export async function startContentLake({store = new DocumentStore(), projectId =
         })
       }
     }
-    const docs = view(store.all(), perspective).sort((a, b) => (a._id < b._id ? -1 : a._id > b._id ? 1 : 0))
+    const docs = view(anonymous ? [] : store.all(), perspective).sort((a, b) => (a._id < b._id ? -1 : a._id > b._id ? 1 : 0))
     try {
       const value = await evaluate(tree, {dataset: docs, params, timestamp: new Date(store.now()), sanity: {projectId, dataset}})
       return await value.get()
