@@ -1,22 +1,28 @@
 // The local simulation: a Fly app of N Machines (the local Fly: Machines API emulator + fleet, every Machine
-// running the reference receiver), a document store standing in for Sanity, and the real Function handler.
-// Each scripted step mutates content, turns every changed document into the Function event Sanity would send
-// (the repo's blueprint, evaluated by groq-js), runs the handler, and then reads every affected route from every
-// Machine to check that it is fresh — or that the Function's report says exactly which Machine is not, and why.
+// running the demo app with the reference receiver and its catch-up), a local Content Lake edited through the real
+// @sanity/client, and the real Function handler. Every committed transaction is turned into the Function events
+// Sanity would send — the repo's blueprint (on, filter, projection) evaluated by groq-js — and the handler runs
+// them. After each step every started Machine is checked: fresh by push, caught up by reconciliation within one
+// interval plus one query (with how long it was stale), or — a failure — still stale.
+import {createClient} from '@sanity/client'
 import {startFleet, DEFAULT_TOKEN} from './fly/index.mjs'
 import {DocumentStore} from './content-lake/store.mjs'
+import {startContentLake} from './content-lake/server.mjs'
 import {eventsFor} from './sanity-events.mjs'
 import {createApp} from './app.mjs'
 import {applyFaults} from './faults.mjs'
 import {handler} from '../function.ts'
 
 export const SYNC_SECRET = 'simulation-sync-secret-0123456789'
+const SANITY_TOKEN = 'simulation-sanity-token'
 const EDITORIAL_START = Date.parse('2026-11-27T09:00:00Z')
 const PROBE_INTERVAL_MS = 100
+/** Beyond one catch-up interval, what one query (and its applies) may take. */
+const QUERY_ALLOWANCE_MS = 3_000
 
 const slugOf = (doc) => (typeof doc?.slug === 'object' && doc.slug !== null ? doc.slug.current : doc?.slug)
 
-/** The app's own routes (local/app.mjs serves exactly these), to know what to read back. */
+/** The app's own routes (local/app.mjs serves exactly these). */
 export function routeOf(doc) {
   if (!doc) return null
   if (doc._type === 'siteSettings') return '/settings'
@@ -25,7 +31,7 @@ export function routeOf(doc) {
   return doc._type === 'article' ? `/blog/${encodeURIComponent(slug)}` : `/${encodeURIComponent(slug)}`
 }
 
-function functionEnv({api, fleet, markets, budgetMs, restartTimeoutMs}) {
+function functionEnv({api, fleet, markets, budgetMs, restartTimeoutMs, types}) {
   const config = {
     version: 1,
     targets: [
@@ -34,7 +40,7 @@ function functionEnv({api, fleet, markets, budgetMs, restartTimeoutMs}) {
         app: fleet.app,
         machinesApiUrl: api.url,
         appUrl: fleet.url,
-        types: ['page', 'article', 'siteSettings'],
+        types,
         routes: {article: ['/blog/{slug}'], page: ['/{slug}'], siteSettings: ['/settings']},
         regions: {field: 'market', map: Object.fromEntries(Object.entries(markets).map(([m, r]) => [m, [r]])), unmapped: 'all'},
         restart: {types: ['siteSettings'], onRequest: true},
@@ -74,17 +80,61 @@ async function capturingLogs(captured, work) {
 }
 
 /**
+ * Each Machine's connection to Sanity, which the simulation can cut (a network partition) or freeze (a suspended
+ * Machine's process does not run; its queries go out when it resumes).
+ */
+function sanityLinks(lake) {
+  const cut = new Set()
+  const frozen = new Map() // id → {promise, release}
+  return {
+    cut,
+    clientFor(id) {
+      const client = createClient({...lake.clientConfig(), token: SANITY_TOKEN})
+      return {
+        async fetch(query, params) {
+          await frozen.get(id)?.promise
+          if (cut.has(id)) throw new Error('network unreachable (cut off)')
+          return client.fetch(query, params)
+        },
+      }
+    },
+    freeze(id) {
+      let release
+      const promise = new Promise((r) => (release = r))
+      frozen.set(id, {promise, release})
+    },
+    thaw(id) {
+      frozen.get(id)?.release()
+      frozen.delete(id)
+    },
+  }
+}
+
+/**
  * @param {{scenario: object, machines?: number, regions?: string[], faults?: string, budgetMs?: number,
  *          restartTimeoutMs?: number, latencyMs?: Record<string, number>, onStep?: (step) => void}} options
  */
 export async function runSimulation({scenario, machines = 24, regions = ['ord', 'fra', 'nrt'], faults = 'none', budgetMs = 60_000, restartTimeoutMs = 15_000, latencyMs, onStep}) {
   let editorialNow = EDITORIAL_START
   const store = new DocumentStore({now: () => editorialNow})
-  store.transaction((scenario.seed ?? []).map((doc) => ({createOrReplace: doc})))
+  const lake = await startContentLake({store, token: SANITY_TOKEN})
+  const editor = createClient({...lake.clientConfig(), token: SANITY_TOKEN})
+  const types = scenario.types ?? ['page', 'article', 'siteSettings']
+  const catchUpSeconds = scenario.catchUpSeconds ?? 2
+  if ((scenario.seed ?? []).length) {
+    const tx = editor.transaction()
+    for (const doc of scenario.seed) tx.createOrReplace(doc)
+    await tx.commit()
+  }
 
+  // Sanity's side: every committed transaction, as Function events (delivered by each step, as it says).
+  const committed = []
+  store.onCommit((tx) => committed.push(tx))
+
+  const links = sanityLinks(lake)
   /** machine id → app instance of its current boot */
   const apps = new Map()
-  /** freshness records: {machine, id, rev, at, via: 'push' | 'boot'} */
+  /** when content went live on a Machine: {machine, id, rev, op, at, via} */
   const applied = []
   const fleet = await startFleet({
     app: 'web',
@@ -92,31 +142,36 @@ export async function runSimulation({scenario, machines = 24, regions = ['ord', 
     regions,
     ...(latencyMs ? {latencyMs} : {}),
     handlerFor: (machine) => {
+      apps.get(machine.id)?.close()
       const app = createApp(machine, {
         secret: SYNC_SECRET,
-        source: {snapshot: async () => store.published()},
-        onApplied: (m, change) => applied.push({machine: m.id, id: change.id, rev: change.rev, at: Date.now(), via: 'push'}),
+        client: links.clientFor(machine.id),
+        types,
+        intervalSeconds: catchUpSeconds,
+        onApplied: (m, change, via) => applied.push({machine: m.id, id: change.id, rev: change.rev, op: change.op, at: Date.now(), via}),
       })
       apps.set(machine.id, app)
       return (request) => app.handle(request)
     },
     onBoot: async (machine) => {
       await apps.get(machine.id).boot()
-      for (const doc of store.published()) applied.push({machine: machine.id, id: doc._id, rev: doc._rev, at: Date.now(), via: 'boot'})
+      const settings = apps.get(machine.id).read('/settings')
+      if (settings) applied.push({machine: machine.id, id: settings._id, rev: settings._rev, op: 'upsert', at: Date.now(), via: 'boot'})
     },
   })
   const api = fleet.api
   const markets = Object.fromEntries(Object.entries(scenario.markets ?? {}).filter(([, r]) => regions.includes(r)))
   const savedEnv = {...process.env}
-  Object.assign(process.env, functionEnv({api, fleet, markets, budgetMs, restartTimeoutMs}))
+  Object.assign(process.env, functionEnv({api, fleet, markets, budgetMs, restartTimeoutMs, types}))
   const faultPlan = applyFaults(faults, {api, fleet})
+  const ctx = {store, editor, api, fleet, apps, applied, markets, links, committed, catchUpSeconds, probePath: scenario.probePath, pending: []}
   const startedAt = Date.now()
   const steps = []
   try {
     for (const [index, step] of scenario.steps.entries()) {
       editorialNow += (scenario.stepSeconds ?? 30) * 1000
       faultPlan.beforeStep?.(index, step)
-      const result = await runStep({index, step, store, api, fleet, applied, markets, probePath: scenario.probePath, advance: () => (editorialNow += 1000)})
+      const result = await runStep({...ctx, index, step, advance: () => (editorialNow += 1000)})
       faultPlan.afterStep?.(index, step)
       steps.push(result)
       onStep?.(result)
@@ -125,42 +180,118 @@ export async function runSimulation({scenario, machines = 24, regions = ['ord', 
     for (const key of Object.keys(process.env)) if (!(key in savedEnv)) delete process.env[key]
     Object.assign(process.env, savedEnv)
   }
-  const timelines = api.timelines(fleet.app)
-  const availability = fleet.availability()
   const result = {
     ok: steps.every((s) => s.ok),
     machines,
     regions,
     faults,
+    catchUpSeconds,
     startedAt,
     endedAt: Date.now(),
     steps,
-    timelines,
-    availability,
+    timelines: api.timelines(fleet.app),
+    availability: fleet.availability(),
     faultsHit: structuredClone(api.stats.faults),
-    explainedStale: steps.reduce((n, s) => n + s.stale.length - s.unexplained.length, 0),
+    caughtUp: steps.reduce((n, s) => n + s.caughtUp.length, 0),
+    sanityRequests: lake.log.length,
     machineRegions: Object.fromEntries(api.machines(fleet.app).map((m) => [m.id, m.region])),
   }
+  for (const app of apps.values()) app.close()
   await fleet.close()
+  await lake.close()
   return result
 }
 
-function mutationsFor(step, store) {
-  if (step.release) {
-    const {count, type, prefix} = step.release
-    return Array.from({length: count}, (_, i) => ({
-      createOrReplace: {_id: `${prefix}-${i + 1}`, _type: type, title: `Release item ${i + 1}`, slug: {_type: 'slug', current: `${prefix}-${i + 1}`}},
-    }))
-  }
-  return step.mutations
+/** `nrt#0` → the first started Machine in nrt (by id); `#2` → the third of all. */
+function pick(api, app, selector) {
+  const [region, n] = selector.split('#')
+  const pool = api.machines(app).filter((m) => !region || m.region === region).sort((a, b) => a.id.localeCompare(b.id))
+  const machine = pool[Number(n) || 0] ?? api.machines(app)[0]
+  return machine.id
 }
 
-async function runStep({index, step, store, api, fleet, applied, markets, probePath, advance}) {
+/** Edit as an editor does: a draft, then publish (the published document replaced, the draft removed). */
+async function publishEdits(editor, edits) {
+  const tx = editor.transaction()
+  for (const {id, set} of edits) {
+    const published = await editor.getDocument(id)
+    if (!published) throw new Error(`scenario: no published document ${id} to edit`)
+    const draftId = `drafts.${id}`
+    await editor.createOrReplace({...published, _id: draftId})
+    const draft = await editor.patch(draftId).set(set).commit()
+    const {_rev, _updatedAt, _createdAt, ...fields} = draft
+    tx.createOrReplace({...fields, _id: id}).delete(draftId)
+  }
+  await tx.commit()
+}
+
+async function mutate(editor, step, which = 'main') {
+  if (which === 'then') return publishEdits(editor, step.then)
+  if (step.publish) {
+    for (const doc of step.publish) await editor.createOrReplace({...doc, _id: `drafts.${doc._id}`})
+    const tx = editor.transaction()
+    for (const doc of step.publish) tx.createOrReplace(doc).delete(`drafts.${doc._id}`)
+    await tx.commit()
+  }
+  if (step.edit) await publishEdits(editor, step.edit)
+  if (step.delete) {
+    const tx = editor.transaction()
+    for (const id of step.delete) tx.delete(id).delete(`drafts.${id}`)
+    await tx.commit()
+  }
+  if (step.release) {
+    // A content release is published as one transaction of many documents.
+    const {count, type, prefix} = step.release
+    const tx = editor.transaction()
+    for (let i = 1; i <= count; i++) tx.createOrReplace({_id: `${prefix}-${i}`, _type: type, title: `Release item ${i}`, slug: {_type: 'slug', current: `${prefix}-${i}`}})
+    await tx.commit()
+  }
+}
+
+/** The Function events Sanity sends for the transactions committed since the last call. */
+async function drainEvents(committed) {
+  const deliveries = []
+  const changes = []
+  for (const tx of committed.splice(0)) {
+    for (const change of tx.changes) {
+      changes.push({...change, at: Date.now()})
+      for (const e of await eventsFor(change)) deliveries.push(e.data)
+    }
+  }
+  return {deliveries, changes}
+}
+
+async function runStep(ctx) {
+  const {index, step, store, editor, api, fleet, apps, applied, links, committed, probePath} = ctx
   const started = Date.now()
   const statsBefore = structuredClone(api.stats)
+  const fault = step.fault ?? {}
+  const during = []
+  if (fault.cutOff) cutOff(ctx, pick(api, fleet.app, fault.cutOff))
+  if (fault.restore) restore(ctx, pick(api, fleet.app, fault.restore))
+  if (fault.suspend) {
+    const id = pick(api, fleet.app, fault.suspend)
+    links.freeze(id)
+    api.control.setState(id, 'suspended')
+  }
+  if (fault.resume) {
+    const id = pick(api, fleet.app, fault.resume)
+    api.control.start(id)
+    await fleet.waitUp(id)
+    links.thaw(id)
+  }
+  if (fault.cutOffDuring) {
+    const id = pick(api, fleet.app, fault.cutOffDuring)
+    cutOff(ctx, id)
+    during.push(() => restore(ctx, id))
+  }
+  if (fault.appDownDuring) {
+    fleet.faults.appDown('503')
+    during.push(() => fleet.faults.appUp())
+  }
   const servingAtStart = new Set(api.machines(fleet.app).filter((m) => m.state === 'started').map((m) => m.id))
 
-  // Availability: read one page from every Machine that was serving, every 100 ms, until the step is done.
+  // Availability: read one page from every Machine that was serving, every 100 ms, until the runs are done.
   let probing = true
   const probes = {served: 0, total: 0}
   const prober = (async () => {
@@ -174,21 +305,17 @@ async function runStep({index, step, store, api, fleet, applied, markets, probeP
     }
   })()
 
-  // The content change, then the events Sanity would send for it.
-  const first = store.transaction(mutationsFor(step, store))
-  let changes = first.changes
-  const deliveries = []
-  for (const change of first.changes) for (const e of await eventsFor(change)) deliveries.push(e.data)
+  await mutate(editor, step)
+  let {deliveries, changes} = await drainEvents(committed)
   if (step.then) {
-    advance()
-    const second = store.transaction(step.then)
-    const later = []
-    for (const change of second.changes) for (const e of await eventsFor(change)) later.push(e.data)
-    // Reversed: the newer revision arrives first, the older one after it.
-    deliveries.unshift(...later)
-    changes = mergeChanges(first.changes, second.changes)
+    ctx.advance()
+    await mutate(editor, step, 'then')
+    const later = await drainEvents(committed)
+    // Reversed: the newer revision's event arrives first, the older one after it.
+    deliveries = [...later.deliveries, ...deliveries]
+    changes = [...changes, ...later.changes]
   }
-  if (step.deliver === 'twice') deliveries.push(...deliveries.map((d) => structuredClone(d)))
+  if (step.deliver === 'twice') deliveries = [...deliveries, ...deliveries.map((d) => structuredClone(d))]
 
   const captured = []
   const outcomes = await capturingLogs(captured, async () => {
@@ -198,18 +325,19 @@ async function runStep({index, step, store, api, fleet, applied, markets, probeP
     for (const data of deliveries) inOrder.push(await invoke(data))
     return inOrder
   })
-  const reports = outcomes.map((o) => o.report).filter(Boolean)
   probing = false
   await prober
+  for (const undo of during) await undo()
+  const reports = outcomes.map((o) => o.report).filter(Boolean)
 
-  const check = await verify({changes, store, api, fleet, applied, markets, reports, started})
+  const check = await settle({...ctx, changes, reports, started})
   const statsAfter = api.stats
   const logs = captured.map((l) => JSON.parse(l))
   const result = {
     index: index + 1,
     label: step.label,
     startedAt: started,
-    documents: changes.length,
+    documents: new Set(changes.map((c) => c.id)).size,
     invocations: deliveries.length,
     pushes: logs.filter((l) => l.action === 'send' && l.kind === 'sync').length,
     restarts: (statsAfter.calls.restart ?? 0) - (statsBefore.calls.restart ?? 0),
@@ -222,79 +350,142 @@ async function runStep({index, step, store, api, fleet, applied, markets, probeP
     reports: reports.map(summarise),
     ...check,
   }
-  result.ok = check.unexplained.length === 0
+  result.ok = check.stale.length === 0
   return result
 }
 
-function mergeChanges(a, b) {
-  const byId = new Map(a.map((c) => [c.id, {...c}]))
-  for (const c of b) byId.set(c.id, byId.has(c.id) ? {id: c.id, before: byId.get(c.id).before, after: c.after} : c)
-  return [...byId.values()]
+function cutOff(ctx, id) {
+  ctx.fleet.faults.unreachable(id, {mode: 'reset'})
+  ctx.links.cut.add(id)
 }
 
-/** Per Machine and route: is it fresh? If not, does some report say why? */
-async function verify({changes, store, api, fleet, applied, markets, reports, started}) {
-  const expectations = []
-  for (const change of changes) {
-    const now = store.get(change.id)
-    const market = now?.market ?? change.before?.market
-    const region = market && markets[market]
-    const newRoute = routeOf(now)
-    const oldRoute = routeOf(change.before)
-    if (now && newRoute) expectations.push({id: change.id, path: newRoute, rev: now._rev, region})
-    if (oldRoute && oldRoute !== newRoute) expectations.push({id: change.id, path: oldRoute, gone: true, region})
+function restore(ctx, id) {
+  ctx.fleet.faults.reachable(id)
+  ctx.links.cut.delete(id)
+}
+
+/** Which documents changed, where they were before, and which region they are for. */
+function expectationsFor(changes, store, markets) {
+  const latest = new Map()
+  for (const c of changes) {
+    if (c.id.startsWith('drafts.') || c.id.startsWith('versions.')) continue
+    const first = latest.get(c.id)
+    latest.set(c.id, {id: c.id, before: first?.before ?? c.before, at: first?.at ?? c.at})
   }
-  const serving = api.machines(fleet.app).filter((m) => m.state === 'started')
+  return [...latest.values()].map(({id, before, at}) => {
+    const market = store.get(id)?.market ?? before?.market
+    return {id, at, oldPath: routeOf(before), region: market ? markets[market] : undefined}
+  })
+}
+
+/**
+ * Does this app show document `e.id` as Sanity has it now — its newest revision at its current route, nothing at
+ * the route it had before (rename), nothing at all once deleted? Read in-process (what GET would serve), so a
+ * cut-off Machine can be checked too.
+ */
+function met(app, e, store) {
+  if (!app) return false
+  const now = store.get(e.id)
+  const path = routeOf(now)
+  const oldGone = !e.oldPath || e.oldPath === path || app.read(e.oldPath)?._id !== e.id
+  if (!now) return !app.docs.has(e.id) && oldGone
+  return app.read(path)?._rev === now._rev && oldGone
+}
+
+/** Merge held-over expectations of one Machine: each document once, from its first change. */
+function mergeHeld(into, list) {
+  for (const e of list) {
+    const same = into.find((x) => x.id === e.id)
+    if (!same) into.push(e)
+    else if (e.at < same.at) same.at = e.at
+  }
+}
+
+/**
+ * After the runs: which Machines are fresh (and since when, by push or by catch-up)? Stale ones get one catch-up
+ * interval plus one query to converge. Machines deliberately cut off or suspended are held over and checked
+ * again once they are back.
+ */
+async function settle({changes, store, markets, api, fleet, apps, applied, links, reports, started, catchUpSeconds, pending}) {
+  const expectations = expectationsFor(changes, store, markets)
+  const serving = api.machines(fleet.app).filter((m) => m.state === 'started' || m.state === 'suspended')
+  const away = (id) => links.cut.has(id) || api.state(id) === 'suspended'
+  const explain = explainer(reports)
   const fresh = {}
+  const caughtUp = []
   const stale = []
-  const unexplained = []
-  const explanations = explain(reports)
   let untargeted = 0
+  let checked = 0
+  const waiting = []
+  // Expectations held over from earlier steps: checked once the Machine is back.
+  const held = new Map(pending.splice(0).map((p) => [p.machine.id, p]))
   for (const machine of serving) {
-    let freshAt = started
-    let ok = true
     const mine = expectations.filter((e) => !e.region || e.region === machine.region)
-    if (mine.length === 0) {
-      untargeted += 1
+    if (mine.length === 0) untargeted += 1
+    const before = held.get(machine.id)
+    if (away(machine.id)) {
+      if (mine.length || before) {
+        const list = before ? before.list : []
+        mergeHeld(list, mine)
+        pending.push({machine, list})
+      }
       continue
     }
-    for (const e of mine) {
-      const response = await fleet.fetchFrom(machine.id, e.path).catch(() => null)
-      const body = response ? await response.json().catch(() => null) : null
-      const good = e.gone ? response?.status === 404 : response?.status === 200 && (body?._rev === e.rev || body?.settings?._rev === e.rev)
-      if (!good) {
-        ok = false
-        const why = explanations(machine.id)
-        const entry = {machine: machine.id, region: machine.region, path: e.path, expected: e.gone ? 'gone' : e.rev, got: response?.status ?? 'no answer', why: why ?? null}
-        stale.push(entry)
-        if (!why) unexplained.push(entry)
-        continue
-      }
-      if (!e.gone) {
-        const record = applied.find((a) => a.machine === machine.id && a.id === e.id && a.rev === e.rev && a.at >= started)
-        if (record) freshAt = Math.max(freshAt, record.at)
+    if (before) waiting.push({...before, since: Date.now(), heldOver: true})
+    if (mine.length) {
+      checked += 1
+      waiting.push({machine, list: mine, since: started})
+    }
+  }
+  const deadline = () => Date.now() + catchUpSeconds * 1000 + QUERY_ALLOWANCE_MS
+  const until = deadline()
+  for (;;) {
+    for (const w of waiting.splice(0)) {
+      const app = apps.get(w.machine.id)
+      if (w.list.every((e) => met(app, e, store))) {
+        const records = w.list.map((e) => {
+          const now = store.get(e.id)
+          return applied.filter((a) => a.machine === w.machine.id && a.id === e.id && (now ? a.rev === now._rev : a.op === 'delete')).at(-1)
+        })
+        const at = Math.max(...records.map((r) => r?.at ?? w.since))
+        const byCatchUp = records.some((r) => r?.via === 'catch-up')
+        const why = explain(w.machine.id)
+        // A push that was lost (cut off, suspended, failed runs) and reconciliation made good.
+        if (byCatchUp && (w.heldOver || why)) {
+          const first = Math.min(...w.list.map((e) => e.at))
+          const cause = w.heldOver ? 'away: cut off or suspended while the change was pushed' : `the Function's report: ${why}`
+          caughtUp.push({machine: w.machine.id, region: w.machine.region, staleMs: at - first, cause})
+        }
+        if (!w.heldOver) fresh[w.machine.id] = at - started
       } else {
-        const record = applied.find((a) => a.machine === machine.id && a.id === e.id && a.at >= started)
-        if (record) freshAt = Math.max(freshAt, record.at)
+        waiting.push(w)
       }
     }
-    if (ok) fresh[machine.id] = freshAt - started
+    if (waiting.length === 0 || Date.now() > until) break
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  for (const w of waiting) {
+    for (const e of w.list.filter((e) => !met(apps.get(w.machine.id), e, store))) {
+      stale.push({machine: w.machine.id, region: w.machine.region, id: e.id, expected: store.get(e.id)?._rev ?? 'deleted', why: explain(w.machine.id) ?? null})
+    }
   }
   const times = Object.values(fresh).sort((a, b) => a - b)
   return {
     fresh,
     freshMachines: times.length,
-    servingMachines: serving.length - untargeted,
+    servingMachines: checked,
     untargeted,
+    away: pending.map((p) => p.machine.id),
     freshP50: times.length ? times[Math.floor((times.length - 1) / 2)] : null,
     freshMax: times.length ? times.at(-1) : null,
+    caughtUp,
+    maxStaleMs: caughtUp.length ? Math.max(...caughtUp.map((c) => c.staleMs)) : null,
     stale,
-    unexplained,
   }
 }
 
 /** A lookup: why does some report say this Machine was not synced or restarted? (`undefined`: none says so) */
-function explain(reports) {
+function explainer(reports) {
   const why = new Map()
   let wholeTarget
   for (const report of reports) {
@@ -302,6 +493,7 @@ function explain(reports) {
       if (target.error) wholeTarget = target.error.message
       for (const m of target.machines) {
         if (m.sync === 'failed') why.set(m.id, m.error?.message ?? 'sync failed')
+        if (m.sync === 'skipped') why.set(m.id, m.reason ?? m.skipCode)
         if (m.restart && m.restart.outcome !== 'restarted' && m.restart.outcome !== 'would_restart') {
           why.set(m.id, m.restart.error?.message ?? m.restart.reason ?? m.restart.outcome)
         }
@@ -321,7 +513,7 @@ function summarise(report) {
     targets: report.targets.map((t) => ({
       status: t.status,
       synced: t.machines.filter((m) => m.sync === 'synced').length,
-      skipped: t.machines.filter((m) => m.sync === 'skipped').length,
+      skipped: t.machines.filter((m) => m.sync === 'skipped').map((m) => ({id: m.id, code: m.skipCode})),
       failed: t.machines.filter((m) => m.sync === 'failed').map((m) => ({id: m.id, error: m.error?.message})),
       restart: t.restart ?? null,
       requests: t.requests,

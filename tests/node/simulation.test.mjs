@@ -1,6 +1,7 @@
-// The simulation's assertions on a small fleet: the editorial session through the real Function handler on the
-// local Fly, without faults and with each fault profile. Every started Machine must end fresh after every event,
-// or the Function's report must say exactly which Machine is not and why.
+// The simulation's assertions on a small fleet: the editorial session, Content Lake edits through @sanity/client,
+// events from the repo blueprint, the real Function handler, the local Fly, and reconciliation in every receiver.
+// Every started Machine must be fresh after every event — by push, or caught up within one reconciliation
+// interval plus one query when the push was lost.
 import {test} from 'node:test'
 import assert from 'node:assert/strict'
 import {readFileSync} from 'node:fs'
@@ -9,43 +10,65 @@ import {runSimulation} from '../../local/simulation.mjs'
 const scenario = JSON.parse(readFileSync(new URL('../../local/scenarios/editorial.json', import.meta.url), 'utf8'))
 const run = (faults, steps = scenario.steps) => runSimulation({scenario: {...scenario, steps}, machines: 6, faults, restartTimeoutMs: 5_000})
 const step = (result, label) => result.steps.find((s) => s.label.startsWith(label))
+const short = scenario.steps.filter((s) => /^(create|settings)/.test(s.label))
+const bound = (scenario.catchUpSeconds ?? 2) * 1000 + 3000
 
-test('no faults: every started Machine is fresh after every event, deletes and renames included', async () => {
+test('the editorial session: fresh by push after every event; lost pushes caught up by reconciliation', async () => {
   const result = await run('none')
-  assert.equal(result.ok, true)
+  assert.equal(result.ok, true, JSON.stringify(result.steps.filter((s) => !s.ok).map((s) => [s.label, s.stale])))
   assert.equal(result.steps.length, scenario.steps.length)
-  for (const s of result.steps) {
-    assert.equal(s.stale.length, 0, `${s.label}: ${JSON.stringify(s.stale)}`)
+  for (const s of result.steps) assert.equal(s.stale.length, 0, s.label)
+
+  // The plain editorial part: every Machine fresh by push, nothing caught up, content never restarts anything.
+  const plain = result.steps.slice(0, 9)
+  for (const s of plain) {
     assert.equal(s.freshMachines, s.servingMachines, s.label)
     assert.ok(s.servingMachines > 0, s.label)
+    assert.equal(s.caughtUp.length, 0, `${s.label}: ${JSON.stringify(s.caughtUp)}`)
+    if (!s.label.startsWith('settings')) assert.equal(s.restarts, 0, s.label)
+    if (!s.label.startsWith('settings')) assert.equal(s.availability, 1, s.label)
   }
-  const rename = step(result, 'rename')
-  assert.ok(rename.documents === 1 && rename.pushes === 6, 'one push per Machine')
-  // Content-only events never restart and never take a Machine out of service.
-  for (const s of result.steps.filter((s) => !s.label.startsWith('settings'))) {
-    assert.equal(s.restarts, 0, s.label)
-    assert.equal(s.availability, 1, s.label)
-  }
+  assert.equal(step(result, 'rename').pushes, 6, 'one push per Machine')
+  assert.equal(step(result, 'content release').invocations, 20)
   const settings = step(result, 'settings')
   assert.equal(settings.restarts, 6, 'the settings change rolls through every Machine')
   assert.ok(settings.availability >= 0.5, `at most 2 of 6 down at once: ${settings.availability}`)
-  assert.equal(step(result, 'content release').invocations, 20)
   assert.equal(step(result, 'market').servingMachines, 2, 'the jp page goes to the nrt Machines only')
-  const dup = step(result, 'duplicate')
-  assert.ok(dup.reports.every((r) => r.ok), 'a duplicate delivery is a success')
+  assert.ok(step(result, 'duplicate').reports.every((r) => r.ok), 'a duplicate delivery is a success')
+
+  // A Machine cut off during three publishes: away while cut off, caught up once restored.
+  for (const label of ['nrt#0 cut off', 'publish 2/3', 'publish 3/3']) assert.equal(step(result, label).away.length, 1, label)
+  const restored = step(result, 'nrt#0 restored')
+  assert.equal(restored.caughtUp.length, 1)
+  assert.match(restored.caughtUp[0].cause, /away/)
+  // A suspended Machine resumes with old content and is caught up.
+  const suspended = step(result, 'fra#0 suspended')
+  assert.ok(suspended.reports.some((r) => r.targets[0].skipped.some((m) => m.code === 'suspended')), 'the report says the Machine is suspended')
+  const resumed = step(result, 'fra#0 resumes')
+  assert.equal(resumed.caughtUp.length, 1)
+  // A Function run that fails after its retries: every Machine caught up within one interval plus one query.
+  const failed = step(result, 'Function run fails')
+  assert.equal(failed.failedRuns.length, 1, 'the run failed')
+  assert.equal(failed.caughtUp.length, failed.servingMachines)
+  for (const c of failed.caughtUp) assert.ok(c.staleMs <= bound, `${c.machine} stale ${c.staleMs} ms`)
+  // A deletion missed by one Machine: its tombstone comes from reconciliation.
+  const missed = step(result, 'delete missed')
+  assert.equal(missed.caughtUp.length, 1)
+  assert.match(missed.caughtUp[0].cause, /could not reach machine/)
+  assert.ok(result.sanityRequests > 0)
 })
 
 test('flaky Machines API (429 with and without Retry-After, 5xx, ambiguous 408): still all fresh', async () => {
-  const result = await run('flaky')
+  const result = await run('flaky', short)
   assert.equal(result.ok, true)
-  assert.equal(result.explainedStale, 0)
+  assert.equal(result.caughtUp, 0, 'every push landed despite the faults')
   assert.ok((result.faultsHit.list ?? 0) >= 3, JSON.stringify(result.faultsHit))
   assert.ok((result.faultsHit.restart ?? 0) >= 1, 'the ambiguous 408 was served')
   assert.equal(step(result, 'settings').restarts, 6, 'the Machine behind the 408 was restarted once, not twice')
 })
 
 test('a Machine that never comes back: the roll stops and the report says so', async () => {
-  const result = await run('stuck-restart')
+  const result = await run('stuck-restart', short)
   assert.equal(result.ok, true)
   const settings = step(result, 'settings')
   const restarts = settings.reports.flatMap((r) => r.targets.map((t) => t.restart))
@@ -53,12 +76,11 @@ test('a Machine that never comes back: the roll stops and the report says so', a
   assert.ok(settings.reports.every((r) => !r.ok), 'the run is reported as not ok')
 })
 
-test('an unreachable Machine: stale, and every stale read is explained by the report', async () => {
-  // Two events keep it quick: each push to the lost Machine is retried for ~8 s before the run gives up on it.
-  const result = await run('unreachable', scenario.steps.filter((s) => /^(create|settings)/.test(s.label)))
-  assert.equal(result.ok, true, 'no unexplained staleness')
-  const stale = result.steps.flatMap((s) => s.stale)
-  assert.ok(stale.length > 0)
-  assert.equal(new Set(stale.map((s) => s.machine)).size, 1, 'only the unreachable Machine')
-  assert.ok(stale.every((s) => s.why), 'each one explained')
+test('a Machine unreachable through the proxy: its pushes fail, the report says why, reconciliation catches it up', async () => {
+  const result = await run('unreachable', scenario.steps.filter((s) => /^(create|edit title|settings)/.test(s.label)))
+  assert.equal(result.ok, true)
+  const caught = result.steps.flatMap((s) => s.caughtUp)
+  assert.ok(caught.length > 0)
+  assert.equal(new Set(caught.map((c) => c.machine)).size, 1, 'only the unreachable Machine')
+  assert.ok(caught.every((c) => /could not reach machine|not started with passing checks/.test(c.cause)), JSON.stringify(caught))
 })
