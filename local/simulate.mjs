@@ -73,7 +73,12 @@ const result = await runSimulation({
             `${lpad(ms(s.freshP50), 7)}${lpad(ms(s.freshMax), 7)}${lpad(s.caughtUp.length, 10)}${lpad(ms(s.maxStaleMs), 9)}${lpad(s.restarts, 9)}` +
             `${lpad(`${(s.availability * 100).toFixed(1)}%`, 8)}${lpad(s.apiCalls, 5)}${lpad(s.rateLimited, 5)}  ${s.ok ? 'yes' : 'NO'}`,
         )
-        for (const c of s.caughtUp) console.log(`     caught up: ${c.machine} (${c.region}) stale ${c.staleMs} ms — ${c.cause.slice(0, 120)}`)
+        if (s.caughtUp.length > 3) {
+          const stale = s.caughtUp.map((c) => c.staleMs)
+          console.log(`     caught up: ${s.caughtUp.length} Machines, stale ${Math.min(...stale)}–${Math.max(...stale)} ms — e.g. ${s.caughtUp[0].cause.slice(0, 100)}`)
+        } else {
+          for (const c of s.caughtUp) console.log(`     caught up: ${c.machine} (${c.region}) stale ${c.staleMs} ms — ${c.cause.slice(0, 110)}`)
+        }
         if (s.away.length) console.log(`     away (cut off or suspended), checked when back: ${s.away.join(', ')}`)
         for (const st of s.stale) console.log(`     STALE: ${st.machine} (${st.region}) ${st.id}: expected ${st.expected}${st.why ? ` — report: ${st.why}` : ''}`)
       },
