@@ -333,6 +333,9 @@ async function runStep(ctx) {
   const check = await settle({...ctx, changes, reports, started})
   const statsAfter = api.stats
   const logs = captured.map((l) => JSON.parse(l))
+  // Every log line and report of every run, scanned for the token and the secrets the Function was given.
+  const secrets = [SYNC_SECRET, DEFAULT_TOKEN, SANITY_TOKEN]
+  const leaks = [...captured, ...reports.map((r) => JSON.stringify(r))].filter((text) => secrets.some((secret) => text.includes(secret))).length
   const result = {
     index: index + 1,
     label: step.label,
@@ -347,10 +350,12 @@ async function runStep(ctx) {
     probes,
     durationMs: Date.now() - started,
     failedRuns: outcomes.filter((o) => o.error).map((o) => o.error),
+    logLines: captured.length,
+    leaks,
     reports: reports.map(summarise),
     ...check,
   }
-  result.ok = check.stale.length === 0
+  result.ok = check.stale.length === 0 && leaks === 0
   return result
 }
 

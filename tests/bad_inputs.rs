@@ -1,12 +1,14 @@
 //! The bad-input corpus (`tests/bad-input/*.json`): every file is one wrong input — a Function event, a
-//! webhook delivery, a configuration, a signature header — with the error it must produce. Each must fail
-//! cleanly (no panic, no engine, so no request), with the expected class, the field at fault, and a message
-//! that names the field and says what was expected.
+//! webhook delivery, a configuration, a signature header, a request to the receiver — with the error it must
+//! produce. Each must fail cleanly (no panic; no engine, so no request; nothing held by the receiver), with the
+//! expected class, the field at fault, a message that names the field and says what was expected, and for the
+//! receiver the HTTP status.
 
 use base64::Engine as _;
 use sanity_fly_sync::config::Env;
-use sanity_fly_sync::error::SyncError;
+use sanity_fly_sync::error::{ErrorClass, SyncError};
 use sanity_fly_sync::event::Headers;
+use sanity_fly_sync::receiver::{Receiver, ReceiverOptions, Step};
 use sanity_fly_sync::start::{self, StartError};
 use sanity_fly_sync::signature;
 use serde_json::Value;
@@ -26,6 +28,13 @@ fn default_env() -> Env {
     .collect()
 }
 
+fn body_of(case: &Value) -> Vec<u8> {
+    match case.get("bodyBase64").and_then(Value::as_str) {
+        Some(b64) => base64::engine::general_purpose::STANDARD.decode(b64).unwrap(),
+        None => case["body"].as_str().unwrap().as_bytes().to_vec(),
+    }
+}
+
 /// Run one case; `Err` is the error it produced (with its stage), `Ok` means it was wrongly accepted.
 fn run(case: &Value) -> Result<(), (Option<&'static str>, SyncError)> {
     let env: Env = case.get("env").map(|e| serde_json::from_value(e.clone()).unwrap()).unwrap_or_else(default_env);
@@ -39,10 +48,7 @@ fn run(case: &Value) -> Result<(), (Option<&'static str>, SyncError)> {
             start::from_function(&env, &envelope, NOW, 1).map(drop).map_err(staged)
         }
         "webhook" => {
-            let body: Vec<u8> = match case.get("bodyBase64").and_then(Value::as_str) {
-                Some(b64) => base64::engine::general_purpose::STANDARD.decode(b64).unwrap(),
-                None => case["body"].as_str().unwrap().as_bytes().to_vec(),
-            };
+            let body = body_of(case);
             let mut headers: Headers = serde_json::from_value(case["headers"].clone()).unwrap();
             if let Some(sign) = case.get("sign").filter(|s| !s.is_null()) {
                 let header = signature::sign(&body, sign["atMs"].as_u64().unwrap(), sign["secret"].as_str().unwrap());
@@ -50,6 +56,39 @@ fn run(case: &Value) -> Result<(), (Option<&'static str>, SyncError)> {
             }
             let now = case["nowMs"].as_u64().unwrap_or(NOW);
             start::from_webhook(&env, &headers, &body, now, 1).map(drop).map_err(staged)
+        }
+        "receiver_request" => {
+            let body = body_of(case);
+            let mut headers = Headers::new();
+            if let Some(sign) = case.get("sign").filter(|s| !s.is_null()) {
+                let header = signature::sign(&body, sign["atMs"].as_u64().unwrap(), sign["secret"].as_str().unwrap());
+                headers.insert("sanity-fly-sync-signature".into(), header);
+            }
+            let options = ReceiverOptions {
+                secret: "0123456789abcdef-receiver".into(),
+                machine_id: "machine-1".into(),
+                max_age_ms: 300_000,
+                accept_drafts: false,
+                remember_keys: 100,
+            };
+            let mut receiver = Receiver::new(options).unwrap();
+            let step = receiver.begin(&headers, &body, case["nowMs"].as_u64().unwrap());
+            // No side effect before validation: nothing to apply, nothing held.
+            assert_eq!(receiver.live_ids().count(), 0);
+            match step {
+                Step::Apply { .. } => Ok(()),
+                Step::Respond(reply) => {
+                    let answer: Value = serde_json::from_str(&reply.body).unwrap();
+                    assert_eq!(Some(reply.http_status), case["expect"]["status"].as_u64().map(|s| s as u16), "status of {}", answer);
+                    let class = match answer["class"].as_str() {
+                        Some("bad_input") => ErrorClass::BadInput,
+                        Some("retryable") => ErrorClass::Retryable,
+                        _ => ErrorClass::Fatal,
+                    };
+                    let field = answer["field"].as_str().map(String::from);
+                    Err((None, SyncError { class, field, message: answer["error"].as_str().unwrap().to_string() }))
+                }
+            }
         }
         "signature_header" => {
             signature::parse_header("sanity-webhook-signature", case["header"].as_str().unwrap()).map(drop).map_err(|e| (None, e))
@@ -63,7 +102,7 @@ fn every_bad_input_fails_with_its_class_field_and_message() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bad-input");
     let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
     files.sort();
-    assert!(files.len() >= 60, "the corpus holds at least 60 cases, found {}", files.len());
+    assert!(files.len() >= 80, "the corpus holds at least 80 cases, found {}", files.len());
     let mut failures = Vec::new();
     for path in &files {
         let name = path.file_name().unwrap().to_string_lossy().to_string();

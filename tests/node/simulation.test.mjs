@@ -18,6 +18,9 @@ test('the editorial session: fresh by push after every event; lost pushes caught
   assert.equal(result.ok, true, JSON.stringify(result.steps.filter((s) => !s.ok).map((s) => [s.label, s.stale])))
   assert.equal(result.steps.length, scenario.steps.length)
   for (const s of result.steps) assert.equal(s.stale.length, 0, s.label)
+  // Every log line and report, scanned for the Fly token and the secrets: none appears.
+  assert.ok(result.steps.reduce((n, s) => n + s.logLines, 0) > 100, 'there were logs to scan')
+  for (const s of result.steps) assert.equal(s.leaks, 0, s.label)
 
   // The plain editorial part: every Machine fresh by push, nothing caught up, content never restarts anything.
   const plain = result.steps.slice(0, 9)

@@ -328,6 +328,9 @@ pub fn drive(env: &Env, change: ContentChange, fly: &mut FakeFly) -> Run {
             }
             Action::Done { report } => {
                 assert!(pending.is_empty(), "done with requests still in flight");
+                // Every run of every scenario: no secret in the report or in any log line.
+                let text = serde_json::to_string(&report).unwrap() + &log.join("\n");
+                assert!(!text.contains(TOKEN) && !text.contains(SECRET), "a secret leaked into the report or logs");
                 return Run { report: *report, ended_at: now, polls, log };
             }
         }
