@@ -36,6 +36,27 @@ export const FAULT_PROFILES = {
       }
     },
   },
+  timeouts: {
+    description: 'a Machine list that never answers (the request times out), and a restart whose answer never comes although it happened',
+    arm({api}, machines) {
+      return {
+        beforeStep(index, step) {
+          if (index === 0) api.faults.inject({action: 'list', hang: true, times: 1, label: 'fault:timeout'})
+          if (stepOf('settings')(index, step)) api.faults.inject({action: 'restart', machine: machines[0], perform: true, hang: true, times: 1, label: 'fault:timeout'})
+        },
+      }
+    },
+  },
+  'lease-held': {
+    description: 'someone else (a deploy, say) holds the lease of one Machine when a restart is due',
+    arm({api}, machines) {
+      return {
+        beforeStep(index, step) {
+          if (stepOf('settings')(index, step)) api.faults.leaseHeldElsewhere(machines[0], {ttlS: 600})
+        },
+      }
+    },
+  },
   unreachable: {
     description: 'one Machine whose connections are reset from the second step on',
     arm({fleet}, machines) {

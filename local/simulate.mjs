@@ -87,7 +87,7 @@ const result = await runSimulation({
 mkdirSync(dirname(resolve(flags.out)), {recursive: true})
 writeFileSync(resolve(flags.out), renderTimeline(result))
 if (flags.json) {
-  const {timelines, availability, ...rest} = result
+  const {timelines, availability, apiLog, ...rest} = result
   console.log(JSON.stringify({...rest, timeline: resolve(flags.out)}, null, 2))
 } else {
   const verdict = !result.ok
