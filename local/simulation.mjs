@@ -461,7 +461,7 @@ async function settle({changes, store, markets, api, fleet, apps, applied, links
         if (byCatchUp && (w.heldOver || why)) {
           const first = Math.min(...w.list.map((e) => e.at))
           const cause = w.heldOver ? 'away: cut off or suspended while the change was pushed' : `the Function's report: ${why}`
-          caughtUp.push({machine: w.machine.id, region: w.machine.region, staleMs: at - first, cause})
+          caughtUp.push({machine: w.machine.id, region: w.machine.region, staleMs: at - first, at, cause})
         }
         if (!w.heldOver) fresh[w.machine.id] = at - started
       } else {

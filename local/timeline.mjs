@@ -38,8 +38,12 @@ export function renderTimeline(result) {
     })
     for (const step of steps) {
       const ms = step.fresh[id]
-      if (ms === undefined) continue
-      parts.push(`<circle cx="${x(step.startedAt + ms).toFixed(1)}" cy="${y + 6}" r="2.5" fill="#111"><title>${esc(id)} fresh after "${esc(step.label)}": +${ms} ms</title></circle>`)
+      if (ms !== undefined) {
+        parts.push(`<circle cx="${x(step.startedAt + ms).toFixed(1)}" cy="${y + 6}" r="2.5" fill="#111"><title>${esc(id)} fresh after "${esc(step.label)}": +${ms} ms</title></circle>`)
+      }
+      for (const c of step.caughtUp.filter((c) => c.machine === id)) {
+        parts.push(`<circle cx="${x(c.at).toFixed(1)}" cy="${y + 6}" r="4" fill="none" stroke="#d93025" stroke-width="2"><title>${esc(id)} caught up by reconciliation after "${esc(step.label)}": stale ${c.staleMs} ms</title></circle>`)
+      }
     }
   })
   for (const step of steps) {
@@ -54,7 +58,8 @@ export function renderTimeline(result) {
         const times = Object.entries(s.fresh).filter(([id]) => machineRegions[id] === r).map(([, ms]) => ms)
         return `<td>${times.length ? Math.max(...times) + ' ms' : '–'}</td>`
       })
-      return `<tr><td>${s.index}</td><td>${esc(s.label)}</td>${cells.join('')}<td>${s.stale.length}</td><td>${s.restarts}</td><td>${(s.availability * 100).toFixed(1)}%</td></tr>`
+      const caught = s.caughtUp.length ? `${s.caughtUp.length} (≤ ${Math.max(...s.caughtUp.map((c) => c.staleMs))} ms)` : '0'
+      return `<tr><td>${s.index}</td><td>${esc(s.label)}</td>${cells.join('')}<td>${caught}</td><td>${s.stale.length}</td><td>${s.restarts}</td><td>${(s.availability * 100).toFixed(1)}%</td></tr>`
     })
     .join('\n')
   const legend = Object.entries(COLORS)
@@ -66,11 +71,11 @@ export function renderTimeline(result) {
 </head><body>
 <h1>sanity-fly-sync simulation</h1>
 <p>${result.machines} Machines over ${esc(result.regions.join(', '))}; faults: ${esc(result.faults)}; ${result.ok ? 'every started Machine fresh after every event' : 'some Machines stale without an explanation'}.
-Dashed lines: events (hover for the label). Dots: the moment each Machine held the new content.</p>
+Dashed lines: events (hover for the label). Dots: the moment each Machine held the new content by push; red rings: caught up by reconciliation after a lost push.</p>
 <div>${legend}</div>
 <svg width="${width}" height="${height}" xmlns="http://www.w3.org/2000/svg">${parts.join('\n')}</svg>
 <h2>Freshness per region (slowest Machine, from the event)</h2>
-<table><tr><th>#</th><th>event</th>${regions.map((r) => `<th>${esc(r)}</th>`).join('')}<th>stale</th><th>restarts</th><th>reads served</th></tr>
+<table><tr><th>#</th><th>event</th>${regions.map((r) => `<th>${esc(r)}</th>`).join('')}<th>caught up (stale)</th><th>stale</th><th>restarts</th><th>reads served</th></tr>
 ${freshRows}
 </table>
 </body></html>
