@@ -1,0 +1,88 @@
+// The baseline the bench compares against: what the integration article's reference handler does
+// (shared/reference/landscape.md §1.13), with the same shape as function.ts's `handler` and the same environment.
+// Per event:
+//   1. one POST of the document to the app URL — no fly-force-instance-id, so Fly's proxy hands it to one
+//      Machine of its choosing. (The article sends a static `x-sync-secret`; here the body is a correctly signed
+//      sync payload, docs/protocol.md, so the reference receiver on that Machine accepts it.)
+//   2. list the app's Machines, and
+//   3. restart every one of them at once (`Promise.all`): no leases, no health gating, no retries, on every event.
+// The article refetches the document by id with @sanity/client first and skips when it is gone (deletes never
+// reach the app); here the event's projected document stands in for the refetch, and a delete is skipped.
+// A non-2xx answer throws, and `Promise.all` rejects on the first failed restart while the others go on — the
+// article's invisible partial failure. A 10 s timeout per request stands in for the Function's default timeout.
+import {createHmac} from 'node:crypto'
+
+export const PROTOCOL = 'sanity-fly-sync/1'
+export const SIGNATURE_HEADER = 'sanity-fly-sync-signature'
+
+/** Sanity's webhook signature scheme with a millisecond timestamp (docs/protocol.md). */
+export function signSync(body, secret, nowMs = Date.now()) {
+  return `t=${nowMs},v1=${createHmac('sha256', secret).update(`${nowMs}.${body}`).digest('base64url')}`
+}
+
+/** The protocol's payload for an upsert of the blueprint's projected document `data`. */
+export function syncPayload(data, target) {
+  const {op, previousSlug, ...document} = data
+  const slug = typeof data.slug === 'string' ? data.slug : (data.slug?.current ?? null)
+  return {
+    protocol: PROTOCOL,
+    target,
+    op: 'upsert',
+    operation: op ?? 'unknown',
+    id: data._id,
+    type: data._type,
+    rev: data._rev,
+    updatedAt: data._updatedAt,
+    slug,
+    previousSlug: previousSlug ?? null,
+    routes: {invalidate: [], current: [], previous: []},
+    tags: [],
+    locale: data.locale ?? null,
+    market: data.market ?? null,
+    document,
+    idempotencyKey: `upsert:${data._id}:${data._rev}`,
+  }
+}
+
+/** A signed request for `data`, ready for `fetch(url, init)`. */
+export function signedSyncRequest(data, {app, secret, nowMs = Date.now()}) {
+  const body = JSON.stringify(syncPayload(data, app))
+  return {
+    method: 'POST',
+    headers: {'content-type': 'application/json', 'idempotency-key': `upsert:${data._id}:${data._rev}`, [SIGNATURE_HEADER]: signSync(body, secret, nowMs)},
+    body,
+  }
+}
+
+/** @param {Record<string, string | undefined>} env */
+export function createBaselineHandler(env) {
+  return async function handler({event}) {
+    const app = env.FLY_APP_NAME
+    const appUrl = env.FLY_APP_URL ?? `https://${app}.fly.dev`
+    const apiUrl = env.FLY_API_URL ?? 'https://api.machines.dev'
+    const token = String(env.FLY_API_TOKEN ?? '')
+    const syncPath = env.FLY_SYNC_PATH ?? '/internal/content-sync'
+    const data = event?.data
+    if (!data?._id || data.op === 'delete') return {ok: true, skipped: 'the document is gone (the article refetches it and skips)'}
+    const timeout = () => AbortSignal.timeout(10_000)
+
+    const push = await fetch(`${appUrl}${syncPath}`, {...signedSyncRequest(data, {app, secret: String(env.FLY_SYNC_SECRET)}), signal: timeout()})
+    if (!push.ok) throw new Error(`baseline: sync POST answered ${push.status}`)
+    const ack = await push.json()
+
+    const authorization = /^(bearer|flyv1)\s/i.test(token) ? token : `Bearer ${token}`
+    const list = await fetch(`${apiUrl}/v1/apps/${app}/machines`, {headers: {authorization}, signal: timeout()})
+    if (!list.ok) throw new Error(`baseline: listing Machines answered ${list.status}`)
+    const machines = await list.json()
+    await Promise.all(
+      machines.map(async (m) => {
+        const r = await fetch(`${apiUrl}/v1/apps/${app}/machines/${m.id}/restart`, {method: 'POST', headers: {authorization}, signal: timeout()})
+        if (!r.ok) throw new Error(`baseline: restarting ${m.id} answered ${r.status}`)
+      }),
+    )
+    return {ok: true, pushedTo: ack.machine ?? null, restarted: machines.length}
+  }
+}
+
+/** Same call shape as function.ts's `handler`, reading the Function's environment. */
+export const handler = (args) => createBaselineHandler(process.env)(args)
