@@ -144,6 +144,8 @@ struct TargetRun {
     counts: RequestCounts,
     /// The first list may be answered from a recent one (no restart by type is in play).
     list_reusable: bool,
+    /// The payload's signature at one instant: the pushes sent together share it (one HMAC, not one each).
+    signed: Option<(u64, String)>,
 }
 
 impl TargetRun {
@@ -198,6 +200,7 @@ impl Engine {
                 max_down: 0,
                 counts: RequestCounts::default(),
                 list_reusable: !plan::restart_for_type(&engine.change, target),
+                signed: None,
             };
             if run.phase == Phase::Listing {
                 engine.calls.push(Call { target: i, machine: None, kind: Kind::List, attempts: 0, not_before: now_ms, in_flight: None });
@@ -685,7 +688,14 @@ impl Engine {
             Kind::Restart => (Method::POST, format!("{api}/{mid}/restart"), vec![auth(), nonce()], None),
             Kind::Release => (Method::DELETE, format!("{api}/{mid}/lease"), vec![auth(), nonce()], None),
             Kind::Sync => {
-                let signature = signature::sign(run.body.as_bytes(), now_ms, self.config.sync_secret.expose());
+                let signature = match &run.signed {
+                    Some((at, sig)) if *at == now_ms => sig.clone(),
+                    _ => {
+                        let sig = signature::sign(run.body.as_bytes(), now_ms, self.config.sync_secret.expose());
+                        run.signed = Some((now_ms, sig.clone()));
+                        sig
+                    }
+                };
                 let mut headers = vec![
                     json(),
                     ("idempotency-key".to_string(), self.change.idempotency_key.clone()),

@@ -2,8 +2,12 @@
 //! checked where it matters (`id`, `state`).
 
 use crate::error::SyncError;
-use crate::json_read::Obj;
+use serde::Deserialize;
 use serde_json::Value;
+
+fn short(e: &serde_json::Error) -> String {
+    format!("line {} column {}", e.line(), e.column())
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Machine {
@@ -27,58 +31,88 @@ pub struct Check {
     pub status: String,
 }
 
-impl Machine {
-    pub fn parse(value: &Value, field: &str) -> Result<Machine, SyncError> {
-        let obj = Obj::root(value, field, "the Machine")?;
-        let id = obj.str_req("id", "a Machine id")?.to_string();
-        let state = obj.str_req("state", "a Machine state")?.to_string();
-        let region = obj.str_opt("region")?.unwrap_or("").to_string();
-        let host_status = obj.str_opt("host_status")?.map(String::from);
-        let config = value.get("config").or_else(|| value.get("incomplete_config"));
-        let process_group = config
-            .and_then(|c| c.get("metadata"))
-            .and_then(|m| m.get("fly_process_group"))
-            .and_then(Value::as_str)
-            .map(String::from);
-        let checks = value
-            .get("checks")
-            .and_then(Value::as_array)
-            .map(|list| {
-                list.iter()
-                    .filter_map(|c| {
-                        let name = c.get("name")?.as_str()?.to_string();
-                        let status = c.get("status").and_then(Value::as_str).unwrap_or("unknown").to_string();
-                        (!name.starts_with("bg_deployments_compat")).then_some(Check { name, status })
-                    })
-                    .collect()
+/// Fly's Machine object as far as we read it: typed, so a list of many Machines is read without building a
+/// JSON tree (most of a run's CPU went there); unknown fields are skipped, absent or null ones are `None`.
+#[derive(Deserialize)]
+struct RawMachine {
+    id: Option<String>,
+    state: Option<String>,
+    region: Option<String>,
+    host_status: Option<String>,
+    config: Option<RawConfig>,
+    incomplete_config: Option<RawConfig>,
+    checks: Option<Vec<RawCheck>>,
+    events: Option<Vec<RawEvent>>,
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    metadata: Option<RawMetadata>,
+}
+
+#[derive(Deserialize)]
+struct RawMetadata {
+    fly_process_group: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawCheck {
+    name: Option<String>,
+    status: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawEvent {
+    status: Option<String>,
+    timestamp: Option<u64>,
+}
+
+impl RawMachine {
+    fn into_machine(self, field: &str) -> Result<Machine, SyncError> {
+        let id = self.id.filter(|s| !s.is_empty()).ok_or_else(|| SyncError::expected(format!("{field}.id"), "a Machine id", "nothing"))?;
+        let state = self.state.filter(|s| !s.is_empty()).ok_or_else(|| SyncError::expected(format!("{field}.state"), "a Machine state", "nothing"))?;
+        let process_group = self.config.or(self.incomplete_config).and_then(|c| c.metadata).and_then(|m| m.fly_process_group);
+        let checks = self
+            .checks
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| {
+                let name = c.name?;
+                (!name.starts_with("bg_deployments_compat")).then(|| Check { name, status: c.status.unwrap_or_else(|| "unknown".into()) })
             })
-            .unwrap_or_default();
+            .collect();
         let mut newest_event_ms = 0;
         let mut newest_start_ms = 0;
-        for e in value.get("events").and_then(Value::as_array).into_iter().flatten() {
-            let ts = e.get("timestamp").and_then(Value::as_u64).unwrap_or(0);
+        for e in self.events.unwrap_or_default() {
+            let ts = e.timestamp.unwrap_or(0);
             newest_event_ms = newest_event_ms.max(ts);
-            if e.get("status").and_then(Value::as_str) == Some("started") {
+            if e.status.as_deref() == Some("started") {
                 newest_start_ms = newest_start_ms.max(ts);
             }
         }
-        Ok(Machine { id, region, state, host_status, process_group, checks, newest_event_ms, newest_start_ms })
+        Ok(Machine { id, region: self.region.unwrap_or_default(), state, host_status: self.host_status, process_group, checks, newest_event_ms, newest_start_ms })
+    }
+}
+
+impl Machine {
+    pub fn parse(value: &Value, field: &str) -> Result<Machine, SyncError> {
+        let raw: RawMachine = RawMachine::deserialize(value).map_err(|e| SyncError::fatal(format!("{field}: not a Machine object ({e})")))?;
+        raw.into_machine(field)
     }
 
     pub fn parse_list(body: &str) -> Result<Vec<Machine>, SyncError> {
-        let value: Value = serde_json::from_str(body)
-            .map_err(|_| SyncError::fatal("the Machines API list answer is not JSON"))?;
-        let items = value.as_array().ok_or_else(|| SyncError::fatal("the Machines API list answer is not a list"))?;
-        items
-            .iter()
+        let raw: Vec<RawMachine> = serde_json::from_str(body)
+            .map_err(|e| SyncError::fatal(format!("the Machines API list answer is not a list of Machines ({})", short(&e))))?;
+        raw.into_iter()
             .enumerate()
-            .map(|(i, m)| Machine::parse(m, &format!("machines[{i}]")).map_err(|e| SyncError::fatal(format!("Machines API answer: {e}"))))
+            .map(|(i, m)| m.into_machine(&format!("machines[{i}]")).map_err(|e| SyncError::fatal(format!("Machines API answer: {e}"))))
             .collect()
     }
 
     pub fn parse_one(body: &str) -> Result<Machine, SyncError> {
-        let value: Value = serde_json::from_str(body).map_err(|_| SyncError::fatal("the Machines API answer is not JSON"))?;
-        Machine::parse(&value, "machine").map_err(|e| SyncError::fatal(format!("Machines API answer: {e}")))
+        let raw: RawMachine =
+            serde_json::from_str(body).map_err(|e| SyncError::fatal(format!("the Machines API answer is not a Machine ({})", short(&e))))?;
+        raw.into_machine("machine").map_err(|e| SyncError::fatal(format!("Machines API answer: {e}")))
     }
 
     pub fn reachable(&self) -> bool {
