@@ -27,6 +27,8 @@ test('the editorial session: fresh by push after every event; lost pushes caught
   for (const s of plain) {
     assert.equal(s.freshMachines, s.servingMachines, s.label)
     assert.ok(s.servingMachines > 0, s.label)
+    // Fresh because the Function pushed (reconciliation would mask a blueprint that sends nothing).
+    assert.ok(s.invocations > 0 && s.pushes >= s.servingMachines, `${s.label}: ${s.invocations} runs, ${s.pushes} pushes`)
     assert.equal(s.caughtUp.length, 0, `${s.label}: ${JSON.stringify(s.caughtUp)}`)
     if (!s.label.startsWith('settings')) assert.equal(s.restarts, 0, s.label)
     if (!s.label.startsWith('settings')) assert.equal(s.availability, 1, s.label)
