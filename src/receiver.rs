@@ -62,6 +62,8 @@ struct Mark {
     /// Kept so a tombstone can be written for a document Sanity no longer has (reconciliation).
     doc_type: String,
     updated_at: String,
+    /// The routes that show the revision held (`routes.current` of the payload applied).
+    routes: Vec<String>,
 }
 
 /// A verified, in-order change to hand to the app's hooks, then to `commit`.
@@ -72,6 +74,8 @@ pub struct Incoming {
     pub delete: bool,
     key: String,
     mark: Mark,
+    /// Read from Sanity by reconciliation: its routes are unknown (empty), not "none".
+    pulled: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -218,12 +222,12 @@ impl Receiver {
     pub fn check_pulled(&self, payload: Value) -> Decision {
         let body = payload.to_string();
         match parse_payload(body.as_bytes()) {
-            Ok(incoming) => self.order(incoming),
+            Ok(incoming) => self.order(Incoming { pulled: true, ..incoming }),
             Err(error) => Decision::Reject { http_status: 400, error },
         }
     }
 
-    fn order(&self, incoming: Incoming) -> Decision {
+    fn order(&self, mut incoming: Incoming) -> Decision {
         if self.keys.contains(&incoming.key) {
             return Decision::Ignore(AckStatus::Duplicate);
         }
@@ -237,6 +241,16 @@ impl Receiver {
                     && ((mark.deleted && !new.deleted) || (mark.deleted == new.deleted && mark.rev == new.rev)));
             if stale {
                 return Decision::Ignore(AckStatus::Stale);
+            }
+            // Routes of the revision held that the new one no longer has must go too, even when the change
+            // that moved them (a rename between the two) arrived late and was skipped as stale.
+            let gone: Vec<String> = mark.routes.iter().filter(|r| !incoming.mark.routes.contains(r)).cloned().collect();
+            if incoming.pulled {
+                // Its routes are unknown: purge the held ones, keep them as the document's routes.
+                retire(&mut incoming.payload, &gone, false);
+                incoming.mark.routes = mark.routes.clone();
+            } else {
+                retire(&mut incoming.payload, &gone, true);
             }
         }
         Decision::Apply(Box::new(incoming))
@@ -276,6 +290,21 @@ impl Receiver {
     }
 }
 
+/// Add `gone` routes to the payload's `invalidate` (and `previous`), each once.
+fn retire(payload: &mut Value, gone: &[String], as_previous: bool) {
+    let Some(routes) = payload.get_mut("routes").and_then(Value::as_object_mut) else { return };
+    let lists: &[&str] = if as_previous { &["previous", "invalidate"] } else { &["invalidate"] };
+    for list in lists {
+        if let Some(Value::Array(items)) = routes.get_mut(*list) {
+            for route in gone {
+                if !items.iter().any(|i| i.as_str() == Some(route.as_str())) {
+                    items.push(Value::String(route.clone()));
+                }
+            }
+        }
+    }
+}
+
 fn parse_payload(body: &[u8]) -> Result<Incoming, SyncError> {
     let text = std::str::from_utf8(body).map_err(|_| SyncError::expected("body", "UTF-8 JSON", "bytes that are not UTF-8"))?;
     let payload: Value = serde_json::from_str(text)
@@ -302,7 +331,12 @@ fn parse_payload(body: &[u8]) -> Result<Incoming, SyncError> {
         return Err(SyncError::expected("document", "the document (an object) on an upsert", obj.get("document").map_or("nothing", kind_of)));
     }
     let updated_at = updated_at.to_string();
-    Ok(Incoming { mark: Mark { updated_ms, rev, deleted: delete, doc_type, updated_at }, id, delete, key, payload })
+    let routes: Vec<String> = payload
+        .pointer("/routes/current")
+        .and_then(Value::as_array)
+        .map(|items| items.iter().filter_map(Value::as_str).map(String::from).collect())
+        .unwrap_or_default();
+    Ok(Incoming { mark: Mark { updated_ms, rev, deleted: delete, doc_type, updated_at, routes }, id, delete, key, payload, pulled: false })
 }
 
 #[cfg(test)]
@@ -373,6 +407,30 @@ mod tests {
         let ghost_delete = payload("delete", "q", "r5", "2026-11-27T10:00:00Z");
         assert_eq!(deliver(&mut r, &ghost_delete), Ok(AckStatus::Applied));
         assert_eq!(deliver(&mut r, &payload("upsert", "q", "r4", "2026-11-27T09:00:00Z")), Ok(AckStatus::Stale));
+    }
+
+    #[test]
+    fn routes_of_a_skipped_rename_are_retired_by_the_newer_change() {
+        let mut r = receiver();
+        let with_routes = |rev: &str, at: &str, slug: &str, previous: &str| {
+            let mut p = payload("upsert", "p", rev, at);
+            p["routes"] = json!({"invalidate": [format!("/{slug}"), format!("/{previous}")], "current": [format!("/{slug}")], "previous": [format!("/{previous}")]});
+            p
+        };
+        deliver(&mut r, &with_routes("r1", "2026-11-27T10:00:00Z", "a", "a")).unwrap();
+        // r3 (b → c) arrives before r2 (a → b): r3 must also retire /a, which only r2 named.
+        let body = with_routes("r3", "2026-11-27T10:00:10Z", "c", "b").to_string();
+        let Step::Apply { ticket, change } = r.begin(&signed(&body, NOW), body.as_bytes(), NOW) else { panic!() };
+        assert_eq!(change["routes"]["previous"], json!(["/b", "/a"]));
+        assert_eq!(change["routes"]["invalidate"], json!(["/c", "/b", "/a"]));
+        r.finish(ticket, Ok(false));
+        assert_eq!(deliver(&mut r, &with_routes("r2", "2026-11-27T10:00:05Z", "b", "a")), Ok(AckStatus::Stale));
+        // A delete retires every route the held revision had.
+        let mut del = payload("delete", "p", "r3", "2026-11-27T10:00:10Z");
+        del["routes"] = json!({"invalidate": [], "current": [], "previous": []});
+        let body = del.to_string();
+        let Step::Apply { change, .. } = r.begin(&signed(&body, NOW), body.as_bytes(), NOW) else { panic!() };
+        assert_eq!(change["routes"]["previous"], json!(["/c"]));
     }
 
     #[test]
