@@ -246,9 +246,11 @@ fn app_name(field: &str, name: &str) -> Result<String, SyncError> {
 }
 
 fn base_url(field: &str, url: &str) -> Result<String, SyncError> {
+    // Trimmed first: `http:///` has no host (found by fuzzing: it was accepted as `http:`).
+    let url = url.trim_end_matches('/');
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
     match rest {
-        Some(host) if !host.is_empty() && !host.contains(['?', '#', ' ']) => Ok(url.trim_end_matches('/').to_string()),
+        Some(host) if !host.is_empty() && !host.starts_with('/') && !host.contains(['?', '#', ' ']) => Ok(url.to_string()),
         _ => Err(SyncError::expected(field, "an http:// or https:// base URL", "another value")),
     }
 }

@@ -75,7 +75,9 @@ pub fn from_webhook(
             None => Operation::Unknown,
         },
     };
-    let header = |k: &str| headers.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    // Blank counts as absent: a whitespace-only `idempotency-key` or `sanity-transaction-id` (U+00A0, which HTTP
+    // does not trim) passed here, and every receiver then refused the payload (fuzz/event_webhook's invariant).
+    let header = |k: &str| headers.get(k).map(String::as_str).filter(|v| !v.trim().is_empty());
     let fallbacks = Fallbacks {
         id: header("sanity-document-id"),
         // A Sanity document's `_rev` is the id of the transaction that last wrote it.
