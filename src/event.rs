@@ -68,12 +68,24 @@ pub fn from_webhook(
         SyncError::expected("body", "a JSON object (the webhook projection)", format!("invalid JSON at line {} column {}", e.line(), e.column()))
     })?;
     let obj = Obj::root(&value, "body", "body")?;
-    let operation = match headers.get("sanity-operation") {
-        Some(op) => parse_operation("sanity-operation", op)?,
-        None => match obj.str_opt("op")? {
-            Some(op) => parse_operation(&obj.field("op"), op)?,
-            None => Operation::Unknown,
-        },
+    // Headers are not covered by the signature: the signed body's `op` decides, a header may only agree with it,
+    // and a delete is never taken from a header alone (a replayed update must not become a delete).
+    let header_op = headers.get("sanity-operation").map(|op| parse_operation("sanity-operation", op)).transpose()?;
+    let body_op = obj.str_opt("op")?.map(|op| parse_operation(&obj.field("op"), op)).transpose()?;
+    let operation = match (body_op, header_op) {
+        (Some(b), Some(h)) if b != h => {
+            return Err(SyncError::bad_field("sanity-operation", "disagrees with the signed body's `op`"));
+        }
+        (Some(b), _) => b,
+        (None, Some(Operation::Delete)) => {
+            return Err(SyncError::expected(
+                obj.field("op"),
+                "the operation in the signed body for a delete (project `\"op\": delta::operation()`)",
+                "only the unsigned `sanity-operation` header",
+            ));
+        }
+        (None, Some(h)) => h,
+        (None, None) => Operation::Unknown,
     };
     // Blank counts as absent: a whitespace-only `idempotency-key` or `sanity-transaction-id` (U+00A0, which HTTP
     // does not trim) passed here, and every receiver then refused the payload (fuzz/event_webhook's invariant).
@@ -261,6 +273,19 @@ mod tests {
         h.insert(WEBHOOK_SIGNATURE_HEADER.into(), signature::sign(body.as_bytes(), NOW, "other"));
         let e = from_webhook(&h, body.as_bytes(), SECRET, NOW, 300_000).unwrap_err();
         assert_eq!(e.field.as_deref(), Some(WEBHOOK_SIGNATURE_HEADER));
+    }
+
+    #[test]
+    fn an_unsigned_header_cannot_turn_a_signed_update_into_a_delete() {
+        let body = r#"{"_id":"a","_type":"t","_rev":"r","_updatedAt":"2026-11-27T10:00:00Z"}"#;
+        let e = from_webhook(&signed(body, &[("sanity-operation", "delete")]), body.as_bytes(), SECRET, NOW, 300_000).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("body.op"));
+        let with_op = r#"{"_id":"a","_type":"t","_rev":"r","_updatedAt":"2026-11-27T10:00:00Z","op":"update"}"#;
+        let e = from_webhook(&signed(with_op, &[("sanity-operation", "delete")]), with_op.as_bytes(), SECRET, NOW, 300_000).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("sanity-operation"));
+        let del = r#"{"_id":"a","_type":"t","_rev":"r","_updatedAt":"2026-11-27T10:00:00Z","op":"delete"}"#;
+        let c = from_webhook(&signed(del, &[("sanity-operation", "delete")]), del.as_bytes(), SECRET, NOW, 300_000).unwrap();
+        assert_eq!(c.op, Op::Delete);
     }
 
     #[test]
