@@ -184,12 +184,7 @@ fn slug(data: &Obj, key: &str) -> Result<Option<String>, SyncError> {
     }
 }
 
-/// Milliseconds since the epoch of an RFC 3339 UTC time as Sanity writes it (`2026-11-27T10:00:00Z`, any
-/// fractional precision). Receivers order revisions by this instant, so it must parse, not just look right.
-pub fn rfc3339_ms(s: &str) -> Option<u64> {
-    let t = humantime::parse_rfc3339(s).ok()?;
-    t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as u64)
-}
+pub use crate::limits::rfc3339_ms;
 
 #[cfg(test)]
 mod tests {
@@ -294,15 +289,5 @@ mod tests {
         let h = signed(body, &[("sanity-document-id", "b")]);
         let e = from_webhook(&h, body.as_bytes(), SECRET, NOW, 300_000).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("sanity-document-id"));
-    }
-
-    #[test]
-    fn rfc3339_instants() {
-        assert_eq!(rfc3339_ms("2026-01-01T00:00:10Z"), Some(1_767_225_610_000));
-        assert_eq!(rfc3339_ms("2026-01-01T00:00:10.5Z"), Some(1_767_225_610_500));
-        assert!(rfc3339_ms("2026-01-01T00:00:10.5Z") > rfc3339_ms("2026-01-01T00:00:10Z"), "ordering is by instant, not text");
-        for bad in ["2026-11-27", "yesterday", "2026-11-27T10:00:00Zjunk", "2026-13-01T00:00:00Z"] {
-            assert_eq!(rfc3339_ms(bad), None, "{bad}");
-        }
     }
 }

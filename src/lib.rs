@@ -14,6 +14,7 @@ pub mod event;
 pub mod fly_token;
 pub mod http;
 pub mod json_read;
+pub mod limits;
 pub mod machines;
 pub mod plan;
 pub mod protocol;

@@ -103,6 +103,31 @@ impl RouteTemplate {
     }
 }
 
+/// Whether `route` is a path on the app's own origin that names no other place: it starts with one `/` (not
+/// `//`, which a browser reads as another host), has no scheme, backslash, whitespace or control character (no
+/// CR/LF to split a header with), and no dot segment, plain or percent-encoded (`..`, `%2e%2E`: URL parsers
+/// resolve both). Rendered routes always pass; the receiver refuses pushed routes that do not.
+pub fn is_same_origin_path(route: &str) -> bool {
+    let Some(rest) = route.strip_prefix('/') else { return false };
+    if rest.starts_with('/') || route.chars().any(|c| c == '\\' || c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let path = route.split(['?', '#']).next().unwrap_or_default();
+    !path.split('/').any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
+/// `is_same_origin_path` as a bad-input error naming `field`.
+pub fn check_route(field: &str, route: &str) -> Result<(), SyncError> {
+    if is_same_origin_path(route) {
+        Ok(())
+    } else {
+        Err(SyncError::expected(field, "a path on the app's own origin (`/…`, no `//`, dot segments, spaces or control characters)", "another value"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +166,17 @@ mod tests {
             assert!(e.message.starts_with("`routes.article[0]`: expected a path"), "{}", e.message);
             assert!(e.message.contains(got), "{text}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn same_origin_paths_only() {
+        for good in ["/", "/blog/a", "/en/blog/h%C3%A9llo", "/feed.xml", "/a/.well-known", "/search?q=a", "/a..b/c"] {
+            assert!(is_same_origin_path(good), "{good}");
+        }
+        for bad in ["", "blog", "//evil.example/x", "/\\evil", "https://evil.example/", "/a/../admin", "/..", "/a/./b",
+            "/a/%2e%2E/admin", "/a/.%2e", "/a\r\nset-cookie: x", "/a b", "/a\tb", "/a\u{0}"] {
+            assert!(!is_same_origin_path(bad), "{bad:?}");
+        }
+        assert_eq!(check_route("routes.current[0]", "//x").unwrap_err().field.as_deref(), Some("routes.current[0]"));
     }
 }
