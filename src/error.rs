@@ -71,6 +71,14 @@ impl fmt::Display for SyncError {
 
 impl std::error::Error for SyncError {}
 
+/// `s` cut to at most `max` characters (an ellipsis marks the cut), for messages that quote another party.
+pub fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+    }
+}
+
 /// Describe a JSON value by its kind, for error messages that must not echo input.
 pub fn kind_of(value: &serde_json::Value) -> &'static str {
     match value {
@@ -94,6 +102,13 @@ mod tests {
         assert_eq!(e.class, ErrorClass::BadInput);
         assert_eq!(e.field.as_deref(), Some("_id"));
         assert_eq!(e.message, "`_id`: expected a non-empty string, got a number");
+    }
+
+    #[test]
+    fn shorten_cuts_on_characters() {
+        assert_eq!(shorten("abc", 3), "abc");
+        assert_eq!(shorten("abcd", 3), "abc…");
+        assert_eq!(shorten("ééé", 2), "éé…");
     }
 
     #[test]

@@ -9,11 +9,67 @@ fn short(e: &serde_json::Error) -> String {
     format!("line {} column {}", e.line(), e.column())
 }
 
+/// A Machine's state as Fly names it, read once at the edge. Fly adds states now and then: an unknown one is
+/// kept by name and treated as not serving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MachineState {
+    Created,
+    Started,
+    Stopped,
+    Suspended,
+    Failed,
+    Destroyed,
+    /// On its way between states (`starting`, `restarting`, `updating`, …): not serving now, serving later.
+    Transient(String),
+    Other(String),
+}
+
+const TRANSIENT: [&str; 9] =
+    ["creating", "starting", "stopping", "restarting", "suspending", "destroying", "updating", "replacing", "launch_failed"];
+
+impl MachineState {
+    pub fn parse(name: &str) -> MachineState {
+        match name {
+            "created" => MachineState::Created,
+            "started" => MachineState::Started,
+            "stopped" => MachineState::Stopped,
+            "suspended" => MachineState::Suspended,
+            "failed" => MachineState::Failed,
+            "destroyed" => MachineState::Destroyed,
+            t if TRANSIENT.contains(&t) => MachineState::Transient(t.to_string()),
+            other => MachineState::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            MachineState::Created => "created",
+            MachineState::Started => "started",
+            MachineState::Stopped => "stopped",
+            MachineState::Suspended => "suspended",
+            MachineState::Failed => "failed",
+            MachineState::Destroyed => "destroyed",
+            MachineState::Transient(s) | MachineState::Other(s) => s,
+        }
+    }
+
+    /// Gone for good, or on its way there: a restart cannot bring it back.
+    pub fn is_lost(&self) -> bool {
+        matches!(self, MachineState::Failed | MachineState::Destroyed) || self.as_str() == "destroying"
+    }
+}
+
+impl std::fmt::Display for MachineState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Machine {
     pub id: String,
     pub region: String,
-    pub state: String,
+    pub state: MachineState,
     /// `ok`, `unknown`, `unreachable`; absent on older API versions (taken as ok).
     pub host_status: Option<String>,
     pub process_group: Option<String>,
@@ -71,6 +127,7 @@ impl RawMachine {
     fn into_machine(self, field: &str) -> Result<Machine, SyncError> {
         let id = self.id.filter(|s| !s.is_empty()).ok_or_else(|| SyncError::expected(format!("{field}.id"), "a Machine id", "nothing"))?;
         let state = self.state.filter(|s| !s.is_empty()).ok_or_else(|| SyncError::expected(format!("{field}.state"), "a Machine state", "nothing"))?;
+        let state = MachineState::parse(&state);
         let process_group = self.config.or(self.incomplete_config).and_then(|c| c.metadata).and_then(|m| m.fly_process_group);
         let checks = self
             .checks
@@ -115,6 +172,10 @@ impl Machine {
         raw.into_machine("machine").map_err(|e| SyncError::fatal(format!("Machines API answer: {e}")))
     }
 
+    pub fn is_started(&self) -> bool {
+        self.state == MachineState::Started
+    }
+
     pub fn reachable(&self) -> bool {
         self.host_status.as_deref().is_none_or(|s| s == "ok")
     }
@@ -147,9 +208,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.process_group.as_deref(), Some("app"));
+        assert!(m.is_started());
         assert_eq!(m.checks.len(), 1);
         assert!(m.checks_passing() && m.reachable());
         assert_eq!((m.newest_event_ms, m.newest_start_ms), (1700000005000, 1700000005000));
+    }
+
+    #[test]
+    fn states_are_read_once() {
+        for (name, state) in [("started", MachineState::Started), ("suspended", MachineState::Suspended), ("destroyed", MachineState::Destroyed)] {
+            assert_eq!(MachineState::parse(name), state);
+            assert_eq!(state.as_str(), name);
+        }
+        assert_eq!(MachineState::parse("restarting"), MachineState::Transient("restarting".into()));
+        assert_eq!(MachineState::parse("hibernating"), MachineState::Other("hibernating".into()));
+        assert!(MachineState::parse("destroying").is_lost() && MachineState::Failed.is_lost() && !MachineState::Stopped.is_lost());
     }
 
     #[test]

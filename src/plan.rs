@@ -3,7 +3,7 @@
 
 use crate::change::{ContentChange, IdKind};
 use crate::config::{Target, Unmapped};
-use crate::machines::Machine;
+use crate::machines::{Machine, MachineState};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
@@ -77,20 +77,17 @@ impl Skip {
     }
 }
 
-const TRANSIENT: [&str; 9] =
-    ["creating", "starting", "stopping", "restarting", "suspending", "destroying", "updating", "replacing", "launch_failed"];
-
 /// Which Machines get the push: the `started` ones in the targeted regions (`None` = all regions).
 pub fn select(machine: &Machine, regions: Option<&BTreeSet<String>>) -> Result<(), Skip> {
     if let Some(group) = machine.process_group.as_deref().filter(|g| matches!(*g, "fly_app_release_command" | "fly_app_console")) {
         return Err(Skip::NotAnAppMachine(group.to_string()));
     }
-    match machine.state.as_str() {
-        "started" => {}
-        "stopped" => return Err(Skip::Stopped),
-        "suspended" => return Err(Skip::Suspended),
-        s if TRANSIENT.contains(&s) => return Err(Skip::Transient(s.to_string())),
-        s => return Err(Skip::NotStarted(s.to_string())),
+    match &machine.state {
+        MachineState::Started => {}
+        MachineState::Stopped => return Err(Skip::Stopped),
+        MachineState::Suspended => return Err(Skip::Suspended),
+        MachineState::Transient(s) => return Err(Skip::Transient(s.clone())),
+        other => return Err(Skip::NotStarted(other.to_string())),
     }
     if !machine.reachable() {
         return Err(Skip::Unreachable(machine.host_status.clone().unwrap_or_default()));

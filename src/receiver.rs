@@ -187,7 +187,7 @@ impl Receiver {
                 Reply { http_status: 200, body: self.ack(AckStatus::Applied, restart_required) }
             }
             Err(message) => {
-                let error = SyncError::retryable(format!("the app could not apply {}: {}", incoming.id, crate::retry::truncate(&message, 300)));
+                let error = SyncError::retryable(format!("the app could not apply {}: {}", incoming.id, crate::error::shorten(&message, 300)));
                 error_reply(503, &error)
             }
         }

@@ -2,7 +2,10 @@
 //! It is what the Function logs and what tests assert on; it never holds a secret.
 
 use crate::change::{ContentChange, Op, Operation, Source};
+use crate::config::{Config, Target};
 use crate::error::{ErrorClass, SyncError};
+use crate::redact::Redactor;
+use crate::run::{MachineRun, RestartState, SyncState, TargetRun};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -211,16 +214,10 @@ impl Report {
         if retryable || errors.count() == 0 { 503 } else { 500 }
     }
 
-    /// Replace any occurrence of a secret in the report's free text (defence in depth: no code path puts one
-    /// there, but an upstream error message could echo something).
-    pub fn scrub(&mut self, secrets: &[&str]) {
-        let clean = |s: &mut String| {
-            for secret in secrets.iter().filter(|s| s.len() >= 4) {
-                if s.contains(secret) {
-                    *s = s.replace(secret, "[redacted]");
-                }
-            }
-        };
+    /// Redact any secret in the report's free text (defence in depth: what other parties said was scrubbed
+    /// on arrival, but an answer that succeeded carries text too).
+    pub fn scrub(&mut self, redactor: &Redactor) {
+        let clean = |s: &mut String| redactor.scrub_in_place(s);
         let clean_err = |e: &mut Option<SyncError>| {
             if let Some(e) = e {
                 clean(&mut e.message);
@@ -241,5 +238,118 @@ impl Report {
                 r.stopped_early.as_mut().map(clean);
             }
         }
+    }
+}
+
+/// The report of a run that ended at `now_ms`, from what it knows (`run`).
+pub(crate) fn assemble(config: &Config, change: &ContentChange, runs: &[TargetRun], started_ms: u64, now_ms: u64, redactor: &Redactor) -> Report {
+    let dry_run = config.dry_run;
+    let targets: Vec<TargetReport> = runs.iter().zip(&config.targets).map(|(run, target)| target_report(run, target, dry_run)).collect();
+    let statuses: Vec<Status> = targets.iter().map(|t| t.status).collect();
+    let status = if statuses.iter().all(|s| *s == Status::Skipped) {
+        Status::Skipped
+    } else if statuses.contains(&Status::Failed) && !statuses.iter().any(|s| matches!(s, Status::Ok | Status::Partial)) {
+        Status::Failed
+    } else if statuses.iter().any(|s| matches!(s, Status::Failed | Status::Partial)) {
+        Status::Partial
+    } else if dry_run {
+        Status::Planned
+    } else {
+        Status::Ok
+    };
+    let mut report = Report {
+        ok: matches!(status, Status::Ok | Status::Skipped | Status::Planned),
+        status,
+        dry_run,
+        change: ChangeSummary::of(change),
+        started_at_ms: started_ms,
+        duration_ms: now_ms.saturating_sub(started_ms),
+        targets,
+    };
+    report.scrub(redactor);
+    report
+}
+
+fn target_report(run: &TargetRun, target: &Target, dry_run: bool) -> TargetReport {
+    let machines: Vec<MachineReport> = run.machines.iter().map(machine_report).collect();
+    let restart = run.restart_cause.map(|cause| RestartReport {
+        cause,
+        planned: run.machines.iter().filter(|m| !matches!(m.restart, RestartState::None)).count() as u32,
+        restarted: run.machines.iter().filter(|m| matches!(m.restart, RestartState::Restarted { .. })).count() as u32,
+        max_unavailable: target.max_unavailable as u32,
+        max_down: run.max_down as u32,
+        stopped_early: run.stopped_early.clone(),
+        unreleased_leases: run.machines.iter().filter(|m| m.nonce.is_some()).map(|m| m.machine.id.clone()).collect(),
+    });
+    let failed_sync = machines.iter().filter(|m| m.sync == SyncOutcome::Failed).count();
+    let synced = machines.iter().filter(|m| matches!(m.sync, SyncOutcome::Synced | SyncOutcome::SharedStore)).count();
+    let restart_failed = restart.as_ref().is_some_and(|r| r.restarted < r.planned);
+    let status = if run.skipped.is_some() {
+        Status::Skipped
+    } else if run.error.is_some() {
+        Status::Failed
+    } else if dry_run {
+        Status::Planned
+    } else if failed_sync == 0 && !restart_failed {
+        if synced == 0 { Status::Skipped } else { Status::Ok }
+    } else if synced > 0 {
+        Status::Partial
+    } else {
+        Status::Failed
+    };
+    let skipped = match (&run.skipped, status) {
+        (Some(why), _) => Some(why.clone()),
+        (None, Status::Skipped) => Some("no Machine is serving in the targeted regions".into()),
+        (None, _) => None,
+    };
+    TargetReport {
+        name: target.name.clone(),
+        app: target.app.clone(),
+        status,
+        skipped,
+        error: run.error.clone(),
+        regions: run.regions.as_ref().map(|r| r.iter().cloned().collect()),
+        machines,
+        restart,
+        requests: run.counts,
+    }
+}
+
+fn machine_report(m: &MachineRun) -> MachineReport {
+    let (sync, skip_code, reason, receiver, error) = match &m.sync {
+        SyncState::NotSelected(skip) => (SyncOutcome::Skipped, Some(skip.code()), Some(skip.reason()), None, None),
+        SyncState::Gone(skip) => {
+            (SyncOutcome::Skipped, Some(skip.code()), Some(format!("no longer serving when pushed: {}", skip.reason())), None, None)
+        }
+        SyncState::Pending => (SyncOutcome::Failed, None, None, None, Some(SyncError::retryable("not synced: the run ended first"))),
+        SyncState::Synced(ack) => (SyncOutcome::Synced, None, None, Some(ack.status.clone()), None),
+        SyncState::SharedStore => (SyncOutcome::SharedStore, None, Some("fan-out `one`: shares the store of the Machine that acked".into()), None, None),
+        SyncState::Failed(e) => (SyncOutcome::Failed, None, None, None, Some(e.clone())),
+        SyncState::WouldSync => (SyncOutcome::WouldSync, None, None, None, None),
+    };
+    let restart_of = |outcome, reason: Option<String>, error: Option<SyncError>, duration_ms| Some(MachineRestart { outcome, reason, error, duration_ms });
+    let restart = match &m.restart {
+        RestartState::None => None,
+        RestartState::Planned => restart_of(RestartOutcome::NotAttempted, Some("planned, not reached".into()), None, None),
+        RestartState::Sent { .. } => {
+            restart_of(RestartOutcome::Failed, None, Some(SyncError::retryable("restart sent, not confirmed before the run ended")), None)
+        }
+        RestartState::Restarted { ms } => restart_of(RestartOutcome::Restarted, None, None, Some(*ms)),
+        RestartState::Failed(e) => restart_of(RestartOutcome::Failed, None, Some(e.clone()), None),
+        RestartState::NotAttempted(why) => restart_of(RestartOutcome::NotAttempted, Some(why.clone()), None, None),
+        RestartState::WouldRestart => restart_of(RestartOutcome::WouldRestart, None, None, None),
+    };
+    MachineReport {
+        id: m.machine.id.clone(),
+        region: m.machine.region.clone(),
+        state: m.machine.state.to_string(),
+        sync,
+        skip_code,
+        reason,
+        receiver,
+        error,
+        attempts: m.sync_attempts,
+        sync_ms: m.sync_ms,
+        restart,
     }
 }

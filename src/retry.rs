@@ -1,7 +1,8 @@
 //! When to try again: which answers are transient, how long to back off (exponential, with jitter, never less
 //! than the server's `Retry-After`), and when to give up.
 
-use crate::error::SyncError;
+use crate::error::{shorten, SyncError};
+use crate::fly_api::error_detail;
 use crate::http::Response;
 
 /// First backoff step; Fly's limits are per second, so waiting less than about half a second is wasted.
@@ -13,29 +14,30 @@ pub const MAX_ATTEMPTS: u32 = 5;
 /// burst of Function runs sharing one app's Machines API limits gets through instead of giving up.
 pub const MAX_RATE_LIMITED_ATTEMPTS: u32 = 20;
 
-/// What one answer means for the call that got it.
+/// What one answer means for the call that got it: success with what was read from it (`T`), try again, or
+/// give up.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    Success { status: u16, body: String },
+pub enum Verdict<T> {
+    Success(T),
     /// Try again, not before `min_delay_ms` (from `Retry-After`) if given.
     Retry { error: SyncError, min_delay_ms: Option<u64>, rate_limited: bool },
     Fail(SyncError),
 }
 
-/// The generic reading of an answer; callers special-case statuses that mean something for them (409 on a
-/// lease, 404 on a release, 408 on a restart) before falling back to this.
-pub fn classify(response: &Response, what: &str, now_ms: u64) -> Verdict {
+/// The generic reading of an answer (success carries the body); callers special-case statuses that mean
+/// something for them (409 on a lease, 404 on a release, 408 on a restart) before falling back to this.
+pub fn classify<'r>(response: &'r Response, what: &str, now_ms: u64) -> Verdict<&'r str> {
     match response {
         Response::Timeout => Verdict::Retry { error: SyncError::retryable(format!("{what}: timed out")), min_delay_ms: None, rate_limited: false },
         Response::Network { message } => Verdict::Retry {
-            error: SyncError::retryable(format!("{what}: network error: {}", truncate(message, 160))),
+            error: SyncError::retryable(format!("{what}: network error: {}", shorten(message, 160))),
             min_delay_ms: None,
             rate_limited: false,
         },
         Response::Http { status, body, .. } => {
             let status = *status;
             if (200..300).contains(&status) {
-                return Verdict::Success { status, body: body.clone() };
+                return Verdict::Success(body.as_str());
             }
             let detail = error_detail(body);
             let msg = |kind: &str| format!("{what}: HTTP {status} {kind}{detail}");
@@ -76,28 +78,6 @@ pub fn backoff_ms(attempt: u32, rng: &mut fastrand::Rng, min_delay_ms: Option<u6
     }
 }
 
-/// `{"error": "…"}` (Fly's shape) or `{"message": "…"}`, shortened, for messages.
-pub fn error_detail(body: &str) -> String {
-    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
-    let text = parsed
-        .as_ref()
-        .and_then(|v| v.get("error").or_else(|| v.get("message")))
-        .and_then(|v| v.as_str())
-        .map(String::from);
-    match text {
-        Some(t) if !t.is_empty() => format!(": {}", truncate(&t, 200)),
-        _ => String::new(),
-    }
-}
-
-pub fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(max).collect::<String>())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,7 +88,7 @@ mod tests {
 
     #[test]
     fn classification() {
-        assert!(matches!(classify(&Response::json(200, "[]"), "list", 0), Verdict::Success { status: 200, .. }));
+        assert_eq!(classify(&Response::json(200, "[]"), "list", 0), Verdict::Success("[]"));
         assert!(matches!(classify(&Response::json(429, "{}"), "list", 0), Verdict::Retry { rate_limited: true, .. }));
         assert!(matches!(classify(&Response::json(503, "{}"), "list", 0), Verdict::Retry { rate_limited: false, .. }));
         assert!(matches!(classify(&Response::Timeout, "list", 0), Verdict::Retry { .. }));

@@ -393,3 +393,88 @@ fn same_seed_same_run() {
     };
     assert_eq!(go(), go());
 }
+
+#[test]
+fn a_machine_stopped_between_list_and_push_is_skipped_not_failed() {
+    for state in ["stopped", "suspended", "destroyed"] {
+        let mut fly = six();
+        fly.after_list = Some(("m-ord-1".into(), state));
+        let run = drive(&env(&[]), change("page", json!({})), &mut fly);
+        assert!(run.report.ok, "{state}: {:#?}", run.report);
+        let m = run.report.targets[0].machines.iter().find(|m| m.id == "m-ord-1").unwrap();
+        assert_eq!(m.sync, SyncOutcome::Skipped, "{state}");
+        assert!(m.reason.as_deref().unwrap().starts_with("no longer serving when pushed"), "{state}: {:?}", m.reason);
+        // One push, one read of the Machine, no retries: it is not a failure to wait out.
+        let to_it = |kind: &str| fly.sent.iter().filter(|s| s.kind == kind && s.machine.as_deref() == Some("m-ord-1")).count();
+        assert_eq!((to_it("sync"), to_it("check")), (1, 1), "{state}");
+        assert!(run.ended_at - T0 < 500, "{state}: no backoff spent on it: {} ms", run.ended_at - T0);
+    }
+}
+
+#[test]
+fn a_failing_push_to_a_machine_still_started_is_retried_and_checked_again_before_giving_up() {
+    let mut fly = six();
+    for _ in 0..10 {
+        fly.fault("sync", "m-ord-1", Response::json(502, r#"{"error":"could not reach machine"}"#));
+    }
+    let run = drive(&env(&[]), change("page", json!({})), &mut fly);
+    let m = run.report.targets[0].machines.iter().find(|m| m.id == "m-ord-1").unwrap();
+    assert_eq!(m.sync, SyncOutcome::Failed, "still started, still failing: a real failure");
+    assert_eq!(m.attempts, 5);
+    let checks = fly.sent.iter().filter(|s| s.kind == "check" && s.machine.as_deref() == Some("m-ord-1")).count();
+    assert_eq!(checks, 2, "read after the first failure and before giving up");
+    // The same, but the Machine stops at the third push: the check before giving up finds it stopped.
+    let mut fly = six();
+    fly.fault("sync", "m-ord-1", Response::json(502, r#"{"error":"could not reach machine"}"#));
+    fly.fault("sync", "m-ord-1", Response::json(502, r#"{"error":"could not reach machine"}"#));
+    fly.stop_on_push = Some(("m-ord-1".into(), 3));
+    let run = drive(&env(&[]), change("page", json!({})), &mut fly);
+    assert!(run.report.ok, "{:#?}", run.report);
+    let m = run.report.targets[0].machines.iter().find(|m| m.id == "m-ord-1").unwrap();
+    assert_eq!((m.sync, m.skip_code), (SyncOutcome::Skipped, Some("stopped")));
+    let mut fly = six();
+    fly.fault("sync", "m-ord-1", Response::json(502, "{}"));
+    let run = drive(&env(&[]), change("page", json!({})), &mut fly);
+    assert!(run.report.ok, "one 502, then the push lands: {:#?}", run.report);
+}
+
+#[test]
+fn a_clock_that_steps_back_mid_run_neither_panics_nor_bends_the_report() {
+    let mut fly = FakeFly::new(fleet(&[("a", "ord", "started"), ("b", "ord", "started"), ("c", "fra", "started")]));
+    fly.fault("sync", "a", Response::json(503, "{}"));
+    let env = env(&[("FLY_RESTART_TYPES", "settings"), ("FLY_SYNC_BUDGET_MS", "60000")]);
+    // An NTP step of 5 s backwards 30 ms into the run.
+    let run = drive_with_clock(&env, change("settings", json!({})), &mut fly, |now| if now >= T0 + 30 { now - 5_000 } else { now });
+    let r = &run.report;
+    assert!(r.ok, "{r:#?}");
+    assert_eq!(r.targets[0].restart.as_ref().unwrap().restarted, 3);
+    assert!(r.duration_ms < 60_000, "durations saturate instead of wrapping: {}", r.duration_ms);
+    for m in &r.targets[0].machines {
+        assert!(m.sync_ms.unwrap() < 60_000 && m.restart.as_ref().unwrap().duration_ms.unwrap() < 60_000, "{m:?}");
+    }
+}
+
+#[test]
+fn an_echoed_token_never_reaches_the_report_whole_cut_or_per_macaroon() {
+    let token = "fm2_lJPECAAAAAAAAMqHxBBvWhPBHz3Rv2cjwCR8hAsxwrVodHRwczovL2FwaS5mbHkuaW8vdjGWAJLOAAzgyB8Lk7O9,fm2_lJPETX3nUoLPtbuFW6k8c0xqR2V0SGVyZUJ5UXVpY2tseQ";
+    let (first, second) = token.split_once(',').unwrap();
+    let echoes = [
+        format!(r#"{{"error":"token {token} is not valid"}}"#),
+        // The body cut by the other side, or long enough that our message would be cut.
+        format!(r#"{{"error":"token FlyV1 {}"}}"#, &token[..60]),
+        format!(r#"{{"error":"{} macaroon {second} refused"}}"#, "x".repeat(150)),
+        format!(r#"{{"error":"first {first}"}}"#),
+    ];
+    for body in echoes {
+        let mut fly = six();
+        fly.authorization = format!("FlyV1 {token}");
+        fly.fault("list", "", Response::json(401, &body));
+        let run = drive(&env(&[("FLY_API_TOKEN", &format!("FlyV1 {token}"))]), change("page", json!({})), &mut fly);
+        let text = serde_json::to_string(&run.report).unwrap();
+        assert!(text.contains("credentials refused"), "{text}");
+        assert!(text.contains("[redacted]"), "{text}");
+        for piece in [first, second] {
+            assert!(!text.contains(&piece[..12]), "an echoed start of a macaroon leaked: {text}");
+        }
+    }
+}

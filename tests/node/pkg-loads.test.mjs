@@ -50,9 +50,15 @@ test('a Function event becomes a list request; answers and failures are fed back
   assert.equal(JSON.parse(push.body).id, 'page-1')
 
   engine.handleFailure(push.id, true, 'TimeoutError', 1_800_000_005_010)
-  const third = engine.poll(1_800_000_005_010)
+  // The Machine is read first (one stopped since the list needs no push) …
+  const check = engine.poll(1_800_000_005_010)
+  assert.equal(check.type, 'send')
+  assert.deepEqual(check.requests.map((r) => [r.log.kind, r.method, r.url]), [['check', 'GET', 'http://127.0.0.1:9/v1/apps/web/machines/m1']])
+  engine.handleResponse(check.requests[0].id, 200, [], JSON.stringify({id: 'm1', state: 'started', region: 'ord'}), 1_800_000_005_020)
+  // … and, still started, the push is retried after a backoff.
+  const third = engine.poll(1_800_000_005_020)
   assert.equal(third.type, 'wait', 'a timeout is retried after a backoff')
-  assert.ok(third.untilMs > 1_800_000_005_010)
+  assert.ok(third.untilMs > 1_800_000_005_020)
 })
 
 test('bad input crosses as a Rejection object naming the field', () => {

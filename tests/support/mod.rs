@@ -115,11 +115,17 @@ pub struct FakeFly {
     pub app_down: bool,
     /// Stop this Machine right after it acknowledges its push (it scales down between push and roll).
     pub stop_after_sync: Option<String>,
+    /// Put this Machine in this state right after a list (it stops or is destroyed between list and push).
+    pub after_list: Option<(String, &'static str)>,
+    /// Stop this Machine when its n-th push arrives (it scales down while pushes to it are being retried).
+    pub stop_on_push: Option<(String, usize)>,
+    /// The authorization the Machines API expects (`FlyV1 <token>`).
+    pub authorization: String,
 }
 
 impl FakeFly {
     pub fn new(machines: Vec<FakeMachine>) -> Self {
-        FakeFly { machines, faults: BTreeMap::new(), latency_ms: 20, sent: vec![], max_down: 0, restart_then_408: BTreeMap::new(), app_down: false, stop_after_sync: None }
+        FakeFly { machines, faults: BTreeMap::new(), latency_ms: 20, sent: vec![], max_down: 0, restart_then_408: BTreeMap::new(), app_down: false, stop_after_sync: None, after_list: None, stop_on_push: None, authorization: format!("FlyV1 {TOKEN}") }
     }
 
     /// Queue a canned answer for the next `kind` call on `machine` ("" for list / fan-out one).
@@ -155,7 +161,12 @@ impl FakeFly {
         self.sent.push(Sent { at: now, kind, method: req.method, machine: req.log.machine.clone(), url: req.url.clone(), reuse_ms: req.reuse_ms });
         if kind != "sync" {
             let auth = req.headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.as_str());
-            assert_eq!(auth, Some(format!("FlyV1 {TOKEN}").as_str()), "Machines API calls carry the token");
+            assert_eq!(auth, Some(self.authorization.as_str()), "Machines API calls carry the token");
+        }
+        if let Some((id, n)) = &self.stop_on_push {
+            if kind == "sync" && *id == mid && self.sent.iter().filter(|s| s.kind == "sync" && s.machine.as_deref() == Some(id)).count() == *n {
+                self.machine(&mid).state = "stopped".into();
+            }
         }
         if let Some(r) = self.faults.get_mut(&(kind.to_string(), mid.clone())).and_then(VecDeque::pop_front) {
             // An ambiguous 408 on restart: the restart happened, the answer was lost.
@@ -166,11 +177,17 @@ impl FakeFly {
             return r;
         }
         match kind {
-            "list" => Response::json(200, Value::Array(self.machines.iter().map(|m| m.json(now)).collect()).to_string()),
-            "poll" | "verify" => {
-                let m = self.machine(&mid);
-                Response::json(200, m.json(now).to_string())
+            "list" => {
+                let list = Response::json(200, Value::Array(self.machines.iter().map(|m| m.json(now)).collect()).to_string());
+                if let Some((id, state)) = self.after_list.take() {
+                    self.machine(&id).state = state.into();
+                }
+                list
             }
+            "poll" | "verify" | "check" => match self.machines.iter().find(|m| m.id == mid) {
+                Some(m) if m.state != "destroyed" => Response::json(200, m.json(now).to_string()),
+                _ => Response::json(404, r#"{"error":"machine not found"}"#),
+            },
             "lease" => {
                 let m = self.machine(&mid);
                 if m.lease_held_elsewhere || m.lease.is_some() {
@@ -289,13 +306,19 @@ pub struct Run {
 /// Drive the engine against the fake until it is done, in simulated time. Requests slower than their
 /// timeout come back as `Timeout` (their side effect still happened at the fake, as in life).
 pub fn drive(env: &Env, change: ContentChange, fly: &mut FakeFly) -> Run {
+    drive_with_clock(env, change, fly, |now| now)
+}
+
+/// `drive`, with the engine reading its time through `clock` (simulated time → what the engine is told), e.g.
+/// a clock that steps back mid-run. The fake and the request timings stay on simulated time.
+pub fn drive_with_clock(env: &Env, change: ContentChange, fly: &mut FakeFly, clock: impl Fn(u64) -> u64) -> Run {
     let config = Config::from_env(env).expect("config");
-    let mut engine = Engine::new(config, change, T0, 42);
+    let mut engine = Engine::new(config, change, clock(T0), 42);
     let mut now = T0;
     let mut pending: Vec<(u64, u32, Response)> = vec![];
     let mut log = vec![];
     for polls in 0..100_000 {
-        match engine.poll(now) {
+        match engine.poll(clock(now)) {
             Action::Send { requests: reqs } => {
                 assert!(!reqs.is_empty());
                 for r in reqs {
@@ -309,7 +332,9 @@ pub fn drive(env: &Env, change: ContentChange, fly: &mut FakeFly) -> Run {
                 }
             }
             Action::Wait { until_ms } => {
-                assert!(until_ms >= now, "waits never go back in time");
+                assert!(until_ms >= clock(now), "waits never go back in time");
+                // Back to simulated time: the engine's instants are on its (possibly skewed) clock.
+                let until_ms = now + (until_ms - clock(now));
                 let next = pending.iter().map(|p| p.0).min();
                 match next {
                     Some(due) if due <= until_ms => {
@@ -317,7 +342,7 @@ pub fn drive(env: &Env, change: ContentChange, fly: &mut FakeFly) -> Run {
                         let (ready, rest): (Vec<_>, Vec<_>) = pending.into_iter().partition(|p| p.0 <= now);
                         pending = rest;
                         for (_, id, resp) in ready {
-                            engine.handle_response(id, resp, now);
+                            engine.handle_response(id, resp, clock(now));
                         }
                     }
                     _ => {

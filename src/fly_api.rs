@@ -1,0 +1,217 @@
+//! Fly's wire, and only here: the Machines API (paths, headers, the lease envelope, which status codes mean
+//! what for which call) and the proxy's per-Machine routing of a push (`fly-force-instance-id`). The engine asks
+//! for typed calls and gets typed answers; changing a Fly detail means reading this file, not the policy.
+
+use crate::config::Target;
+use crate::error::{shorten, SyncError};
+use crate::http::{Method, Response};
+use crate::machines::Machine;
+use crate::protocol::{self, Ack};
+use crate::retry::{self, Verdict};
+
+/// One call to Fly, with what it needs to be written.
+#[derive(Debug, Clone, Copy)]
+pub enum Call<'a> {
+    /// The app's Machines.
+    List,
+    /// One Machine.
+    Get { machine: &'a str },
+    Lease { machine: &'a str, ttl_s: u64, description: &'a str },
+    Restart { machine: &'a str, nonce: &'a str },
+    Release { machine: &'a str, nonce: &'a str },
+    /// The signed payload through the app's URL, to one Machine (`machine`) or to whichever the proxy picks.
+    Push { machine: Option<&'a str>, body: &'a str, signature: &'a str, idempotency_key: &'a str },
+}
+
+/// Which call an answer belongs to (what `read` needs to know of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    List,
+    Get,
+    Lease,
+    Restart,
+    Release,
+    Push,
+}
+
+impl Call<'_> {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Call::List => Kind::List,
+            Call::Get { .. } => Kind::Get,
+            Call::Lease { .. } => Kind::Lease,
+            Call::Restart { .. } => Kind::Restart,
+            Call::Release { .. } => Kind::Release,
+            Call::Push { .. } => Kind::Push,
+        }
+    }
+}
+
+/// A request as it goes on the wire. `headers` may hold the token: never log them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wire {
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+}
+
+const LEASE_NONCE: &str = "fly-machine-lease-nonce";
+
+/// The request for `call` on `target`'s app.
+pub fn request(target: &Target, call: &Call) -> Wire {
+    let machines = format!("{}/v1/apps/{}/machines", target.machines_api_url, target.app);
+    let auth = ("authorization".to_string(), target.token.authorization().to_string());
+    let json = || ("content-type".to_string(), "application/json".to_string());
+    let nonce = |n: &str| (LEASE_NONCE.to_string(), n.to_string());
+    let (method, url, headers, body) = match *call {
+        Call::List => (Method::GET, machines, vec![auth], None),
+        Call::Get { machine } => (Method::GET, format!("{machines}/{machine}"), vec![auth], None),
+        Call::Lease { machine, ttl_s, description } => {
+            let body = serde_json::json!({"description": description, "ttl": ttl_s}).to_string();
+            (Method::POST, format!("{machines}/{machine}/lease"), vec![auth, json()], Some(body))
+        }
+        Call::Restart { machine, nonce: n } => (Method::POST, format!("{machines}/{machine}/restart"), vec![auth, nonce(n)], None),
+        Call::Release { machine, nonce: n } => (Method::DELETE, format!("{machines}/{machine}/lease"), vec![auth, nonce(n)], None),
+        Call::Push { machine, body, signature, idempotency_key } => {
+            let mut headers = vec![
+                json(),
+                ("idempotency-key".to_string(), idempotency_key.to_string()),
+                (protocol::SIGNATURE_HEADER.to_string(), signature.to_string()),
+            ];
+            if let Some(m) = machine {
+                // Addressed to Fly's proxy: this Machine or an error, never another one.
+                headers.push(("fly-force-instance-id".to_string(), m.to_string()));
+            }
+            (Method::POST, format!("{}{}", target.app_url, target.sync_path), headers, Some(body.to_string()))
+        }
+    };
+    Wire { method, url, headers, body }
+}
+
+/// What a successful answer said.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Machines(Vec<Machine>),
+    Machine(Machine),
+    Leased { nonce: String },
+    /// Someone else holds the Machine's lease: not an error to retry, someone else is operating on it.
+    LeaseHeld(SyncError),
+    /// The restart was accepted, or the lease is released (or had expired already, which is as good).
+    Done,
+    /// The receiver's acknowledgement of a push.
+    Ack(Ack),
+    /// The Machine asked for does not exist (destroyed).
+    NoSuchMachine,
+}
+
+/// Read the answer to a call of `kind`: Fly's statuses that mean something for that call first, then the
+/// generic retry rules. `what` names the call in messages.
+pub fn read(kind: Kind, response: &Response, what: &str, now_ms: u64) -> Verdict<Answer> {
+    match (kind, response) {
+        (Kind::Lease, Response::Http { status: 409, body, .. }) => {
+            return Verdict::Success(Answer::LeaseHeld(SyncError::fatal(format!("lease held elsewhere{}", error_detail(body)))));
+        }
+        (Kind::Release, Response::Http { status: 404, .. }) => return Verdict::Success(Answer::Done),
+        (Kind::Get, Response::Http { status: 404, .. }) => return Verdict::Success(Answer::NoSuchMachine),
+        _ => {}
+    }
+    let body = match retry::classify(response, what, now_ms) {
+        Verdict::Success(body) => body,
+        Verdict::Retry { error, min_delay_ms, rate_limited } => return Verdict::Retry { error, min_delay_ms, rate_limited },
+        Verdict::Fail(e) => return Verdict::Fail(e),
+    };
+    let answer = match kind {
+        Kind::List => Machine::parse_list(body).map(Answer::Machines),
+        Kind::Get => Machine::parse_one(body).map(Answer::Machine),
+        Kind::Lease => lease_nonce(body).map(|nonce| Answer::Leased { nonce }),
+        Kind::Restart | Kind::Release => Ok(Answer::Done),
+        Kind::Push => protocol::parse_ack(body).map(Answer::Ack),
+    };
+    match answer {
+        Ok(a) => Verdict::Success(a),
+        Err(e) => Verdict::Fail(e),
+    }
+}
+
+/// Leases come back in Fly's envelope (`{"status":"success","data":{"nonce":…}}`); accept the flat shape too.
+fn lease_nonce(body: &str) -> Result<String, SyncError> {
+    let v: serde_json::Value = serde_json::from_str(body).map_err(|_| SyncError::fatal("lease answer is not JSON"))?;
+    v.pointer("/data/nonce")
+        .or_else(|| v.get("nonce"))
+        .and_then(|n| n.as_str())
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .ok_or_else(|| SyncError::fatal("lease answer has no nonce"))
+}
+
+/// `{"error": "…"}` (Fly's error shape) or `{"message": "…"}`, shortened, as a `: …` suffix for messages.
+pub fn error_detail(body: &str) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let text = parsed.as_ref().and_then(|v| v.get("error").or_else(|| v.get("message"))).and_then(|v| v.as_str());
+    match text {
+        Some(t) if !t.is_empty() => format!(": {}", shorten(t, 200)),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{env, SECRET};
+    use crate::config::Config;
+
+    fn target() -> Target {
+        let env = env(&[("FLY_APP_NAME", "web"), ("FLY_API_TOKEN", "fm2_tok"), ("FLY_SYNC_SECRET", SECRET), ("FLY_API_URL", "http://api")]);
+        Config::from_env(&env).unwrap().targets.remove(0)
+    }
+
+    #[test]
+    fn machines_api_paths_and_headers() {
+        let t = target();
+        let list = request(&t, &Call::List);
+        assert_eq!((list.method, list.url.as_str()), (Method::GET, "http://api/v1/apps/web/machines"));
+        assert_eq!(list.headers, [("authorization".to_string(), "FlyV1 fm2_tok".to_string())]);
+        let lease = request(&t, &Call::Lease { machine: "m1", ttl_s: 30, description: "d" });
+        assert_eq!(lease.url, "http://api/v1/apps/web/machines/m1/lease");
+        assert_eq!(lease.body.as_deref(), Some(r#"{"description":"d","ttl":30}"#));
+        let restart = request(&t, &Call::Restart { machine: "m1", nonce: "n" });
+        assert_eq!((restart.method, restart.url.as_str()), (Method::POST, "http://api/v1/apps/web/machines/m1/restart"));
+        assert!(restart.headers.contains(&(LEASE_NONCE.to_string(), "n".to_string())));
+        let release = request(&t, &Call::Release { machine: "m1", nonce: "n" });
+        assert_eq!(release.method, Method::DELETE);
+    }
+
+    #[test]
+    fn a_push_is_pinned_to_its_machine() {
+        let t = target();
+        let push = request(&t, &Call::Push { machine: Some("m1"), body: "{}", signature: "t=1,v1=x", idempotency_key: "k" });
+        assert_eq!(push.url, "https://web.fly.dev/internal/content-sync");
+        assert!(push.headers.contains(&("fly-force-instance-id".to_string(), "m1".to_string())));
+        assert!(!push.headers.iter().any(|(k, _)| k == "authorization"), "the Fly token never goes to the app");
+        let one = request(&t, &Call::Push { machine: None, body: "{}", signature: "s", idempotency_key: "k" });
+        assert!(!one.headers.iter().any(|(k, _)| k == "fly-force-instance-id"));
+    }
+
+    #[test]
+    fn statuses_that_mean_something_per_call() {
+        let held = Response::json(409, r#"{"error":"lease currently held by x"}"#);
+        assert!(matches!(read(Kind::Lease, &held, "lease", 0), Verdict::Success(Answer::LeaseHeld(e)) if e.message.contains("currently held")));
+        assert!(matches!(read(Kind::Restart, &held, "restart", 0), Verdict::Fail(_)), "409 elsewhere is a refusal");
+        assert_eq!(read(Kind::Release, &Response::json(404, "{}"), "release", 0), Verdict::Success(Answer::Done));
+        let lease = Response::json(201, r#"{"status":"success","data":{"nonce":"abc"}}"#);
+        assert_eq!(read(Kind::Lease, &lease, "lease", 0), Verdict::Success(Answer::Leased { nonce: "abc".into() }));
+        assert!(matches!(read(Kind::Lease, &Response::json(201, "{}"), "lease", 0), Verdict::Fail(e) if e.message.contains("no nonce")));
+        assert!(matches!(read(Kind::List, &Response::json(503, "{}"), "list", 0), Verdict::Retry { .. }));
+        assert_eq!(read(Kind::Get, &Response::json(404, "{}"), "read", 0), Verdict::Success(Answer::NoSuchMachine));
+        assert!(matches!(read(Kind::List, &Response::json(404, "{}"), "list", 0), Verdict::Fail(_)), "an app that is not there");
+    }
+
+    #[test]
+    fn error_details_are_short() {
+        assert_eq!(error_detail(r#"{"error":"nope"}"#), ": nope");
+        assert_eq!(error_detail(r#"{"message":"m"}"#), ": m");
+        assert_eq!(error_detail("<html>"), "");
+        assert_eq!(error_detail(&serde_json::json!({"error": "x".repeat(500)}).to_string()).chars().count(), 2 + 200 + 1);
+    }
+}
