@@ -42,9 +42,11 @@ async function fetchOutcome(request: EngineRequest): Promise<Outcome> {
   }
 }
 
-// Identical GETs in flight at once (concurrent runs of a content release listing the same app's Machines) share
-// one request; a GET the engine marks reusable (`reuseMs`) may be answered from a recent identical one.
-const sharedGets = new Map<string, Promise<Outcome>>()
+// A GET the engine marks reusable (`reuseMs` > 0: a Machine list while only content is pushed) may be answered
+// by an identical one: joined while in flight if that one left at most `reuseMs` ago, or taken from one answered at
+// most `reuseMs` ago. A GET with `reuseMs` 0 (the fresh list before a roll, reads of a restarting Machine) always
+// goes out on its own: the core, not this file, decides what may be shared.
+const sharedGets = new Map<string, {at: number; outcome: Promise<Outcome>}>()
 const recentGets = new Map<string, {at: number; outcome: Outcome}>()
 
 function feedOf(request: EngineRequest, o: Outcome): Feed {
@@ -55,17 +57,19 @@ function feedOf(request: EngineRequest, o: Outcome): Feed {
 
 /** Send one request; resolve (never reject) to a function that feeds the outcome to the engine. */
 async function send(request: EngineRequest): Promise<Feed> {
-  if (request.method !== 'GET') return feedOf(request, await fetchOutcome(request))
+  if (request.method !== 'GET' || request.reuseMs <= 0) return feedOf(request, await fetchOutcome(request))
   const key = JSON.stringify([request.url, request.headers])
+  const fresh = (at: number) => Date.now() - at <= request.reuseMs
   const recent = recentGets.get(key)
-  if (recent && Date.now() - recent.at <= request.reuseMs) return feedOf(request, recent.outcome)
-  let outcome = sharedGets.get(key)
-  if (!outcome) {
-    outcome = fetchOutcome(request)
-    sharedGets.set(key, outcome)
-    void outcome.finally(() => sharedGets.delete(key))
+  if (recent && fresh(recent.at)) return feedOf(request, recent.outcome)
+  let shared = sharedGets.get(key)
+  if (!shared || !fresh(shared.at)) {
+    const entry = {at: Date.now(), outcome: fetchOutcome(request)}
+    sharedGets.set(key, entry)
+    void entry.outcome.finally(() => sharedGets.get(key) === entry && sharedGets.delete(key))
+    shared = entry
   }
-  const o = await outcome
+  const o = await shared.outcome
   if ('status' in o && o.status === 200) {
     if (recentGets.size > 256) recentGets.clear()
     recentGets.set(key, {at: Date.now(), outcome: o})
