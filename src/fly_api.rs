@@ -16,7 +16,14 @@ pub enum Call<'a> {
     List,
     /// One Machine.
     Get { machine: &'a str },
-    Lease { machine: &'a str, ttl_s: u64, description: &'a str },
+    /// Take the Machine's lease, or (with `nonce`, ours) renew it for another `ttl_s`.
+    Lease { machine: &'a str, ttl_s: u64, description: &'a str, nonce: Option<&'a str> },
+    /// Read who holds the Machine's lease.
+    LeaseInfo { machine: &'a str },
+    /// Block until the Machine is `started`, at most `timeout_s`, counting only what follows `after_event`.
+    Wait { machine: &'a str, timeout_s: u64, after_event: Option<&'a str> },
+    SetMetadata { machine: &'a str, key: &'a str, value: &'a str },
+    DeleteMetadata { machine: &'a str, key: &'a str },
     Restart { machine: &'a str, nonce: &'a str },
     Release { machine: &'a str, nonce: &'a str },
     /// The signed payload through the app's URL, to one Machine (`machine`) or to whichever the proxy picks.
@@ -29,6 +36,9 @@ pub enum Kind {
     List,
     Get,
     Lease,
+    LeaseInfo,
+    Wait,
+    Metadata,
     Restart,
     Release,
     Push,
@@ -40,6 +50,9 @@ impl Call<'_> {
             Call::List => Kind::List,
             Call::Get { .. } => Kind::Get,
             Call::Lease { .. } => Kind::Lease,
+            Call::LeaseInfo { .. } => Kind::LeaseInfo,
+            Call::Wait { .. } => Kind::Wait,
+            Call::SetMetadata { .. } | Call::DeleteMetadata { .. } => Kind::Metadata,
             Call::Restart { .. } => Kind::Restart,
             Call::Release { .. } => Kind::Release,
             Call::Push { .. } => Kind::Push,
@@ -67,10 +80,22 @@ pub fn request(target: &Target, call: &Call) -> Wire {
     let (method, url, headers, body) = match *call {
         Call::List => (Method::GET, machines, vec![auth], None),
         Call::Get { machine } => (Method::GET, format!("{machines}/{machine}"), vec![auth], None),
-        Call::Lease { machine, ttl_s, description } => {
+        Call::Lease { machine, ttl_s, description, nonce: held } => {
             let body = serde_json::json!({"description": description, "ttl": ttl_s}).to_string();
-            (Method::POST, format!("{machines}/{machine}/lease"), vec![auth, json()], Some(body))
+            let mut headers = vec![auth, json()];
+            headers.extend(held.map(nonce));
+            (Method::POST, format!("{machines}/{machine}/lease"), headers, Some(body))
         }
+        Call::LeaseInfo { machine } => (Method::GET, format!("{machines}/{machine}/lease"), vec![auth], None),
+        Call::Wait { machine, timeout_s, after_event } => {
+            let after = after_event.map(|e| format!("&from_event_id={}", query_value(e))).unwrap_or_default();
+            (Method::GET, format!("{machines}/{machine}/wait?state=started&timeout={timeout_s}{after}"), vec![auth], None)
+        }
+        Call::SetMetadata { machine, key, value } => {
+            let body = serde_json::json!({"value": value}).to_string();
+            (Method::POST, format!("{machines}/{machine}/metadata/{key}"), vec![auth, json()], Some(body))
+        }
+        Call::DeleteMetadata { machine, key } => (Method::DELETE, format!("{machines}/{machine}/metadata/{key}"), vec![auth], None),
         Call::Restart { machine, nonce: n } => (Method::POST, format!("{machines}/{machine}/restart"), vec![auth, nonce(n)], None),
         Call::Release { machine, nonce: n } => (Method::DELETE, format!("{machines}/{machine}/lease"), vec![auth, nonce(n)], None),
         Call::Push { machine, body, signature, idempotency_key } => {
@@ -103,6 +128,21 @@ pub enum Answer {
     Ack(Ack),
     /// The Machine asked for does not exist (destroyed).
     NoSuchMachine,
+    /// Who holds a Machine's lease (`None`: nobody).
+    LeaseInfo(Option<LeaseHolder>),
+    /// `/wait` saw the Machine `started`.
+    Started,
+    /// `/wait` timed out: not started yet (`state` as Fly said it, when it did).
+    NotYet { state: Option<String> },
+    /// The restart was refused because the Machine is not started or stopped (Fly's 412): someone stopped it.
+    NotRunning,
+}
+
+/// A lease as Fly shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    pub description: String,
+    pub expires_at_ms: u64,
 }
 
 /// Read the answer to a call of `kind`: Fly's statuses that mean something for that call first, then the
@@ -113,7 +153,12 @@ pub fn read(kind: Kind, response: &Response, what: &str, now_ms: u64) -> Verdict
             return Verdict::Success(Answer::LeaseHeld(SyncError::fatal(format!("lease held elsewhere{}", error_detail(body)))));
         }
         (Kind::Release, Response::Http { status: 404, .. }) => return Verdict::Success(Answer::Done),
-        (Kind::Get, Response::Http { status: 404, .. }) => return Verdict::Success(Answer::NoSuchMachine),
+        (Kind::Get | Kind::Wait, Response::Http { status: 404, .. }) => return Verdict::Success(Answer::NoSuchMachine),
+        (Kind::Restart, Response::Http { status: 404, .. }) => return Verdict::Success(Answer::NoSuchMachine),
+        (Kind::Restart, Response::Http { status: 412, .. }) => return Verdict::Success(Answer::NotRunning),
+        (Kind::LeaseInfo, Response::Http { status: 404, .. }) => return Verdict::Success(Answer::LeaseInfo(None)),
+        // Fly answers a long-poll that ran out with 408 `deadline_exceeded: … currently <state>`: an answer.
+        (Kind::Wait, Response::Http { status: 408, body, .. }) => return Verdict::Success(Answer::NotYet { state: current_state(body) }),
         _ => {}
     }
     let body = match retry::classify(response, what, now_ms) {
@@ -125,7 +170,9 @@ pub fn read(kind: Kind, response: &Response, what: &str, now_ms: u64) -> Verdict
         Kind::List => Machine::parse_list(body).map(Answer::Machines),
         Kind::Get => Machine::parse_one(body).map(Answer::Machine),
         Kind::Lease => lease_nonce(body).map(|nonce| Answer::Leased { nonce }),
-        Kind::Restart | Kind::Release => Ok(Answer::Done),
+        Kind::LeaseInfo => lease_holder(body).map(|h| Answer::LeaseInfo(Some(h))),
+        Kind::Wait => Ok(Answer::Started),
+        Kind::Restart | Kind::Release | Kind::Metadata => Ok(Answer::Done),
         Kind::Push => protocol::parse_ack(body).map(Answer::Ack),
     };
     match answer {
@@ -143,6 +190,28 @@ fn lease_nonce(body: &str) -> Result<String, SyncError> {
         .filter(|n| !n.is_empty())
         .map(String::from)
         .ok_or_else(|| SyncError::fatal("lease answer has no nonce"))
+}
+
+fn lease_holder(body: &str) -> Result<LeaseHolder, SyncError> {
+    let v: serde_json::Value = serde_json::from_str(body).map_err(|_| SyncError::fatal("lease answer is not JSON"))?;
+    let data = v.get("data").unwrap_or(&v);
+    let description = data.get("description").and_then(|d| d.as_str()).unwrap_or_default().to_string();
+    // Fly gives whole seconds since the epoch.
+    let expires_at_ms = data.get("expires_at").and_then(|e| e.as_u64()).unwrap_or(0).saturating_mul(1000);
+    Ok(LeaseHolder { description, expires_at_ms })
+}
+
+/// The state at the end of a `/wait` timeout message (`… currently stopped`).
+fn current_state(body: &str) -> Option<String> {
+    let detail = error_detail(body);
+    let state = detail.rsplit("currently ").next().filter(|_| detail.contains("currently "))?;
+    let state = state.trim().trim_end_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_');
+    (!state.is_empty() && state.len() <= 32).then(|| state.to_string())
+}
+
+/// A value for a query string: Fly's ids are letters and digits; anything else is escaped.
+fn query_value(v: &str) -> String {
+    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// `{"error": "…"}` (Fly's error shape) or `{"message": "…"}`, shortened, as a `: …` suffix for messages.
@@ -172,7 +241,7 @@ mod tests {
         let list = request(&t, &Call::List);
         assert_eq!((list.method, list.url.as_str()), (Method::GET, "http://api/v1/apps/web/machines"));
         assert_eq!(list.headers, [("authorization".to_string(), "FlyV1 fm2_tok".to_string())]);
-        let lease = request(&t, &Call::Lease { machine: "m1", ttl_s: 30, description: "d" });
+        let lease = request(&t, &Call::Lease { machine: "m1", ttl_s: 30, description: "d", nonce: None });
         assert_eq!(lease.url, "http://api/v1/apps/web/machines/m1/lease");
         assert_eq!(lease.body.as_deref(), Some(r#"{"description":"d","ttl":30}"#));
         let restart = request(&t, &Call::Restart { machine: "m1", nonce: "n" });
@@ -180,6 +249,13 @@ mod tests {
         assert!(restart.headers.contains(&(LEASE_NONCE.to_string(), "n".to_string())));
         let release = request(&t, &Call::Release { machine: "m1", nonce: "n" });
         assert_eq!(release.method, Method::DELETE);
+        let renew = request(&t, &Call::Lease { machine: "m1", ttl_s: 12, description: "d", nonce: Some("n") });
+        assert!(renew.headers.contains(&(LEASE_NONCE.to_string(), "n".to_string())), "a renewal names the lease");
+        let wait = request(&t, &Call::Wait { machine: "m1", timeout_s: 30, after_event: Some("01J 2") });
+        assert_eq!(wait.url, "http://api/v1/apps/web/machines/m1/wait?state=started&timeout=30&from_event_id=01J%202");
+        let mark = request(&t, &Call::SetMetadata { machine: "m1", key: "k", value: "1;2;x" });
+        assert_eq!((mark.method, mark.url.as_str(), mark.body.as_deref()), (Method::POST, "http://api/v1/apps/web/machines/m1/metadata/k", Some(r#"{"value":"1;2;x"}"#)));
+        assert_eq!(request(&t, &Call::DeleteMetadata { machine: "m1", key: "k" }).method, Method::DELETE);
     }
 
     #[test]
@@ -205,6 +281,14 @@ mod tests {
         assert!(matches!(read(Kind::List, &Response::json(503, "{}"), "list", 0), Verdict::Retry { .. }));
         assert_eq!(read(Kind::Get, &Response::json(404, "{}"), "read", 0), Verdict::Success(Answer::NoSuchMachine));
         assert!(matches!(read(Kind::List, &Response::json(404, "{}"), "list", 0), Verdict::Fail(_)), "an app that is not there");
+        let timed_out = Response::json(408, r#"{"error":"deadline_exceeded: machine failed to reach desired state, started, currently stopped"}"#);
+        assert_eq!(read(Kind::Wait, &timed_out, "wait", 0), Verdict::Success(Answer::NotYet { state: Some("stopped".into()) }));
+        assert_eq!(read(Kind::Wait, &Response::json(200, r#"{"ok":true}"#), "wait", 0), Verdict::Success(Answer::Started));
+        assert_eq!(read(Kind::Restart, &Response::json(412, "{}"), "restart", 0), Verdict::Success(Answer::NotRunning));
+        let info = Response::json(200, r#"{"status":"success","data":{"nonce":"x","expires_at":1700000000,"description":"sanity-fly-sync restart for a@b"}}"#);
+        let holder = LeaseHolder { description: "sanity-fly-sync restart for a@b".into(), expires_at_ms: 1_700_000_000_000 };
+        assert_eq!(read(Kind::LeaseInfo, &info, "lease", 0), Verdict::Success(Answer::LeaseInfo(Some(holder))));
+        assert_eq!(read(Kind::LeaseInfo, &Response::json(404, "{}"), "lease", 0), Verdict::Success(Answer::LeaseInfo(None)));
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod receiver;
 pub mod redact;
 pub mod report;
 pub mod retry;
+pub mod roll;
 pub mod routes;
 pub mod run;
 pub mod signature;

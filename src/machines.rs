@@ -2,6 +2,7 @@
 //! checked where it matters (`id`, `state`).
 
 use crate::error::SyncError;
+use crate::roll::{Intent, RestartMark};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -79,6 +80,11 @@ pub struct Machine {
     pub newest_event_ms: u64,
     /// The newest event that reports the Machine `started` (type start/restart/launch).
     pub newest_start_ms: u64,
+    /// The newest event's id, to wait for what comes after it.
+    pub newest_event_id: Option<String>,
+    /// What our metadata key says: a restart this Machine still owes (left by an earlier run), or the change
+    /// its last restart was for.
+    pub mark: Option<RestartMark>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +115,8 @@ struct RawConfig {
 #[derive(Deserialize)]
 struct RawMetadata {
     fly_process_group: Option<String>,
+    #[serde(rename = "sanity_fly_sync_restart")]
+    intent: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -119,6 +127,7 @@ struct RawCheck {
 
 #[derive(Deserialize)]
 struct RawEvent {
+    id: Option<String>,
     status: Option<String>,
     timestamp: Option<u64>,
 }
@@ -128,7 +137,11 @@ impl RawMachine {
         let id = self.id.filter(|s| !s.is_empty()).ok_or_else(|| SyncError::expected(format!("{field}.id"), "a Machine id", "nothing"))?;
         let state = self.state.filter(|s| !s.is_empty()).ok_or_else(|| SyncError::expected(format!("{field}.state"), "a Machine state", "nothing"))?;
         let state = MachineState::parse(&state);
-        let process_group = self.config.or(self.incomplete_config).and_then(|c| c.metadata).and_then(|m| m.fly_process_group);
+        let metadata = self.config.or(self.incomplete_config).and_then(|c| c.metadata);
+        let (process_group, intent) = match metadata {
+            Some(m) => (m.fly_process_group, m.intent.filter(|v| !v.is_empty()).map(|v| RestartMark::parse(&v))),
+            None => (None, None),
+        };
         let checks = self
             .checks
             .unwrap_or_default()
@@ -140,14 +153,19 @@ impl RawMachine {
             .collect();
         let mut newest_event_ms = 0;
         let mut newest_start_ms = 0;
+        let mut newest_event_id = None;
         for e in self.events.unwrap_or_default() {
             let ts = e.timestamp.unwrap_or(0);
+            if ts >= newest_event_ms && e.id.is_some() {
+                newest_event_id = e.id;
+            }
             newest_event_ms = newest_event_ms.max(ts);
             if e.status.as_deref() == Some("started") {
                 newest_start_ms = newest_start_ms.max(ts);
             }
         }
-        Ok(Machine { id, region: self.region.unwrap_or_default(), state, host_status: self.host_status, process_group, checks, newest_event_ms, newest_start_ms })
+        let region = self.region.unwrap_or_default();
+        Ok(Machine { id, region, state, host_status: self.host_status, process_group, checks, newest_event_ms, newest_start_ms, newest_event_id, mark: intent })
     }
 }
 
@@ -170,6 +188,14 @@ impl Machine {
         let raw: RawMachine =
             serde_json::from_str(body).map_err(|e| SyncError::fatal(format!("the Machines API answer is not a Machine ({})", short(&e))))?;
         raw.into_machine("machine").map_err(|e| SyncError::fatal(format!("Machines API answer: {e}")))
+    }
+
+    /// The restart this Machine owes, if any.
+    pub fn owed(&self) -> Option<&Intent> {
+        match &self.mark {
+            Some(RestartMark::Owed(i)) => Some(i),
+            _ => None,
+        }
     }
 
     pub fn is_started(&self) -> bool {
@@ -197,6 +223,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    use crate::roll::INTENT_KEY;
+
     #[test]
     fn reads_what_the_engine_needs() {
         let m = Machine::parse(
@@ -212,6 +240,15 @@ mod tests {
         assert_eq!(m.checks.len(), 1);
         assert!(m.checks_passing() && m.reachable());
         assert_eq!((m.newest_event_ms, m.newest_start_ms), (1700000005000, 1700000005000));
+        assert_eq!(m.mark, None);
+        let marked = Machine::parse(
+            &json!({"id":"m","state":"started","config":{"metadata":{INTENT_KEY:"1;1700000000000;settings@r1"}},
+                "events":[{"id":"01J2","status":"started","timestamp":5},{"id":"01J1","status":"created","timestamp":1}]}),
+            "m",
+        )
+        .unwrap();
+        assert_eq!(marked.owed(), Some(&Intent { since_ms: 1_700_000_000_000, change: "settings@r1".into(), scope: crate::roll::Scope::Machine }));
+        assert_eq!(marked.newest_event_id.as_deref(), Some("01J2"));
     }
 
     #[test]

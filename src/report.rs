@@ -30,7 +30,14 @@ pub struct Report {
     pub ok: bool,
     pub status: Status,
     pub dry_run: bool,
-    pub change: ChangeSummary,
+    /// The change this run synced; `null` for a resume run, which only finishes unfinished restarts.
+    pub change: Option<ChangeSummary>,
+    /// Machines whose restart is left for a later run (recorded on them; see `resumeWith`).
+    pub resumable: u32,
+    /// The Function to invoke so the roll goes on without waiting for the next edit, when some is left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub resume_with: Option<String>,
     #[cfg_attr(test, ts(type = "number"))]
     pub started_at_ms: u64,
     #[cfg_attr(test, ts(type = "number"))]
@@ -150,8 +157,16 @@ pub struct MachineReport {
 pub enum RestartOutcome {
     Restarted,
     Failed,
-    /// Planned but not attempted: the roll stopped earlier, a lease was held elsewhere, or time ran out.
+    /// Planned but not attempted: the roll stopped at a failure, or a lease was held elsewhere.
     NotAttempted,
+    /// Stopped or destroyed by someone else during the roll: nothing left to restart.
+    Skipped,
+    /// It started after the change (or after the restart owed was recorded): it runs the change already.
+    NotNeeded,
+    /// Left for the next run by the budget; the restart stays recorded on it.
+    Resumable,
+    /// Owes a restart but does not serve now; a later run restarts it once it serves.
+    Deferred,
     WouldRestart,
 }
 
@@ -179,6 +194,8 @@ pub enum RestartCause {
     DocumentType,
     /// A receiver answered `restart: "required"`.
     Receiver,
+    /// Machines still owed a restart an earlier run recorded on them.
+    Unfinished,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -191,6 +208,8 @@ pub struct RestartReport {
     pub max_unavailable: u32,
     /// The most Machines this run had down at once (never above `max_unavailable`).
     pub max_down: u32,
+    /// Machines left for a later run.
+    pub resumable: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional))]
     pub stopped_early: Option<String>,
@@ -202,6 +221,10 @@ impl Report {
     /// The status a webhook entry answers with: 200 when done; 503 when a retry may help (Sanity retries
     /// 5xx); 500 when something needs fixing first (a refused token, a receiver that rejects us).
     pub fn webhook_status(&self) -> u16 {
+        // A roll left for later: a 5xx makes Sanity deliver again, and that run finishes it.
+        if self.ok && self.resumable > 0 {
+            return 503;
+        }
         if self.ok {
             return 200;
         }
@@ -242,7 +265,7 @@ impl Report {
 }
 
 /// The report of a run that ended at `now_ms`, from what it knows (`run`).
-pub(crate) fn assemble(config: &Config, change: &ContentChange, runs: &[TargetRun], started_ms: u64, now_ms: u64, redactor: &Redactor) -> Report {
+pub(crate) fn assemble(config: &Config, change: Option<&ContentChange>, runs: &[TargetRun], started_ms: u64, now_ms: u64, redactor: &Redactor) -> Report {
     let dry_run = config.dry_run;
     let targets: Vec<TargetReport> = runs.iter().zip(&config.targets).map(|(run, target)| target_report(run, target, dry_run)).collect();
     let statuses: Vec<Status> = targets.iter().map(|t| t.status).collect();
@@ -257,11 +280,14 @@ pub(crate) fn assemble(config: &Config, change: &ContentChange, runs: &[TargetRu
     } else {
         Status::Ok
     };
+    let resumable: u32 = targets.iter().filter_map(|t| t.restart.as_ref()).map(|r| r.resumable).sum();
     let mut report = Report {
         ok: matches!(status, Status::Ok | Status::Skipped | Status::Planned),
         status,
         dry_run,
-        change: ChangeSummary::of(change),
+        change: change.map(ChangeSummary::of),
+        resumable,
+        resume_with: (resumable > 0).then(|| crate::roll::RESUME_FUNCTION.to_string()),
         started_at_ms: started_ms,
         duration_ms: now_ms.saturating_sub(started_ms),
         targets,
@@ -272,12 +298,16 @@ pub(crate) fn assemble(config: &Config, change: &ContentChange, runs: &[TargetRu
 
 fn target_report(run: &TargetRun, target: &Target, dry_run: bool) -> TargetReport {
     let machines: Vec<MachineReport> = run.machines.iter().map(machine_report).collect();
+    let count = |f: fn(&RestartState) -> bool| run.machines.iter().filter(|m| f(&m.restart)).count() as u32;
     let restart = run.restart_cause.map(|cause| RestartReport {
         cause,
-        planned: run.machines.iter().filter(|m| !matches!(m.restart, RestartState::None)).count() as u32,
-        restarted: run.machines.iter().filter(|m| matches!(m.restart, RestartState::Restarted { .. })).count() as u32,
+        planned: count(|r| {
+            !matches!(r, RestartState::None | RestartState::NotNeeded(_) | RestartState::Skipped(_) | RestartState::Resumable(_) | RestartState::Deferred(_))
+        }),
+        restarted: count(|r| matches!(r, RestartState::Restarted { .. })),
         max_unavailable: target.max_unavailable as u32,
         max_down: run.max_down as u32,
+        resumable: count(|r| matches!(r, RestartState::Resumable(_))),
         stopped_early: run.stopped_early.clone(),
         unreleased_leases: run.machines.iter().filter(|m| m.nonce.is_some()).map(|m| m.machine.id.clone()).collect(),
     });
@@ -291,7 +321,8 @@ fn target_report(run: &TargetRun, target: &Target, dry_run: bool) -> TargetRepor
     } else if dry_run {
         Status::Planned
     } else if failed_sync == 0 && !restart_failed {
-        if synced == 0 { Status::Skipped } else { Status::Ok }
+        let restarted = restart.as_ref().map_or(0, |r| r.restarted);
+        if synced == 0 && restarted == 0 { Status::Skipped } else { Status::Ok }
     } else if synced > 0 {
         Status::Partial
     } else {
@@ -326,14 +357,19 @@ fn machine_report(m: &MachineRun) -> MachineReport {
         SyncState::SharedStore => (SyncOutcome::SharedStore, None, Some("fan-out `one`: shares the store of the Machine that acked".into()), None, None),
         SyncState::Failed(e) => (SyncOutcome::Failed, None, None, None, Some(e.clone())),
         SyncState::WouldSync => (SyncOutcome::WouldSync, None, None, None, None),
+        SyncState::NothingToPush => (SyncOutcome::Skipped, Some("nothing_to_push"), Some("a resume run: it only finishes restarts".into()), None, None),
     };
     let restart_of = |outcome, reason: Option<String>, error: Option<SyncError>, duration_ms| Some(MachineRestart { outcome, reason, error, duration_ms });
     let restart = match &m.restart {
         RestartState::None => None,
         RestartState::Planned => restart_of(RestartOutcome::NotAttempted, Some("planned, not reached".into()), None, None),
-        RestartState::Sent { .. } => {
-            restart_of(RestartOutcome::Failed, None, Some(SyncError::retryable("restart sent, not confirmed before the run ended")), None)
+        RestartState::Leasing | RestartState::WaitingForLease | RestartState::Settling | RestartState::Sent { .. } => {
+            restart_of(RestartOutcome::Failed, None, Some(SyncError::retryable("restart under way, not confirmed before the run ended")), None)
         }
+        RestartState::Skipped(why) => restart_of(RestartOutcome::Skipped, Some(why.clone()), None, None),
+        RestartState::NotNeeded(why) => restart_of(RestartOutcome::NotNeeded, Some(why.clone()), None, None),
+        RestartState::Resumable(why) => restart_of(RestartOutcome::Resumable, Some(why.clone()), None, None),
+        RestartState::Deferred(why) => restart_of(RestartOutcome::Deferred, Some(why.clone()), None, None),
         RestartState::Restarted { ms } => restart_of(RestartOutcome::Restarted, None, None, Some(*ms)),
         RestartState::Failed(e) => restart_of(RestartOutcome::Failed, None, Some(e.clone()), None),
         RestartState::NotAttempted(why) => restart_of(RestartOutcome::NotAttempted, Some(why.clone()), None, None),

@@ -5,6 +5,7 @@ use crate::machines::Machine;
 use crate::plan::Skip;
 use crate::protocol::Ack;
 use crate::report::{RequestCounts, RestartCause};
+use crate::roll::Intent;
 use std::collections::{BTreeSet, VecDeque};
 
 /// Where a target is in its run (the engine's module comment draws the transitions).
@@ -14,8 +15,11 @@ pub enum Phase {
     Syncing,
     /// Reading the Machines afresh before a roll, when the first list may have been a reused one.
     Relisting,
-    Leasing,
-    Restarting,
+    /// Recording on the Machines the restarts they owe (and clearing intents a start has satisfied).
+    Marking,
+    /// Restarting the Machines that owe one, a few at a time.
+    Rolling,
+    /// Releasing the leases still held when the roll stopped.
     Releasing,
     Done,
 }
@@ -29,6 +33,8 @@ pub enum SyncState {
     SharedStore,
     Failed(SyncError),
     WouldSync,
+    /// A resume run: there is no change to push.
+    NothingToPush,
     /// Selected when listed, no longer serving when pushed (stopped, suspended, destroyed since): it loads
     /// content when it serves again, so this is not a failure.
     Gone(Skip),
@@ -37,12 +43,36 @@ pub enum SyncState {
 #[derive(Debug)]
 pub enum RestartState {
     None,
+    /// Owes a restart; queued.
     Planned,
+    /// Its turn came: the lease is asked for.
+    Leasing,
+    /// Its lease is held by a run of ours that is likely dead: waiting for it to expire.
+    WaitingForLease,
+    /// Owes a restart and is in transition (a killed run may have restarted it): waiting to see it settle.
+    Settling,
+    /// Restart sent (`at`); `baseline_ms` is its newest event before, `seen_down` whether it was seen not started since.
     Sent { at: u64, baseline_ms: u64, seen_down: bool },
     Restarted { ms: u64 },
     Failed(SyncError),
     NotAttempted(String),
+    /// Stopped or destroyed by someone else during the roll: nothing to restart.
+    Skipped(String),
+    /// It started after the change (or after the restart owed was recorded): it runs the change already.
+    NotNeeded(String),
+    /// Left for a later run by the budget; the restart it owes stays recorded on the Machine.
+    Resumable(String),
+    /// Owes a restart but does not serve now (suspended, in transition, host unreachable): a later run
+    /// restarts it once it serves; the restart stays recorded on it.
+    Deferred(String),
     WouldRestart,
+}
+
+impl RestartState {
+    /// Taking one of the roll's slots: about to go down, or down.
+    pub fn in_slot(&self) -> bool {
+        matches!(self, RestartState::Leasing | RestartState::WaitingForLease | RestartState::Settling | RestartState::Sent { .. })
+    }
 }
 
 /// A push that failed transiently, held while the Machine is read: if it no longer serves, the push is moot.
@@ -68,6 +98,12 @@ pub struct MachineRun {
     pub restart: RestartState,
     pub nonce: Option<String>,
     pub lease_refused: Option<SyncError>,
+    /// A lease of ours (from a killed run) was waited out once already.
+    pub lease_waited: bool,
+    /// The intent to record on the Machine (Marking).
+    pub planned_mark: Option<Intent>,
+    /// The restart owed could not be recorded on the Machine: it is not restarted by this run.
+    pub mark_error: Option<SyncError>,
     pub release_error: Option<SyncError>,
 }
 
@@ -85,6 +121,9 @@ impl MachineRun {
             restart: RestartState::None,
             nonce: None,
             lease_refused: None,
+            lease_waited: false,
+            planned_mark: None,
+            mark_error: None,
             release_error: None,
         }
     }
@@ -110,9 +149,12 @@ pub struct TargetRun {
     pub list_reusable: bool,
     /// The payload's signature at one instant: the pushes sent together share it (one HMAC, not one each).
     pub signed: Option<(u64, String)>,
+    /// This run's change as an intent (the lease description names it).
+    pub intent: Option<Intent>,
 }
 
 impl TargetRun {
+    /// Machines whose restart was sent and that are not confirmed back yet.
     pub fn down(&self) -> usize {
         self.machines.iter().filter(|m| matches!(m.restart, RestartState::Sent { .. })).count()
     }

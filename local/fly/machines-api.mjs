@@ -467,6 +467,7 @@ export async function startMachinesApi(options = {}) {
       instanceId: m.instanceId,
       privateIp: m.privateIp,
       lease: lease ? {...lease} : null,
+      metadata: {...m.metadata},
       counts: {...m.counts},
     }
   }

@@ -14,6 +14,16 @@ use std::collections::{BTreeMap, VecDeque};
 pub const SECRET: &str = "test-sync-secret-0123456789";
 pub const TOKEN: &str = "fm2_testtoken_abcdef";
 pub const T0: u64 = 1_800_000_000_000;
+/// The changes' revision time: a second before the runs start (2027-01-15T08:00:00Z is T0), after every
+/// fake Machine booted (T0 − 60 s), so a change whose type needs a restart needs one on each of them.
+pub const UPDATED_AT: &str = "2027-01-15T07:59:59Z";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeLease {
+    pub nonce: String,
+    pub expires_at: u64,
+    pub description: String,
+}
 
 #[derive(Debug, Clone)]
 pub struct FakeMachine {
@@ -28,8 +38,10 @@ pub struct FakeMachine {
     pub checks_critical_ms: u64,
     pub never_starts: bool,
     pub events: Vec<(u64, &'static str, &'static str)>,
-    pub lease: Option<String>,
+    pub lease: Option<FakeLease>,
+    /// Someone else (a deploy) holds this Machine's lease, and keeps it.
     pub lease_held_elsewhere: bool,
+    pub metadata: BTreeMap<String, String>,
     pub restarts: u32,
     pub ask_restart: bool,
     pub ack_as: Option<String>,
@@ -50,6 +62,7 @@ impl FakeMachine {
             events: vec![(T0 - 60_000, "start", "started")],
             lease: None,
             lease_held_elsewhere: false,
+            metadata: BTreeMap::new(),
             restarts: 0,
             ask_restart: false,
             ack_as: None,
@@ -57,8 +70,11 @@ impl FakeMachine {
         }
     }
 
-    /// State at `now`, moving a restart along.
+    /// State at `now`, moving a restart along and expiring a lease past its TTL.
     fn settle(&mut self, now: u64) {
+        if self.lease.as_ref().is_some_and(|l| l.expires_at <= now) {
+            self.lease = None;
+        }
         if let Some(at) = self.restart_at {
             if self.never_starts {
                 self.state = "starting".into();
@@ -79,13 +95,19 @@ impl FakeMachine {
     fn json(&self, now: u64) -> Value {
         let started_since = self.events.iter().filter(|e| e.2 == "started").map(|e| e.0).max().unwrap_or(0);
         let checks_ok = self.state == "started" && now >= started_since + self.checks_critical_ms;
-        let mut events: Vec<Value> =
-            self.events.iter().map(|(ts, ty, st)| json!({"type": ty, "status": st, "timestamp": ts})).collect();
+        let mut events: Vec<Value> = self
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, (ts, ty, st))| json!({"id": format!("ev-{i:04}"), "type": ty, "status": st, "timestamp": ts}))
+            .collect();
+        let mut metadata: serde_json::Map<String, Value> = self.metadata.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        metadata.insert("fly_process_group".into(), json!("app"));
         events.reverse();
         json!({
             "id": self.id, "name": format!("name-{}", self.id), "state": self.state, "region": self.region,
             "instance_id": "01HMVXC16ED6SHK9452AF029Y7", "host_status": "ok",
-            "config": {"metadata": {"fly_process_group": "app"}},
+            "config": {"metadata": metadata},
             "checks": if self.checks { json!([{"name": "servicecheck-00-http-8080", "status": if checks_ok {"passing"} else {"critical"}}]) } else { json!([]) },
             "events": events,
         })
@@ -113,10 +135,14 @@ pub struct FakeFly {
     /// Restart requests that reached the fake even though the answer was lost (ambiguous 408).
     pub restart_then_408: BTreeMap<String, u32>,
     pub app_down: bool,
+    /// Every restart's window of unavailability: (Machine, region, from, until).
+    pub downtimes: Vec<(String, String, u64, u64)>,
     /// Stop this Machine right after it acknowledges its push (it scales down between push and roll).
     pub stop_after_sync: Option<String>,
     /// Put this Machine in this state right after a list (it stops or is destroyed between list and push).
     pub after_list: Option<(String, &'static str)>,
+    /// Someone stops this Machine right after we lease it (its restart then finds it not running).
+    pub stop_on_lease: Option<String>,
     /// Stop this Machine when its n-th push arrives (it scales down while pushes to it are being retried).
     pub stop_on_push: Option<(String, usize)>,
     /// The authorization the Machines API expects (`FlyV1 <token>`).
@@ -125,7 +151,7 @@ pub struct FakeFly {
 
 impl FakeFly {
     pub fn new(machines: Vec<FakeMachine>) -> Self {
-        FakeFly { machines, faults: BTreeMap::new(), latency_ms: 20, sent: vec![], max_down: 0, restart_then_408: BTreeMap::new(), app_down: false, stop_after_sync: None, after_list: None, stop_on_push: None, authorization: format!("FlyV1 {TOKEN}") }
+        FakeFly { machines, faults: BTreeMap::new(), latency_ms: 20, sent: vec![], max_down: 0, restart_then_408: BTreeMap::new(), app_down: false, downtimes: vec![], stop_after_sync: None, after_list: None, stop_on_lease: None, stop_on_push: None, authorization: format!("FlyV1 {TOKEN}") }
     }
 
     /// Queue a canned answer for the next `kind` call on `machine` ("" for list / fan-out one).
@@ -137,12 +163,18 @@ impl FakeFly {
         self.machines.iter_mut().find(|m| m.id == id).expect("machine")
     }
 
-    fn settle(&mut self, now: u64) {
+    pub fn settle(&mut self, now: u64) {
         for m in &mut self.machines {
             m.settle(now);
         }
         let down = self.machines.iter().filter(|m| m.down()).count();
         self.max_down = self.max_down.max(down);
+    }
+
+    /// The most Machines down at any instant, from the restart windows (and per region).
+    pub fn most_down(&self, region: Option<&str>) -> usize {
+        let windows: Vec<&(String, String, u64, u64)> = self.downtimes.iter().filter(|w| region.is_none_or(|r| w.1 == r)).collect();
+        windows.iter().map(|w| windows.iter().filter(|o| o.2 <= w.2 && w.2 < o.3).count()).max().unwrap_or(0)
     }
 
     pub fn count(&self, kind: &str) -> usize {
@@ -155,6 +187,12 @@ impl FakeFly {
 
     /// Answer `req` as Fly would at `now`.
     pub fn handle(&mut self, req: &Request, now: u64) -> Response {
+        self.handle_timed(req, now).0
+    }
+
+    /// Answer `req` as Fly would at `now`, and when the answer is ready (a `/wait` long-poll answers when the
+    /// Machine is started, or at its timeout); the side effects happen at `now`.
+    pub fn handle_timed(&mut self, req: &Request, now: u64) -> (Response, u64) {
         self.settle(now);
         let kind = req.log.kind;
         let mid = req.log.machine.clone().unwrap_or_default();
@@ -174,88 +212,155 @@ impl FakeFly {
                 *self.restart_then_408.entry(mid.clone()).or_default() += 1;
                 self.do_restart(&mid, now);
             }
-            return r;
+            return (r, now);
+        }
+        if kind != "list" && kind != "sync" && !self.machines.iter().any(|m| m.id == mid && m.state != "destroyed") {
+            return (Response::json(404, r#"{"error":"machine not found"}"#), now);
         }
         match kind {
             "list" => {
-                let list = Response::json(200, Value::Array(self.machines.iter().map(|m| m.json(now)).collect()).to_string());
+                let list = Response::json(200, Value::Array(self.machines.iter().filter(|m| m.state != "destroyed").map(|m| m.json(now)).collect()).to_string());
                 if let Some((id, state)) = self.after_list.take() {
                     self.machine(&id).state = state.into();
                 }
-                list
+                (list, now)
             }
-            "poll" | "verify" | "check" => match self.machines.iter().find(|m| m.id == mid) {
-                Some(m) if m.state != "destroyed" => Response::json(200, m.json(now).to_string()),
-                _ => Response::json(404, r#"{"error":"machine not found"}"#),
-            },
-            "lease" => {
-                let m = self.machine(&mid);
-                if m.lease_held_elsewhere || m.lease.is_some() {
-                    return Response::json(409, json!({"error": format!("machine ID {mid} lease currently held by someone@tokens.fly.io, expires at 2027-01-01T00:00:00Z")}).to_string());
+            "poll" | "verify" | "check" => (Response::json(200, self.machine(&mid).json(now).to_string()), now),
+            "wait" => self.wait(&mid, req, now),
+            "lease" | "renew" => {
+                let answer = self.lease(&mid, req, now);
+                if kind == "lease" && self.stop_on_lease.as_deref() == Some(mid.as_str()) {
+                    self.machine(&mid).state = "stopped".into();
                 }
-                let nonce = format!("nonce-{mid}");
-                m.lease = Some(nonce.clone());
-                Response::json(201, json!({"status":"success","data":{"nonce": nonce, "expires_at": 0, "owner": "x", "description": "", "version": "v"}}).to_string())
+                (answer, now)
+            }
+            "lease_info" => {
+                let m = self.machine(&mid);
+                let answer = match (&m.lease, m.lease_held_elsewhere) {
+                    (_, true) => json!({"status":"success","data":{"nonce":"theirs","expires_at": 1_900_000_000u64,"owner":"someone@tokens.fly.io","description":"flyctl deploy"}}),
+                    (Some(l), false) => json!({"status":"success","data":{"nonce": l.nonce,"expires_at": l.expires_at / 1000,"owner":"x","description": l.description}}),
+                    (None, false) => return (Response::json(404, r#"{"error":"lease not found"}"#), now),
+                };
+                (Response::json(200, answer.to_string()), now)
             }
             "release" => {
                 let nonce = header(req, "fly-machine-lease-nonce");
                 let m = self.machine(&mid);
-                match &m.lease {
-                    Some(n) if Some(n.as_str()) == nonce => {
+                let answer = match &m.lease {
+                    Some(l) if Some(l.nonce.as_str()) == nonce => {
                         m.lease = None;
                         Response::json(200, r#"{"status":"success","data":{"ok":true}}"#)
                     }
                     Some(_) => Response::json(409, r#"{"error":"lease nonce mismatch"}"#),
                     None => Response::json(404, r#"{"error":"lease not found"}"#),
-                }
-            }
-            "restart" => {
-                let nonce = header(req, "fly-machine-lease-nonce").map(String::from);
-                let m = self.machine(&mid);
-                if m.lease.is_none() || m.lease != nonce {
-                    return Response::json(409, r#"{"error":"lease mismatch"}"#);
-                }
-                if m.state != "started" {
-                    return Response::json(412, r#"{"error":"failed_precondition: unable to restart machine, not currently started or stopped"}"#);
-                }
-                self.do_restart(&mid, now);
-                Response::json(200, r#"{"ok":true}"#)
-            }
-            "sync" => {
-                if self.app_down {
-                    return Response::Network { message: "connect ECONNREFUSED".into() };
-                }
-                let sig = header(req, protocol::SIGNATURE_HEADER).expect("signed").to_string();
-                let body = req.body.clone().expect("sync has a body");
-                signature::verify("sig", &sig, body.as_bytes(), SECRET, now, 300_000).expect("signature verifies");
-                let forced = header(req, "fly-force-instance-id").map(String::from);
-                let target = match forced {
-                    Some(id) => id,
-                    None => self.machines.iter().find(|m| m.state == "started").map(|m| m.id.clone()).expect("a started machine"),
                 };
-                let m = self.machine(&target);
-                if m.state != "started" {
-                    return Response::json(502, r#"{"error":"could not reach machine"}"#);
-                }
-                m.applied.push(serde_json::from_str(&body).unwrap());
-                if self.stop_after_sync.as_deref() == Some(target.as_str()) {
-                    let m = self.machine(&target);
-                    let ack = json!({"machine": m.id, "status": "applied", "restart": if m.ask_restart { json!("required") } else { Value::Null }});
-                    m.state = "stopped".into();
-                    return Response::json(200, ack.to_string());
-                }
-                let m = self.machine(&target);
-                let machine = m.ack_as.clone().unwrap_or(m.id.clone());
-                let restart = if m.ask_restart { json!("required") } else { Value::Null };
-                Response::json(200, json!({"machine": machine, "status": "applied", "restart": restart}).to_string())
+                (answer, now)
             }
+            "mark" | "unmark" => {
+                let key = req.url.rsplit('/').next().unwrap().to_string();
+                let m = self.machine(&mid);
+                if req.method == Method::POST {
+                    let body: Value = serde_json::from_str(req.body.as_deref().unwrap()).unwrap();
+                    m.metadata.insert(key, body["value"].as_str().unwrap().to_string());
+                } else {
+                    m.metadata.remove(&key);
+                }
+                (Response::Http { status: 204, headers: vec![], body: String::new() }, now)
+            }
+            "restart" => (self.restart(&mid, req, now), now),
+            "sync" => (self.sync(req, now), now),
             other => panic!("unexpected kind {other}"),
         }
     }
 
+    fn lease(&mut self, mid: &str, req: &Request, now: u64) -> Response {
+        let nonce = header(req, "fly-machine-lease-nonce").map(String::from);
+        let body: Value = serde_json::from_str(req.body.as_deref().unwrap_or("{}")).unwrap();
+        let ttl_ms = body["ttl"].as_u64().expect("a lease ttl") * 1000;
+        let description = body["description"].as_str().unwrap_or_default().to_string();
+        let m = self.machine(mid);
+        let held = |nonce: &str| format!("machine ID {} lease currently held by someone@tokens.fly.io, expires at 2027-01-01T00:00:00Z ({nonce})", m.id);
+        if m.lease_held_elsewhere {
+            return Response::json(409, json!({ "error": held("theirs") }).to_string());
+        }
+        match (&mut m.lease, nonce) {
+            (Some(l), Some(n)) if l.nonce == n => l.expires_at = now + ttl_ms,
+            (Some(l), _) => return Response::json(409, json!({ "error": held(&l.nonce) }).to_string()),
+            (None, Some(_)) => return Response::json(409, json!({"error": "lease not found to refresh"}).to_string()),
+            (None, None) => {
+                let n = format!("nonce-{mid}-{now}");
+                m.lease = Some(FakeLease { nonce: n, expires_at: now + ttl_ms, description });
+            }
+        }
+        let l = m.lease.as_ref().unwrap();
+        Response::json(201, json!({"status":"success","data":{"nonce": l.nonce, "expires_at": l.expires_at / 1000, "owner": "x", "description": l.description, "version": "v"}}).to_string())
+    }
+
+    fn restart(&mut self, mid: &str, req: &Request, now: u64) -> Response {
+        let nonce = header(req, "fly-machine-lease-nonce").map(String::from);
+        let m = self.machine(mid);
+        if m.lease_held_elsewhere || m.lease.as_ref().map(|l| &l.nonce) != nonce.as_ref() {
+            return Response::json(409, r#"{"error":"lease mismatch"}"#);
+        }
+        if m.state != "started" {
+            return Response::json(412, r#"{"error":"failed_precondition: unable to restart machine, not currently started or stopped"}"#);
+        }
+        self.do_restart(mid, now);
+        Response::json(200, r#"{"ok":true}"#)
+    }
+
+    /// `/wait?state=started&timeout=N`: answered when the Machine is started, or 408 at the timeout.
+    fn wait(&mut self, mid: &str, req: &Request, now: u64) -> (Response, u64) {
+        let timeout_s: u64 = req.url.split("timeout=").nth(1).and_then(|v| v.split('&').next()).and_then(|v| v.parse().ok()).unwrap();
+        let m = self.machine(mid);
+        let started_at = match (&m.restart_at, m.state.as_str()) {
+            (None, "started") => Some(now),
+            (Some(at), _) if !m.never_starts => Some(at + m.restart_ms),
+            _ => None,
+        };
+        match started_at {
+            Some(at) if at <= now + timeout_s * 1000 => (Response::json(200, r#"{"ok":true,"state":"started"}"#), at.max(now)),
+            _ => {
+                let state = if m.never_starts { "starting".to_string() } else { m.state.clone() };
+                let body = json!({"error": format!("deadline_exceeded: machine failed to reach desired state, started, currently {state}")});
+                (Response::json(408, body.to_string()), now + timeout_s * 1000)
+            }
+        }
+    }
+
+    fn sync(&mut self, req: &Request, now: u64) -> Response {
+        if self.app_down {
+            return Response::Network { message: "connect ECONNREFUSED".into() };
+        }
+        let sig = header(req, protocol::SIGNATURE_HEADER).expect("signed").to_string();
+        let body = req.body.clone().expect("sync has a body");
+        signature::verify("sig", &sig, body.as_bytes(), SECRET, now, 300_000).expect("signature verifies");
+        let forced = header(req, "fly-force-instance-id").map(String::from);
+        let target = match forced {
+            Some(id) => id,
+            None => self.machines.iter().find(|m| m.state == "started").map(|m| m.id.clone()).expect("a started machine"),
+        };
+        let stop_after = self.stop_after_sync.as_deref() == Some(target.as_str());
+        let m = self.machine(&target);
+        if m.state != "started" {
+            return Response::json(502, r#"{"error":"could not reach machine"}"#);
+        }
+        m.applied.push(serde_json::from_str(&body).unwrap());
+        let machine = m.ack_as.clone().unwrap_or(m.id.clone());
+        let restart = if m.ask_restart { json!("required") } else { Value::Null };
+        if stop_after {
+            m.state = "stopped".into();
+        }
+        Response::json(200, json!({"machine": machine, "status": "applied", "restart": restart}).to_string())
+    }
+
     fn do_restart(&mut self, mid: &str, now: u64) {
         let m = self.machine(mid);
+        let until = if m.never_starts { u64::MAX } else { now + m.restart_ms };
+        let window = (m.id.clone(), m.region.clone(), now, until);
         m.restarts += 1;
+        self.downtimes.push(window);
+        let m = self.machine(mid);
         m.restart_at = Some(now);
         m.state = "restarting".into();
         m.events.push((now, "restart", "stopping"));
@@ -288,7 +393,7 @@ pub fn env(extra: &[(&str, &str)]) -> Env {
 }
 
 pub fn change(doc_type: &str, extra: Value) -> ContentChange {
-    let mut data = json!({"_id": format!("{doc_type}-1"), "_type": doc_type, "_rev": "rev-2", "_updatedAt": "2026-11-27T10:00:00Z",
+    let mut data = json!({"_id": format!("{doc_type}-1"), "_type": doc_type, "_rev": "rev-2", "_updatedAt": UPDATED_AT,
         "title": "Hello", "slug": "hello", "op": "update"});
     for (k, v) in extra.as_object().unwrap() {
         data[k] = v.clone();
@@ -296,6 +401,7 @@ pub fn change(doc_type: &str, extra: Value) -> ContentChange {
     event::from_function_event(&json!({"context": {}, "event": {"data": data}})).unwrap()
 }
 
+#[derive(Debug)]
 pub struct Run {
     pub report: Report,
     pub ended_at: u64,
@@ -313,21 +419,40 @@ pub fn drive(env: &Env, change: ContentChange, fly: &mut FakeFly) -> Run {
 /// a clock that steps back mid-run. The fake and the request timings stay on simulated time.
 pub fn drive_with_clock(env: &Env, change: ContentChange, fly: &mut FakeFly, clock: impl Fn(u64) -> u64) -> Run {
     let config = Config::from_env(env).expect("config");
-    let mut engine = Engine::new(config, change, clock(T0), 42);
-    let mut now = T0;
+    let engine = Engine::new(config, change, clock(T0), 42);
+    run_engine(engine, fly, T0, &clock, None).expect("not killed")
+}
+
+/// A run of `change` (or a resume run) starting at `start`, killed after `kill_after` requests if given:
+/// `Err(instant)` when it was killed (its requests in flight had their effect at the fake, as in life).
+pub fn drive_from(env: &Env, change: Option<ContentChange>, fly: &mut FakeFly, start: u64, kill_after: Option<usize>) -> Result<Run, u64> {
+    let config = Config::from_env(env).expect("config");
+    let engine = match change {
+        Some(c) => Engine::new(config, c, start, 42),
+        None => Engine::resume(config, start, 42),
+    };
+    run_engine(engine, fly, start, &|now| now, kill_after)
+}
+
+fn run_engine(mut engine: Engine, fly: &mut FakeFly, start: u64, clock: &dyn Fn(u64) -> u64, kill_after: Option<usize>) -> Result<Run, u64> {
+    let mut now = start;
     let mut pending: Vec<(u64, u32, Response)> = vec![];
     let mut log = vec![];
-    for polls in 0..100_000 {
+    for polls in 0..200_000 {
         match engine.poll(clock(now)) {
             Action::Send { requests: reqs } => {
                 assert!(!reqs.is_empty());
                 for r in reqs {
+                    if kill_after.is_some_and(|k| log.len() >= k) {
+                        return Err(now);
+                    }
                     log.push(serde_json::to_string(&r.log).unwrap());
-                    let response = fly.handle(&r, now);
-                    if fly.latency_ms > r.timeout_ms {
+                    let (response, ready_at) = fly.handle_timed(&r, now);
+                    let ready_at = ready_at.max(now + fly.latency_ms);
+                    if ready_at > now + r.timeout_ms {
                         pending.push((now + r.timeout_ms, r.id, Response::Timeout));
                     } else {
-                        pending.push((now + fly.latency_ms, r.id, response));
+                        pending.push((ready_at, r.id, response));
                     }
                 }
             }
@@ -356,9 +481,10 @@ pub fn drive_with_clock(env: &Env, change: ContentChange, fly: &mut FakeFly, clo
                 // Every run of every scenario: no secret in the report or in any log line.
                 let text = serde_json::to_string(&report).unwrap() + &log.join("\n");
                 assert!(!text.contains(TOKEN) && !text.contains(SECRET), "a secret leaked into the report or logs");
-                return Run { report: *report, ended_at: now, polls, log };
+                fly.settle(now);
+                return Ok(Run { report: *report, ended_at: now, polls, log });
             }
         }
     }
-    panic!("engine did not finish in 100000 polls");
+    panic!("engine did not finish in 200000 polls");
 }

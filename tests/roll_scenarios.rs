@@ -1,0 +1,212 @@
+//! Rolling restarts that outlive a run: intent recorded on the Machines, short renewed leases, a budget that
+//! ends a run cleanly, kills at any instant, per-region caps. Every assertion about what happened reads the
+//! fake Fly's own records (restart counts, restart windows, leases, metadata), not only the engine's report.
+
+mod support;
+
+use sanity_fly_sync::report::{RestartCause, RestartOutcome, Status};
+use serde_json::json;
+use support::*;
+
+const KEY: &str = "sanity_fly_sync_restart";
+
+fn fleet_of(n: usize, regions: &[&str]) -> FakeFly {
+    let machines = (0..n).map(|i| FakeMachine::new(&format!("m{i:03}"), regions[i % regions.len()], "started")).collect();
+    FakeFly::new(machines)
+}
+
+fn settings_env(extra: &[(&str, &str)]) -> sanity_fly_sync::config::Env {
+    let mut pairs = vec![("FLY_RESTART_TYPES", "settings")];
+    pairs.extend_from_slice(extra);
+    env(&pairs)
+}
+
+/// Every started Machine restarted exactly once, owes nothing, holds no lease; never more than `cap` down.
+fn assert_rolled_once(fly: &FakeFly, cap: usize) {
+    assert_rolled_once_in(fly, cap, "");
+}
+
+fn assert_rolled_once_in(fly: &FakeFly, cap: usize, context: &str) {
+    for m in fly.machines.iter().filter(|m| m.state == "started") {
+        assert_eq!(m.restarts, 1, "{context}: {} restarted exactly once", m.id);
+        let mark = m.metadata.get(KEY).map(String::as_str).unwrap_or("");
+        assert!(mark.starts_with("1;done;"), "{context}: {}: its mark says done, got {mark:?}", m.id);
+        assert!(m.lease.is_none(), "{context}: {} holds no lease", m.id);
+    }
+    assert!(fly.most_down(None) <= cap, "{context}: at most {cap} down at once, saw {}", fly.most_down(None));
+}
+
+#[test]
+fn a_roll_longer_than_the_budget_stops_cleanly_and_the_next_run_finishes_it() {
+    for next in ["resume", "content change"] {
+        let mut fly = fleet_of(8, &["ord", "fra"]);
+        let env = settings_env(&[("FLY_SYNC_BUDGET_MS", "20000")]);
+        let first = drive_from(&env, Some(change("settings", json!({}))), &mut fly, T0, None).unwrap();
+        let r = &first.report;
+        assert!(r.ok, "a roll left for later is not a failure: {r:#?}");
+        assert!(first.ended_at <= T0 + 20_000, "inside its budget");
+        let done = fly.machines.iter().filter(|m| m.restarts == 1).count();
+        assert!((1..8).contains(&done), "some restarted, some left: {done}");
+        assert_eq!(r.resumable as usize, 8 - done, "the rest is resumable");
+        assert_eq!(r.resume_with.as_deref(), Some("fly-sync-resume"));
+        assert_eq!(r.webhook_status(), 503, "a webhook delivery is retried, and that run finishes the roll");
+        let left: Vec<&FakeMachine> = fly.machines.iter().filter(|m| m.restarts == 0).collect();
+        assert!(left.iter().all(|m| m.metadata[KEY] == "1;1799999999000;settings-1@rev-2;app"), "what is left stays recorded on the Machines");
+        assert!(fly.machines.iter().all(|m| m.lease.is_none()), "no lease outlives the run");
+
+        let start = first.ended_at + 1_000;
+        let second = match next {
+            "resume" => drive_from(&env, None, &mut fly, start, None).unwrap(),
+            _ => drive_from(&env, Some(change("page", json!({"_id": "page-9"}))), &mut fly, start, None).unwrap(),
+        };
+        assert!(second.report.ok && second.report.resumable == 0, "{next}: {:#?}", second.report);
+        let restart = second.report.targets[0].restart.as_ref().unwrap();
+        assert_eq!(restart.cause, RestartCause::Unfinished, "{next}");
+        assert_eq!(restart.restarted as usize, 8 - done, "{next}");
+        assert_rolled_once(&fly, 1);
+    }
+}
+
+#[test]
+fn killed_at_any_instant_the_next_run_finishes_the_roll_exactly_once() {
+    let env = settings_env(&[("FLY_SYNC_BUDGET_MS", "90000")]);
+    let fresh = || {
+        let mut fly = fleet_of(6, &["ord", "fra"]);
+        for m in &mut fly.machines {
+            m.checks_critical_ms = 1_200;
+        }
+        fly
+    };
+    // The uninterrupted run, to pick kill points among its requests.
+    let mut fly = fresh();
+    let whole = drive_from(&env, Some(change("settings", json!({}))), &mut fly, T0, None).unwrap();
+    assert_rolled_once(&fly, 1);
+    let kinds: Vec<String> = whole.log.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].as_str().unwrap().to_string()).collect();
+    let mut points: Vec<usize> = vec![1];
+    for kind in ["sync", "mark", "lease", "restart", "wait", "poll", "unmark", "release", "renew"] {
+        let at: Vec<usize> = kinds.iter().enumerate().filter(|(_, k)| *k == kind).map(|(i, _)| i).collect();
+        assert!(!at.is_empty(), "the roll uses {kind}");
+        points.extend([at[0], at[at.len() / 2], at[at.len() - 1]]);
+    }
+    points.sort_unstable();
+    points.dedup();
+    assert!(points.len() >= 10, "{points:?}");
+    for k in points {
+        for next in ["retry of the change", "resume"] {
+            let mut fly = fresh();
+            let killed_at = drive_from(&env, Some(change("settings", json!({}))), &mut fly, T0, Some(k)).expect_err("killed");
+            let ran_restarts = fly.machines.iter().any(|m| m.restarts > 0) || fly.machines.iter().any(|m| m.metadata.contains_key(KEY));
+            // A resume run only knows what is recorded on the Machines: before any mark, the retry is what knows.
+            if next == "resume" && !ran_restarts {
+                continue;
+            }
+            let change = (next != "resume").then(|| change("settings", json!({})));
+            let run = drive_from(&env, change, &mut fly, killed_at + 500, None).unwrap();
+            assert!(run.report.ok && run.report.resumable == 0, "killed after {k} ({}), then {next}: {:#?}", kinds[k.min(kinds.len() - 1)], run.report);
+            fly.settle(run.ended_at + 13_000);
+            assert_rolled_once_in(&fly, 1, &format!("killed after {k} ({}), then {next}", kinds[k.min(kinds.len() - 1)]));
+        }
+    }
+}
+
+#[test]
+fn a_lease_left_by_a_killed_run_of_ours_is_waited_out_not_fought() {
+    let mut fly = fleet_of(2, &["ord"]);
+    fly.machine("m000").lease = Some(FakeLease { nonce: "dead".into(), expires_at: T0 + 6_000, description: "sanity-fly-sync restart for settings-1@rev-1".into() });
+    let run = drive(&settings_env(&[("FLY_SYNC_BUDGET_MS", "60000")]), change("settings", json!({})), &mut fly);
+    assert!(run.report.ok, "{:#?}", run.report);
+    assert_rolled_once(&fly, 1);
+    let restart = fly.sent.iter().find(|s| s.kind == "restart" && s.machine.as_deref() == Some("m000")).unwrap().at;
+    assert!(restart >= T0 + 6_000, "restarted once the dead run's lease expired, not before: {}", restart - T0);
+    // A lease held by someone else is not waited out: see engine_scenarios' lease_held_elsewhere test.
+}
+
+#[test]
+fn machines_stopped_or_destroyed_mid_roll_are_skipped_not_failed() {
+    let mut fly = fleet_of(3, &["ord"]);
+    fly.stop_on_lease = Some("m001".into());
+    let run = drive(&settings_env(&[("FLY_SYNC_BUDGET_MS", "60000")]), change("settings", json!({})), &mut fly);
+    assert!(run.report.ok, "{:#?}", run.report);
+    let outcome = |id: &str| run.report.targets[0].machines.iter().find(|m| m.id == id).unwrap().restart.clone().unwrap();
+    assert_eq!(outcome("m001").outcome, RestartOutcome::Skipped);
+    assert!(outcome("m001").reason.unwrap().contains("not running"));
+    assert_eq!((fly.machine("m000").restarts, fly.machine("m001").restarts, fly.machine("m002").restarts), (1, 0, 1), "the roll went on");
+    assert!(fly.machines.iter().all(|m| m.lease.is_none()));
+}
+
+#[test]
+fn a_machine_started_after_the_change_booted_with_it_and_is_not_restarted() {
+    let mut fly = fleet_of(3, &["ord"]);
+    fly.machine("m002").events.push((T0 - 500, "start", "started")); // a scale-up after the publish
+    let run = drive(&settings_env(&[("FLY_SYNC_BUDGET_MS", "60000")]), change("settings", json!({})), &mut fly);
+    assert!(run.report.ok, "{:#?}", run.report);
+    assert_eq!(fly.machine("m002").restarts, 0);
+    assert_eq!((fly.machine("m000").restarts, fly.machine("m001").restarts), (1, 1));
+}
+
+#[test]
+fn a_retried_run_of_the_same_change_restarts_nothing_twice() {
+    let mut fly = fleet_of(4, &["ord", "fra"]);
+    let env = settings_env(&[("FLY_SYNC_BUDGET_MS", "60000")]);
+    let first = drive(&env, change("settings", json!({})), &mut fly);
+    assert!(first.report.ok);
+    let again = drive_from(&env, Some(change("settings", json!({}))), &mut fly, first.ended_at + 1_000, None).unwrap();
+    assert!(again.report.ok, "{:#?}", again.report);
+    assert!(fly.machines.iter().all(|m| m.restarts == 1), "done marks keep a retry from restarting again");
+    assert_eq!(fly.count("restart"), 4);
+}
+
+#[test]
+fn every_region_keeps_serving_and_a_lone_machine_goes_on_its_own() {
+    // ord 3, fra 2, nrt 1; two down at once at most.
+    let mut fly = FakeFly::new(fleet(&[
+        ("o1", "ord", "started"), ("o2", "ord", "started"), ("o3", "ord", "started"),
+        ("f1", "fra", "started"), ("f2", "fra", "started"), ("n1", "nrt", "started"),
+    ]));
+    let run = drive(&settings_env(&[("FLY_MAX_UNAVAILABLE", "2"), ("FLY_SYNC_BUDGET_MS", "120000")]), change("settings", json!({})), &mut fly);
+    assert!(run.report.ok, "{:#?}", run.report);
+    assert_rolled_once(&fly, 2);
+    assert_eq!(fly.most_down(Some("fra")), 1, "never both of fra's two Machines");
+    assert!(fly.most_down(Some("ord")) <= 2, "ord keeps one serving");
+    let (n_from, n_to) = fly.downtimes.iter().find(|w| w.0 == "n1").map(|w| (w.2, w.3)).unwrap();
+    assert!(fly.downtimes.iter().filter(|w| w.0 != "n1").all(|w| w.3 <= n_from || w.2 >= n_to), "nrt's only Machine went down alone");
+}
+
+#[test]
+fn restarts_are_watched_with_long_polls_not_a_read_a_second() {
+    let mut fly = fleet_of(4, &["ord", "fra"]);
+    for m in &mut fly.machines {
+        m.checks = false;
+        m.restart_ms = 8_000;
+    }
+    let run = drive(&settings_env(&[("FLY_SYNC_BUDGET_MS", "120000"), ("FLY_MAX_UNAVAILABLE", "2")]), change("settings", json!({})), &mut fly);
+    assert!(run.report.ok, "{:#?}", run.report);
+    assert_rolled_once(&fly, 2);
+    for m in &fly.machines {
+        let to = |kind: &str| fly.sent.iter().filter(|s| s.kind == kind && s.machine.as_deref() == Some(m.id.as_str())).count();
+        assert_eq!((to("wait"), to("poll")), (1, 0), "{}: one long-poll for an 8 s restart, no reads", m.id);
+        assert!(to("renew") >= 1, "{}: its lease was renewed while it restarted", m.id);
+    }
+}
+
+#[test]
+fn a_roll_of_480_machines_completes_across_runs() {
+    let mut fly = fleet_of(480, &["ord", "fra", "nrt", "iad"]);
+    for m in &mut fly.machines {
+        m.restart_ms = 2_500;
+        m.checks = false;
+    }
+    let env = settings_env(&[("FLY_MAX_UNAVAILABLE", "2"), ("FLY_SYNC_BUDGET_MS", "100000")]);
+    let mut run = drive_from(&env, Some(change("settings", json!({}))), &mut fly, T0, None).unwrap();
+    let mut runs = 1;
+    while run.report.resumable > 0 {
+        assert!(runs < 20, "bounded: {runs} runs");
+        run = drive_from(&env, None, &mut fly, run.ended_at + 1_000, None).unwrap();
+        runs += 1;
+    }
+    assert!(run.report.ok && run.report.status == Status::Ok, "{:?}", run.report.status);
+    assert!(runs > 1, "it did need several runs: {runs}");
+    assert_rolled_once(&fly, 2);
+}
+
+
