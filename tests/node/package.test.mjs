@@ -10,7 +10,7 @@ import {join} from 'node:path'
 import {startFlyStandIn} from './support/fly-stand-in.mjs'
 import {assertOnePushPerStartedMachine} from './support/assert-sync.mjs'
 import {FLY_API_TOKEN, FLY_SYNC_SECRET, ROOT, run} from './support/run.mjs'
-import {NODE_24, bareEnv, checks, npmInstall, packTarball, readJson, scratch, systemNode} from './support/package.mjs'
+import {NODE_24, NPM_CLI, bareEnv, checks, npmInstall, packTarball, readJson, scratch, systemNode} from './support/package.mjs'
 
 const cargoVersion = readFileSync(join(ROOT, 'Cargo.toml'), 'utf8').match(/^version\s*=\s*"([^"]+)"/m)[1]
 const PROTOCOL = 'sanity-fly-sync/1'
@@ -20,9 +20,13 @@ describe('the packed package in a scratch project', () => {
   let standIn
   const folders = []
   before(async () => {
+    // The README's `npm run pack` (after `npm run build`, which npm test ran): out/sanity-fly-sync-<version>.tgz.
+    const pack = await run(process.execPath, [NPM_CLI, 'run', 'pack'], {timeoutMs: 60_000})
+    assert.equal(pack.code, 0, pack.output)
     const dir = scratch('pack')
     folders.push(dir)
     tarball = await packTarball(dir)
+    assert.ok(readFileSync(join(ROOT, 'out', `sanity-fly-sync-${cargoVersion}.tgz`)).equals(readFileSync(tarball.path)), 'npm run pack makes the same tarball')
     standIn = await startFlyStandIn()
   })
   after(async () => {
