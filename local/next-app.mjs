@@ -292,6 +292,8 @@ export async function runNextScenario({machines = 3, regions, latencyMs, onStep 
     await publish('publish /blog/hello', () => editor.createOrReplace(article), ['/blog/hello'])
     await publish('rename to /blog/hello-again', () => editor.createOrReplace({...article, title: 'Hello again', slug: {_type: 'slug', current: 'hello-again'}}), ['/blog/hello-again', '/blog/hello'])
     await publish('delete', () => editor.delete('article-next-1'), ['/blog/hello-again', '/blog/hello'])
+    // A sync-tag push (Sanity's sync-tag-invalidate Function: tags only, through the same kit's revalidateTag) is one
+    // more step here, read back from `/`, whose list is cached under the `article` tag.
   } finally {
     await fleet.close()
     await lake.close()
