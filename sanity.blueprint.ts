@@ -8,7 +8,11 @@
 //   npx sanity-run functions env add fly-sync FLY_API_TOKEN "$(fly tokens create deploy -a <app>)"
 //   npx sanity-run functions env add fly-sync FLY_SYNC_SECRET "$(openssl rand -hex 32)"   # the same value in the Fly app
 // (`sanity functions env add …` is the same command through the `sanity` CLI.)
-import {defineBlueprint, defineDocumentFunction} from '@sanity/blueprints'
+import {defineBlueprint} from '@sanity/blueprints'
+import {BUDGET_HEADROOM_SECONDS, flySyncFunction} from './blueprint/index.ts'
+
+// The same helper a team calls from its own blueprint (`sanity-fly-sync/blueprint`, README): the events, filter,
+// projection and time limits live there, once. This file only names this repository's types, routes and knobs.
 
 /** The document types that are synced to the Fly app. **Edit this list** for your schema. */
 export const SYNCED_TYPES = ['page', 'article', 'siteSettings'] as const
@@ -28,64 +32,34 @@ export const TIMEOUT_SECONDS = 120
  * It must end before Sanity kills the Function, so the report is still logged: 20 s are left for a cold start,
  * compiling the wasm, one request still in flight at the deadline (FLY_SYNC_REQUEST_TIMEOUT_MS) and the report.
  */
-export const BUDGET_MS = (TIMEOUT_SECONDS - 20) * 1000
-
-// Only published documents: a draft or a release version must never reach the live site. (FLY_SYNC_INCLUDE_DRAFTS
-// / FLY_SYNC_INCLUDE_VERSIONS only make the core accept such ids; they would also need this filter changed.)
-const filter = [
-  `_type in ${JSON.stringify(SYNCED_TYPES)}`,
-  '!(_id in path("drafts.**"))',
-  '!(_id in path("versions.**"))',
-].join(' && ')
-
-// `...` carries the whole document the app renders (checked with groq-js in delta mode, as the CLI evaluates it);
-// the named fields are what the core reads (src/event.rs). `op`, `previousSlug` steer the sync and are not passed
-// on as document fields. For a delete the projection sees the document as it was (so `previousSlug` = its slug and
-// the app gets every old route); that is what the local emulator does, production is assumed to match.
-// `locale` comes from `language`, the field @sanity/document-internationalization writes; change it if yours differs.
-const projection = `{
-  ...,
-  _id, _type, _rev, _updatedAt, cacheTags, market,
-  "op": delta::operation(),
-  "slug": slug.current,
-  "previousSlug": before().slug.current,
-  "locale": language
-}` as const
+export const BUDGET_MS = (TIMEOUT_SECONDS - BUDGET_HEADROOM_SECONDS) * 1000
 
 export default defineBlueprint({
   resources: [
-    defineDocumentFunction({
+    flySyncFunction({
       name: FUNCTION_NAME,
-      displayName: 'Sync content to Fly Machines',
       // Prebuilt by `npm run build` (scripts/bundle-function.mjs): one self-contained ESM file with the wasm
       // inlined, so the CLI neither transpiles nor installs anything. No package.json there on purpose.
       src: `dist/functions/${FUNCTION_NAME}`,
-      runtime: 'nodejs24.x',
       timeout: TIMEOUT_SECONDS,
-      // GB: Sanity's default. The core and its wasm need a few MB; nothing here calls for more.
-      memory: 1,
-      event: {
-        // Explicit: the default (`publish`) misses deletes, and renames need `update` with before().
-        on: ['create', 'update', 'delete'],
-        filter,
-        projection,
-      },
-      // Non-secret configuration (every variable the core reads is listed in src/config.rs).
+      types: SYNCED_TYPES,
+      // The Fly app whose started Machines receive each change (FLY_APP_NAME, lowercase, as in `fly apps list`). Edit.
+      app: 'my-fly-app',
+      // Route templates per type (FLY_SYNC_ROUTES), for the app to purge; placeholders {slug} {id} {type}
+      // {locale} {market}. A rename sends old and new routes; a delete all old ones.
+      routes: {page: '/{slug}', article: '/blog/{slug}'},
+      // Types whose change needs a restart (FLY_RESTART_TYPES: settings read at boot), rolling.
+      restartTypes: ['siteSettings'],
+      // Non-secret configuration (every variable the core reads is listed in src/config.rs). The helper sets
+      // FLY_APP_NAME, FLY_SYNC_ROUTES, FLY_RESTART_TYPES and FLY_SYNC_BUDGET_MS from the options above.
       // Values set here override the shell environment in local tests, so the knobs one turns while testing
       // locally (FLY_API_URL, FLY_APP_URL, FLY_SYNC_DRY_RUN) are documented below but deliberately not set.
       env: {
-        // The Fly app whose started Machines receive each change (lowercase, as in `fly apps list`). Edit.
-        FLY_APP_NAME: 'my-fly-app',
-        // Route templates per type, for the app to purge: `type=/a/{slug}|/b/{slug},type2=…`; placeholders
-        // {slug} {id} {type} {locale} {market}. A rename sends old and new routes; a delete all old ones.
-        FLY_SYNC_ROUTES: 'page=/{slug},article=/blog/{slug}',
         // Where the app's receiver listens (docs/protocol.md).
         FLY_SYNC_PATH: '/internal/content-sync',
         // `every`: one POST per started Machine, pinned with fly-force-instance-id. `one`: once through the app
         // URL, for apps whose Machines share one store.
         FLY_SYNC_FAN_OUT: 'every',
-        // Types whose change needs a restart (settings read at boot), rolling; comma-separated.
-        FLY_RESTART_TYPES: 'siteSettings',
         // Also restart a Machine whose receiver answers `restart: "required"`.
         FLY_RESTART_ON_REQUEST: 'true',
         // Machines restarted at once; the next batch starts when these are started with passing checks.
@@ -94,7 +68,6 @@ export default defineBlueprint({
         FLY_RESTART_TIMEOUT_MS: '60000',
         // One request's timeout (ms); retries back off within the budget.
         FLY_SYNC_REQUEST_TIMEOUT_MS: '5000',
-        FLY_SYNC_BUDGET_MS: String(BUDGET_MS),
       },
       // Also read by the core, not set here:
       //   FLY_API_TOKEN         secret: Fly token for the Machines API (`functions env add`, see the top)
@@ -108,6 +81,7 @@ export default defineBlueprint({
       //   FLY_SYNC_MAX_AGE_SECONDS  accepted age of a webhook signature (webhook entry only; default 300)
       //   FLY_SYNC_CONFIG       JSON with several targets (apps/workers, regions, per-target restart rules);
       //                         replaces FLY_APP_NAME and the per-app variables above (src/config.rs has the keys)
+      //   FLY_SYNC_BUDGET_MS    the core's deadline for the run (set by the helper: the timeout minus 20 s)
     }),
   ],
 })

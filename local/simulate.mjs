@@ -1,6 +1,8 @@
 // npm run simulate [-- --scenario file.json --machines 24 --regions ord,fra,nrt --faults none --json]
 // Starts the local Fly (Machines API emulator + a fleet running the reference receiver), replays an editorial
 // session through the real Function handler, prints a table per event, writes an HTML timeline, shuts down.
+// npm run simulate -- --app next [--machines 3]: the Next.js example instead, each Machine a `next start` process
+// (local/next-app.mjs), read back as rendered HTML.
 import {readFileSync, mkdirSync, writeFileSync} from 'node:fs'
 import {dirname, join, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
@@ -8,12 +10,14 @@ import {parseArgs} from 'node:util'
 import {runSimulation} from './simulation.mjs'
 import {FAULT_PROFILES} from './faults.mjs'
 import {renderTimeline} from './timeline.mjs'
+import {runNextScenario} from './next-app.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const {values: flags} = parseArgs({
   options: {
+    app: {type: 'string', default: 'demo'},
     scenario: {type: 'string', default: join(root, 'local/scenarios/editorial.json')},
-    machines: {type: 'string', default: '24'},
+    machines: {type: 'string'},
     regions: {type: 'string', default: 'ord,fra,nrt'},
     faults: {type: 'string', default: 'none'},
     out: {type: 'string', default: join(root, 'out/simulation-timeline.html')},
@@ -23,13 +27,19 @@ const {values: flags} = parseArgs({
 })
 
 if (flags.help) {
-  console.log(`usage: npm run simulate -- [--scenario FILE] [--machines N] [--regions a,b] [--faults ${Object.keys(FAULT_PROFILES).join('|')}] [--out FILE] [--json]`)
+  console.log(`usage: npm run simulate -- [--app demo|next] [--scenario FILE] [--machines N] [--regions a,b] [--faults ${Object.keys(FAULT_PROFILES).join('|')}] [--out FILE] [--json]`)
+  console.log('  --app next: the Next.js example (examples/next-app), each Machine a `next start` process; default 3 Machines')
   for (const [name, p] of Object.entries(FAULT_PROFILES)) console.log(`  --faults ${name}: ${p.description}`)
   process.exit(0)
 }
-const machines = Number(flags.machines)
-if (!Number.isInteger(machines) || machines < 1 || machines > 200) {
-  console.error('--machines: expected a whole number from 1 to 200')
+if (!['demo', 'next'].includes(flags.app)) {
+  console.error('--app: expected `demo` (the in-process demo app) or `next` (the Next.js example)')
+  process.exit(2)
+}
+const machines = Number(flags.machines ?? (flags.app === 'next' ? 3 : 24))
+const most = flags.app === 'next' ? 8 : 200 // each Next.js Machine is a process of its own
+if (!Number.isInteger(machines) || machines < 1 || machines > most) {
+  console.error(`--machines: expected a whole number from 1 to ${most}`)
   process.exit(2)
 }
 const regions = flags.regions.split(',').map((r) => r.trim()).filter(Boolean)
@@ -51,6 +61,7 @@ try {
 
 const pad = (v, n) => String(v).padEnd(n)
 const lpad = (v, n) => String(v).padStart(n)
+if (flags.app === 'next') await simulateNext()
 const header =
   `${pad('#', 3)}${pad('event', 30)}${lpad('runs', 5)}${lpad('pushes', 7)}${lpad('fresh', 7)}${lpad('p50', 7)}${lpad('max', 7)}` +
   `${lpad('caught up', 10)}${lpad('stale ms', 9)}${lpad('restarts', 9)}${lpad('served', 8)}${lpad('API', 5)}${lpad('429', 5)}  ok`
@@ -99,3 +110,32 @@ if (flags.json) {
   console.log(`timeline: ${resolve(flags.out)}`)
 }
 process.exit(result.ok ? 0 : 1)
+
+/** `--app next`: publish, rename and delete through the Function to a Next.js app on every Machine. */
+async function simulateNext() {
+  if (flags.faults !== 'none') {
+    console.error('--faults: the Next.js run has none (use the demo app)')
+    process.exit(2)
+  }
+  if (!flags.json) console.log(`Next.js example on ${machines} Machines over ${regions.join(', ')}: each a \`next start\` process with its own copy of the build\n`)
+  let n = 0
+  const line = `${pad('#', 3)}${pad('step', 38)}${lpad('pushed', 8)}${lpad('fresh', 7)}${lpad('ms', 6)}${lpad('restarts', 9)}  ok`
+  if (!flags.json) console.log(`${line}\n${'-'.repeat(line.length)}`)
+  const result = await runNextScenario({
+    machines,
+    regions,
+    log: (l) => flags.json || console.log(l),
+    onStep: (s) => {
+      if (flags.json) return
+      const i = s
+      console.log(`${pad(++n, 3)}${pad(i.label, 38)}${lpad(i.via === 'function' ? `${i.synced}/${machines}` : '-', 8)}${lpad(`${i.fresh}/${machines}`, 7)}${lpad(i.via === 'function' ? i.durationMs : '-', 6)}${lpad(i.restarts, 9)}  ${i.ok ? 'yes' : 'NO'}`)
+      for (const m of i.machines) for (const p of m.problems) console.log(`     ${m.id} (${m.region}): ${p}`)
+    },
+  })
+  if (flags.json) console.log(JSON.stringify(result, null, 2))
+  else {
+    console.log(`\nnext build: ${result.built ? `${result.buildMs} ms` : 'unchanged, reused'}; ${machines} Machines serving after ${result.bootMs} ms; package tarball ${result.tarballBytes} bytes`)
+    console.log(result.ok ? 'every Machine rendered every change on its first read after the push, without a restart' : 'some Machine rendered stale content (see above): FAILED')
+  }
+  process.exit(result.ok ? 0 : 1)
+}

@@ -12,6 +12,7 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 bash scripts/setup.sh
 bash scripts/build-wasm.sh
 node scripts/bundle-function.mjs   # dist/functions/fly-sync, what sanity.blueprint.ts deploys
+node scripts/build-package.mjs     # pkg/ as the npm package (tests pack and install it)
 tsc --noEmit -p .   # also checks the generated .d.ts
 cargo test --all-targets
 node --test 'tests/node/**/*.test.*'   # quoted glob: Node 24 runs a bare directory as a module

@@ -312,7 +312,14 @@ fn parse_payload(body: &[u8]) -> Result<Incoming, SyncError> {
     let obj = Obj::root(&payload, "", "body")?;
     match obj.get("protocol") {
         Some(Value::String(p)) if p == PROTOCOL => {}
-        Some(Value::String(_)) => return Err(SyncError::expected("protocol", format!("`{PROTOCOL}`"), "another protocol version")),
+        // A Function of another version (docs/protocol.md, "Versions"): refused whole, never half-understood.
+        Some(Value::String(_)) => {
+            return Err(SyncError::expected(
+                "protocol",
+                format!("`{PROTOCOL}`, the version this receiver speaks"),
+                "another protocol version (the Function and its receivers must speak one: update sanity-fly-sync on the older side)",
+            ))
+        }
         Some(other) => return Err(SyncError::expected("protocol", format!("`{PROTOCOL}`"), kind_of(other))),
         None => return Err(SyncError::expected("protocol", format!("`{PROTOCOL}`"), "nothing")),
     }

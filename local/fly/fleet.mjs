@@ -160,10 +160,14 @@ export async function startFleet(options = {}) {
     api.refreshChecks(h.id, cause)
   }
 
+  /** The process of a boot has ended: a handler with `close()` (an external process) is told so. @param {any} handler */
+  const retire = (handler) => Promise.resolve(handler?.close?.()).catch(() => undefined)
+
   /** A new process: fresh handler, then onBoot, then serve if still started. @param {any} h */
   async function startBoot(h) {
     const gen = ++h.gen
     h.booting = true
+    retire(h.handler)
     h.handler = null
     h.serving = false
     refreshUp(h, 'booting')
@@ -172,7 +176,7 @@ export async function startFleet(options = {}) {
     try {
       const handler = await handlerFor(info)
       if (onBoot) await onBoot(info)
-      if (gen !== h.gen || closed) return
+      if (gen !== h.gen || closed) return retire(handler)
       h.handler = handler
       h.boots++
       h.booting = false
@@ -213,6 +217,7 @@ export async function startFleet(options = {}) {
       // Stopping, stopped, failed…: the process is gone, and so are its connections.
       h.gen++
       h.booting = false
+      retire(h.handler)
       h.handler = null
       h.serving = false
       for (const s of h.sockets) s.destroy()
@@ -521,6 +526,7 @@ export async function startFleet(options = {}) {
         for (const s of h.sockets) s.destroy()
       }
       for (const s of proxySockets) s.destroy()
+      await Promise.all([...handles.values()].map((h) => retire(h.handler)))
       await Promise.all(servers.map((s) => (s.listening ? new Promise((resolve) => s.close(() => resolve(undefined))) : undefined)))
       if (ownsApi) await api.close()
     },

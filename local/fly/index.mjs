@@ -3,3 +3,4 @@ export {startMachinesApi, DEFAULT_TOKEN, DEFAULT_TIMINGS, DEFAULT_RATE_LIMITS, A
 export {startFleet, DEFAULT_REGIONS, DEFAULT_LATENCY_MS} from './fleet.mjs'
 export {realClock, createManualClock} from './clock.mjs'
 export {SPEC_PATCHES, SPEC_SHA256, loadRawSpec, loadPatchedSpec, createBackend} from './spec.mjs'
+export {startProcessMachine} from './process.mjs'

@@ -1,0 +1,171 @@
+// The Function's blueprint resource for a team's own sanity.blueprint.ts: one line beside their other resources.
+//
+//   import {flySyncFunction} from 'sanity-fly-sync/blueprint'
+//   export default defineBlueprint({resources: [
+//     …their own Functions…,
+//     flySyncFunction({app: 'my-fly-app', types: ['post'], routes: {post: '/posts/{slug}'}}),
+//   ]})
+//
+// It returns what `defineDocumentFunction` makes of the Function: the events (create, update, delete of published
+// documents of `types`), the projection the core reads, the time limits and the non-secret configuration. `src`
+// points at the prebuilt Function inside the installed package (one ESM file, the wasm inlined), so the CLI neither
+// transpiles nor installs anything. Secrets never go here: `sanity functions env add <name> FLY_API_TOKEN …`.
+// This repository's own sanity.blueprint.ts is built with it too.
+import {defineDocumentFunction} from '@sanity/blueprints'
+
+export const DEFAULT_NAME = 'fly-sync'
+/** Where npm puts the prebuilt Function, relative to the blueprint's folder (override with `src`). */
+export const DEFAULT_SRC = 'node_modules/sanity-fly-sync/function'
+/**
+ * Seconds. Sanity's default (10 s) is too short for a rolling restart: each restarted Machine must come back
+ * `started` with passing checks, one batch at a time. The limit only caps a run; a content sync ends in well under
+ * a second, and only the time used is billed.
+ */
+export const DEFAULT_TIMEOUT_SECONDS = 120
+/**
+ * Seconds between the core's own deadline (FLY_SYNC_BUDGET_MS) and the Function's timeout: a cold start, compiling
+ * the wasm, one request still in flight at the deadline (FLY_SYNC_REQUEST_TIMEOUT_MS) and logging the report.
+ */
+export const BUDGET_HEADROOM_SECONDS = 20
+const MIN_TIMEOUT_SECONDS = 30
+const MAX_TIMEOUT_SECONDS = 900
+/** Set with `functions env add`, never in a blueprint (it is committed and deployed as plain text). */
+const SECRETS = ['FLY_API_TOKEN', 'FLY_SYNC_SECRET', 'SANITY_WEBHOOK_SECRET']
+
+/**
+ * What the core reads (src/event.rs): the whole document (`...`) for the app to render, then the fields that steer
+ * the sync. `op` and `previousSlug` are not passed on as document fields. For a delete the projection sees the
+ * document as it was, so `previousSlug` is its slug and the app gets every old route. `locale` comes from
+ * `language`, the field @sanity/document-internationalization writes.
+ */
+export const PROJECTION = `{
+  ...,
+  _id, _type, _rev, _updatedAt, cacheTags, market,
+  "op": delta::operation(),
+  "slug": slug.current,
+  "previousSlug": before().slug.current,
+  "locale": language
+}` as const
+
+/** Published documents of `types` only: a draft or a release version must never reach the live site. */
+export function filterFor(types: readonly string[]): string {
+  return [`_type in ${JSON.stringify(types)}`, '!(_id in path("drafts.**"))', '!(_id in path("versions.**"))'].join(' && ')
+}
+
+export interface FlySyncFunctionOptions {
+  /** The Fly app whose started Machines receive each change (FLY_APP_NAME), as in `fly apps list`. */
+  app?: string
+  /** The document types to sync: the Function fires for these only. */
+  types: readonly string[]
+  /**
+   * Route templates per type (FLY_SYNC_ROUTES), for the app to revalidate: `{post: '/posts/{slug}', page:
+   * ['/{slug}', '/{locale}/{slug}']}`. Placeholders {slug} {id} {type} {locale} {market}. A rename sends old and
+   * new routes, a delete every old one.
+   */
+  routes?: Readonly<Record<string, string | readonly string[]>>
+  /** Types whose change needs a rolling restart (FLY_RESTART_TYPES), e.g. settings read at boot. */
+  restartTypes?: readonly string[]
+  /** The Function's name (`functions test <name>`, `functions env add <name> …`). Default `fly-sync`. */
+  name?: string
+  displayName?: string
+  /** Seconds, 30–900 (default 120). The core's budget is set 20 s below it. */
+  timeout?: number
+  /** GB (default 1, Sanity's default). */
+  memory?: number
+  /**
+   * Any other variable the core reads (README, "Configuration"): FLY_MAX_UNAVAILABLE, FLY_SYNC_PATH,
+   * FLY_SYNC_CONFIG for several targets (then `app` and `routes` are not used)… Not secrets.
+   */
+  env?: Readonly<Record<string, string>>
+  /** The Function's folder, relative to the blueprint's. Default: the prebuilt one in node_modules. */
+  src?: string
+}
+
+/** An option that is not what was expected. Never echoes the value. */
+function expected(field: string, what: string, got: string): Error {
+  return new Error(`sanity-fly-sync/blueprint: \`${field}\`: expected ${what}, got ${got}`)
+}
+
+const kind = (v: unknown) => (v === undefined || v === null ? 'nothing' : Array.isArray(v) ? 'a list' : `a ${typeof v}`)
+
+function stringList(field: string, value: unknown, required: boolean): string[] {
+  const what = 'a list of document type names'
+  if (value === undefined && !required) return []
+  if (!Array.isArray(value)) throw expected(field, what, kind(value))
+  if (required && value.length === 0) throw expected(field, `a non-empty ${what.slice(2)}`, 'an empty list')
+  value.forEach((t, i) => {
+    if (typeof t !== 'string' || t.trim() === '') throw expected(`${field}[${i}]`, 'a document type name', typeof t === 'string' ? 'an empty string' : kind(t))
+  })
+  return value
+}
+
+/** FLY_SYNC_ROUTES: `type=/a/{slug}|/b/{slug},type2=…`. The core checks each template when it starts. */
+function routesEnv(routes: FlySyncFunctionOptions['routes'], types: string[]): string | undefined {
+  if (routes === undefined) return undefined
+  if (typeof routes !== 'object' || routes === null || Array.isArray(routes)) throw expected('routes', 'an object of type → route templates', kind(routes))
+  const entries: string[] = []
+  for (const [type, value] of Object.entries(routes)) {
+    if (!types.includes(type)) throw expected(`routes.${type}`, `a type listed in \`types\``, 'a type the Function does not sync')
+    const list = typeof value === 'string' ? [value] : value
+    if (!Array.isArray(list) || list.length === 0) throw expected(`routes.${type}`, 'a route template or a non-empty list of them', kind(value))
+    list.forEach((template, i) => {
+      if (typeof template !== 'string' || !template.startsWith('/')) throw expected(`routes.${type}[${i}]`, 'a path template starting with `/`', kind(template))
+      if (/[,|]/.test(template)) throw expected(`routes.${type}[${i}]`, 'a path template without `,` or `|`', 'one with a separator')
+    })
+    entries.push(`${type}=${list.join('|')}`)
+  }
+  return entries.length ? entries.join(',') : undefined
+}
+
+/**
+ * The Function's resource, made by `defineDocumentFunction` (from your @sanity/blueprints). Throws an Error naming
+ * the option for a bad one.
+ */
+export function flySyncFunction(options: FlySyncFunctionOptions) {
+  if (typeof options !== 'object' || options === null) throw expected('options', 'an object', kind(options))
+  const types = stringList('types', options.types, true)
+  const restartTypes = stringList('restartTypes', options.restartTypes, false)
+  const env = {...options.env}
+  for (const [key, value] of Object.entries(env)) {
+    if (SECRETS.includes(key)) throw expected(`env.${key}`, `no secret in a blueprint (set it with \`sanity functions env add ${options.name ?? DEFAULT_NAME} ${key} …\`)`, 'a value')
+    if (typeof value !== 'string') throw expected(`env.${key}`, 'a string', kind(value))
+  }
+  const several = env.FLY_SYNC_CONFIG !== undefined
+  for (const field of ['app', 'routes', 'restartTypes'] as const) {
+    if (several && options[field] !== undefined) throw expected(field, 'nothing beside `env.FLY_SYNC_CONFIG` (its targets carry it)', 'a value')
+  }
+  if (!several && (typeof options.app !== 'string' || options.app.trim() === '')) {
+    throw expected('app', 'the Fly app to sync (or `env.FLY_SYNC_CONFIG` for several targets)', kind(options.app))
+  }
+  const timeout = options.timeout ?? DEFAULT_TIMEOUT_SECONDS
+  if (!Number.isInteger(timeout) || timeout < MIN_TIMEOUT_SECONDS || timeout > MAX_TIMEOUT_SECONDS) {
+    throw expected('timeout', `whole seconds from ${MIN_TIMEOUT_SECONDS} to ${MAX_TIMEOUT_SECONDS}`, typeof timeout === 'number' ? 'another number' : kind(timeout))
+  }
+  const routes = routesEnv(options.routes, types)
+  const name = options.name ?? DEFAULT_NAME
+
+  return defineDocumentFunction({
+    name,
+    displayName: options.displayName ?? 'Sync content to Fly Machines',
+    src: options.src ?? DEFAULT_SRC,
+    runtime: 'nodejs24.x',
+    timeout,
+    memory: options.memory ?? 1,
+    event: {
+      // Explicit: the default (`publish`) misses deletes, and renames need `update` with before().
+      on: ['create', 'update', 'delete'],
+      filter: filterFor(types),
+      projection: PROJECTION,
+    },
+    env: {
+      ...(several ? {} : {FLY_APP_NAME: options.app!.trim()}),
+      ...(routes ? {FLY_SYNC_ROUTES: routes} : {}),
+      ...(restartTypes.length ? {FLY_RESTART_TYPES: restartTypes.join(',')} : {}),
+      FLY_SYNC_BUDGET_MS: String((timeout - BUDGET_HEADROOM_SECONDS) * 1000),
+      ...env,
+    },
+  })
+}
+
+// The sync-tag Function (Sanity's sync-tag-invalidate event, pushed to every Machine) gets its own helper here,
+// beside this one, when it exists.

@@ -1,0 +1,113 @@
+// "Add it to your Sanity project", as the README tells it: a scratch blueprint project outside the repository with
+// a Function of its own installs the packed tarball (npm, offline), adds one line — flySyncFunction(…) — to its
+// sanity.blueprint.ts, and Sanity's CLI (@sanity/runtime-cli, the repo's copy, as the team's npx would run it) tests
+// both Functions and builds the deploy zip. The zip's index.js then syncs on its own in a fresh Node. The Fly side is
+// a loopback stand-in. Needs `npm run build`.
+import {after, before, beforeEach, describe, test} from 'node:test'
+import assert from 'node:assert/strict'
+import {existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync} from 'node:fs'
+import {join} from 'node:path'
+import AdmZip from 'adm-zip'
+import {startFlyStandIn} from './support/fly-stand-in.mjs'
+import {assertOnePushPerStartedMachine} from './support/assert-sync.mjs'
+import {ROOT, run, sanityRun, standInEnv} from './support/run.mjs'
+import {NODE_24, listFiles, npmInstall, packTarball, scratch} from './support/package.mjs'
+
+// The README's blueprint, with the team's own Function beside ours.
+const BLUEPRINT = `import {defineBlueprint, defineDocumentFunction} from '@sanity/blueprints'
+import {flySyncFunction} from 'sanity-fly-sync/blueprint'
+
+export default defineBlueprint({
+  resources: [
+    defineDocumentFunction({name: 'audit-log', event: {on: ['create'], filter: '_type == "post"'}}),
+    flySyncFunction({app: 'my-fly-app', types: ['post', 'page'], routes: {post: '/posts/{slug}', page: '/{slug}'}}),
+  ],
+})
+`
+const AUDIT_LOG = `export async function handler({event}) {
+  console.log('audit', event.data._id)
+  return {audited: event.data._id}
+}
+`
+const post = {_id: 'post-7', _type: 'post', _rev: 'r7', _updatedAt: '2026-11-27T10:00:00Z', title: 'Seven', slug: {_type: 'slug', current: 'seven'}}
+
+describe('a team blueprint project with the package installed', () => {
+  let project
+  let standIn
+  let out
+  before(async () => {
+    standIn = await startFlyStandIn()
+    out = scratch('blueprint-out')
+    project = scratch('blueprint-project')
+    writeFileSync(join(project, 'package.json'), JSON.stringify({name: 'team-studio-functions', private: true, type: 'module'}))
+    const install = await npmInstall(project, [(await packTarball(out)).path], NODE_24)
+    assert.equal(install.code, 0, install.output)
+    // The team's own @sanity/blueprints (a dependency every blueprint project has), linked from the repository.
+    mkdirSync(join(project, 'node_modules/@sanity'), {recursive: true})
+    symlinkSync(join(ROOT, 'node_modules/@sanity/blueprints'), join(project, 'node_modules/@sanity/blueprints'), 'dir')
+    writeFileSync(join(project, 'sanity.blueprint.ts'), BLUEPRINT)
+    mkdirSync(join(project, 'functions/audit-log'), {recursive: true})
+    writeFileSync(join(project, 'functions/audit-log/index.js'), AUDIT_LOG)
+    writeFileSync(join(project, 'post.json'), JSON.stringify(post))
+  })
+  after(async () => {
+    await standIn?.close()
+    for (const dir of [project, out]) if (dir) rmSync(dir, {recursive: true, force: true})
+  })
+  beforeEach(() => standIn.reset())
+
+  test('functions test fly-sync: the event from the helper\'s filter and projection, one signed push per started Machine', async () => {
+    const r = await sanityRun(['functions', 'test', 'fly-sync', '--file', 'post.json'], {cwd: project, env: standInEnv(standIn.url)})
+    assert.equal(r.code, 0, r.output)
+    assert.match(r.output, /Function execution succeeded/)
+    const [body] = await assertOnePushPerStartedMachine(standIn)
+    assert.equal(body.id, 'post-7')
+    assert.equal(body.slug, 'seven', 'projection: "slug": slug.current')
+    assert.deepEqual(body.routes.current, ['/posts/seven'])
+    assert.equal(body.document.title, 'Seven')
+    // The CLI's temporary package.json is gone again: the installed package is as npm left it.
+    assert.ok(!existsSync(join(project, 'node_modules/sanity-fly-sync/function/package.json')))
+  })
+
+  test('the helper\'s filter keeps other types and drafts away; the team\'s own Function still runs', async () => {
+    for (const doc of [{...post, _type: 'author'}, {...post, _id: 'drafts.post-7'}]) {
+      const r = await sanityRun(['functions', 'test', 'fly-sync', '--data', JSON.stringify(doc)], {cwd: project, env: standInEnv(standIn.url)})
+      assert.equal(r.code, 0, r.output)
+      assert.match(r.output, /returned an empty result\. Skipping invoke/)
+    }
+    assert.deepEqual(standIn.requests, [])
+    const audit = await sanityRun(['functions', 'test', 'audit-log', '--file', 'post.json'], {cwd: project, env: standInEnv(standIn.url)})
+    assert.equal(audit.code, 0, audit.output)
+    assert.match(audit.output, /audit post-7/)
+    assert.deepEqual(standIn.requests, [], 'the audit Function does not sync')
+  })
+
+  test('functions build: the deploy zip holds only the prebuilt index.js, which syncs in a fresh Node 24', async () => {
+    const zips = join(out, 'zips')
+    const r = await sanityRun(['functions', 'build', 'fly-sync', '--out-dir', zips], {cwd: project})
+    assert.equal(r.code, 0, r.output)
+    const zip = new AdmZip(join(zips, 'fly-sync.zip'))
+    assert.deepEqual(zip.getEntries().map((e) => e.entryName), ['index.js'])
+    const unpacked = join(out, 'unpacked')
+    zip.extractAllTo(unpacked, true)
+    assert.deepEqual(listFiles(unpacked), ['index.js'])
+
+    const driver = `
+      import {pathToFileURL} from 'node:url'
+      const {handler} = await import(pathToFileURL(process.argv[1]).href)
+      const report = await handler({context: {local: true}, event: {data: JSON.parse(process.argv[2])}})
+      console.log('synced', report.targets[0].machines.filter((m) => m.sync === 'synced').length)`
+    const data = {...post, _rev: 'r8', slug: 'seven', op: 'update', previousSlug: 'six'}
+    const env = standInEnv(standIn.url, {FLY_APP_NAME: 'my-fly-app', FLY_SYNC_ROUTES: 'post=/posts/{slug}'})
+    const result = await run(NODE_24, ['--input-type=module', '-e', driver, join(unpacked, 'index.js'), JSON.stringify(data)], {cwd: unpacked, env})
+    assert.equal(result.code, 0, result.output)
+    assert.match(result.output, /synced 2/)
+    const [body] = await assertOnePushPerStartedMachine(standIn)
+    assert.deepEqual(body.routes, {invalidate: ['/posts/seven', '/posts/six'], current: ['/posts/seven'], previous: ['/posts/six']})
+
+    // The team's own Function builds beside it.
+    const own = await sanityRun(['functions', 'build', 'audit-log', '--out-dir', zips], {cwd: project})
+    assert.equal(own.code, 0, own.output)
+    assert.ok(existsSync(join(zips, 'audit-log.zip')))
+  })
+})
