@@ -12,7 +12,11 @@ import {createServer} from 'node:http'
 import {fileURLToPath} from 'node:url'
 import {createWebhookHandler} from '../function.ts'
 
-/** Deliveries larger than this are refused (413) before anything is read into the core. */
+/**
+ * Deliveries larger than this are refused (413) before anything is read into the core. The core refuses a body
+ * over the same 4 MiB (`MAX_INPUT_BYTES` in src/event.rs) wherever the handler is mounted; this adapter only
+ * stops reading one sooner.
+ */
 export const MAX_BODY_BYTES = 4 * 1024 * 1024
 
 class TooLarge extends Error {}

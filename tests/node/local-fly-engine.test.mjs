@@ -67,7 +67,8 @@ function envFor(fleet, extra = {}) {
   }
 }
 
-const event = (type) => ({data: {_id: `${type}-1`, _type: type, _rev: 'r1', _updatedAt: '2026-11-27T10:00:00Z', op: 'update', slug: 'hello'}})
+// The handler's `event` as the shim hands it to the core: JSON text.
+const event = (type) => JSON.stringify({data: {_id: `${type}-1`, _type: type, _rev: 'r1', _updatedAt: '2026-11-27T10:00:00Z', op: 'update', slug: 'hello'}})
 
 test('engine → local Fly: every started Machine gets the push through the proxy; every API request validates', async () => {
   const received = []
