@@ -277,7 +277,7 @@ fn document(env: &Env) -> Result<Document, SyncError> {
                 }
             }
             sources.push(("FLY_SYNC_CONFIG.targets[0].tokenEnv".into(), "FLY_API_TOKEN"));
-            serde_json::json!({ "version": 1, "targets": [target] })
+            Value::Object(Map::from_iter([("targets".to_string(), Value::Array(vec![Value::Object(target)]))]))
         }
     };
     if let Value::Object(root) = &mut json {

@@ -48,7 +48,8 @@ fn check_size(field: &str, len: usize, max: usize) -> Result<(), SyncError> {
 pub fn function_event_from_json(event_json: &[u8], now_ms: u64) -> Result<ContentChange, SyncError> {
     check_size("event", event_json.len(), MAX_INPUT_BYTES)?;
     let event = limits::parse_json("event", event_json, "the Function event (a JSON object with `data`)")?;
-    from_function_event(&serde_json::json!({ "event": event }), now_ms)
+    // Moved into the envelope, not copied (`json!` would serialise a copy of the whole document).
+    from_function_event(&Value::Object(Map::from_iter([("event".to_string(), event)])), now_ms)
 }
 
 /// Parse a Function invocation, `{context, event: {data}}` (the context is not needed). `now_ms` bounds how far
@@ -149,6 +150,9 @@ fn parse_operation(field: &str, s: &str) -> Result<Operation, SyncError> {
 fn build(data: &Obj, operation: Operation, source: Source, now_ms: u64) -> Result<ContentChange, SyncError> {
     // What to add where a field is missing: to the Function's blueprint projection, or to the webhook's.
     let text = |key: &str, what: &str| -> Result<String, SyncError> {
+        if let Some(Value::String(s)) = data.get(key).filter(|v| v.as_str().is_some_and(|s| !s.trim().is_empty())) {
+            return Ok(s.clone());
+        }
         let hint = match (source, key) {
             (Source::Function, "_id") => "a non-empty string".to_string(),
             (Source::Function, _) => format!("project `{key}`"),
