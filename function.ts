@@ -117,6 +117,21 @@ function envOf(source: Env): Record<string, string> {
 }
 
 /**
+ * `JSON.stringify(event)`, what crosses into the core. The core refuses nesting beyond 128 levels; an event so
+ * deep that JavaScript cannot even serialise it (a few thousand levels overflow its stack) is refused here, the
+ * same way.
+ */
+function eventText(event: unknown): string {
+  try {
+    return JSON.stringify(event) ?? 'null'
+  } catch (error) {
+    const got = `one JSON.stringify refused (${error instanceof Error ? error.name : 'error'})`
+    const message = `\`event\`: expected the Function event nested at most 128 levels deep, got ${got}`
+    throw {stage: 'input', class: 'bad_input', field: 'event', message, httpStatus: 400} satisfies Rejection
+  }
+}
+
+/**
  * The Sanity document Function. Throws when the sync did not fully succeed, so Sanity records a failure. The
  * report is also returned: production ignores it, `functions test` prints it as the Response.
  */
@@ -124,7 +139,9 @@ export async function handler({event}: Parameters<DocumentEventHandler>[0]): Pro
   loadWasm()
   let engine: SyncEngine
   try {
-    engine = SyncEngine.fromFunctionEvent(envOf(process.env), event, Date.now(), seed())
+    // The event crosses as JSON text: the core bounds its size and depth (a JS object tree converted field by
+    // field could exhaust the module's stack).
+    engine = SyncEngine.fromFunctionEvent(envOf(process.env), eventText(event), Date.now(), seed())
   } catch (error) {
     const e = error as Rejection
     jsonLines({action: 'rejected', ...e})
@@ -143,7 +160,8 @@ export function createWebhookHandler(env: Env, log: Logger = jsonLines): (reques
   return async (request) => {
     loadWasm()
     const body = new Uint8Array(await request.arrayBuffer())
-    const headers = Object.fromEntries(request.headers)
+    // Headers cross as JSON text and the body as raw bytes (the signature covers exactly those bytes).
+    const headers = JSON.stringify(Object.fromEntries(request.headers))
     let engine: SyncEngine
     try {
       engine = SyncEngine.fromWebhook(vars, headers, body, Date.now(), seed())

@@ -71,16 +71,21 @@ export default defineBlueprint({
       },
       // Also read by the core, not set here:
       //   FLY_API_TOKEN         secret: Fly token for the Machines API (`functions env add`, see the top)
-      //   FLY_SYNC_SECRET       secret: signs each push (≥16 chars); the Fly app verifies it (`functions env add`)
-      //   SANITY_WEBHOOK_SECRET secret: only for the GROQ-webhook entry (createWebhookHandler), not this Function
-      //   FLY_API_URL           Machines API base, default https://api.machines.dev (local tests: a loopback stand-in)
+      //   FLY_SYNC_SECRET       secret: signs each push (≥16 chars); the Fly app verifies it (`functions env add`).
+      //                         Used exactly as given: surrounding whitespace is a configuration error
+      //   SANITY_WEBHOOK_SECRET secret: only for the GROQ-webhook entry (createWebhookHandler), not this Function.
+      //                         That webhook's projection must carry `{..., _id, _type, _rev, _updatedAt,
+      //                         "op": delta::operation()}`: its body is signed, its headers are not
+      //   FLY_API_URL           Machines API base, default https://api.machines.dev (local tests: a loopback stand-in);
+      //                         a trailing /v1, as Fly's docs write it, is dropped
       //   FLY_APP_URL           app base URL, default https://<FLY_APP_NAME>.fly.dev (local tests: a loopback stand-in)
       //   FLY_SYNC_DRY_RUN      `true`: list and plan, send nothing that changes anything
       //   FLY_SYNC_TYPES        types this target accepts, comma-separated; empty = all the filter lets through
       //   FLY_SYNC_INCLUDE_DRAFTS, FLY_SYNC_INCLUDE_VERSIONS   accept drafts./versions. ids (default false)
       //   FLY_SYNC_MAX_AGE_SECONDS  accepted age of a webhook signature (webhook entry only; default 300)
-      //   FLY_SYNC_CONFIG       JSON with several targets (apps/workers, regions, per-target restart rules);
-      //                         replaces FLY_APP_NAME and the per-app variables above (src/config.rs has the keys)
+      //   FLY_SYNC_CONFIG       JSON with several targets (apps/workers, regions, per-target restart rules), instead
+      //                         of FLY_APP_NAME and the per-app variables above: remove those from `env` when you
+      //                         use it (setting both is an error naming both). src/config.rs has the keys
       //   FLY_SYNC_BUDGET_MS    the core's deadline for the run (set by the helper: the timeout minus 20 s)
     }),
   ],

@@ -1,8 +1,9 @@
 // Core cost per event through the wasm boundary: the same work as benches/core.rs (bench/fixtures/core-case.json:
 // a Function event, the configuration, a 24-Machine list, one ack per Machine), driven through `SyncEngine` the way
 // function.ts drives it — poll → answer every request at once with the canned response → poll … → done — with no
-// network and no timers. What it measures beyond the native figure is the boundary: env, event, requests and the
-// report crossing as JS objects (serde-wasm-bindgen), and the wasm code itself.
+// network and no timers. What it measures beyond the native figure is the boundary: the event crossing as JSON text
+// (`JSON.stringify`, as function.ts does), env, requests and the report as JS objects (serde-wasm-bindgen), and
+// the wasm code itself.
 import {readFileSync} from 'node:fs'
 import {loadWasm, SyncEngine} from '../wasm.ts'
 
@@ -17,7 +18,7 @@ export function loadCoreCase() {
 
 /** One event, start to report; returns the number of requests answered. */
 function oneEvent(c, seed) {
-  const engine = SyncEngine.fromFunctionEvent(c.env, c.event, c.nowMs, seed)
+  const engine = SyncEngine.fromFunctionEvent(c.env, JSON.stringify(c.event), c.nowMs, seed)
   let answered = 0
   try {
     for (;;) {

@@ -12,7 +12,7 @@
 use sanity_fly_sync::config::Env;
 use sanity_fly_sync::engine::Action;
 use sanity_fly_sync::http::Response;
-use sanity_fly_sync::start;
+use sanity_fly_sync::entry;
 use serde_json::Value;
 use std::hint::black_box;
 use std::time::Instant;
@@ -21,8 +21,8 @@ const CASE: &str = include_str!("../bench/fixtures/core-case.json");
 
 struct Case {
     env: Env,
-    /// The Function invocation as text (`{context, event: {data}}`): parsed inside the timed loop.
-    envelope: String,
+    /// The Function's `event` (`{data}`) as text, as the shim hands it over: parsed inside the timed loop.
+    event: String,
     now_ms: u64,
     list: Response,
     /// machine id → its ack
@@ -32,7 +32,7 @@ struct Case {
 fn load() -> Case {
     let case: Value = serde_json::from_str(CASE).expect("bench/fixtures/core-case.json is JSON");
     let env: Env = serde_json::from_value(case["env"].clone()).expect("env is a string map");
-    let envelope = serde_json::json!({"context": {}, "event": case["event"]}).to_string();
+    let event = case["event"].to_string();
     let list_body = case["listBody"].as_str().expect("listBody").to_string();
     let machines: Value = serde_json::from_str(&list_body).expect("listBody is JSON");
     let json_headers = vec![(
@@ -51,7 +51,7 @@ fn load() -> Case {
         .collect();
     Case {
         env,
-        envelope,
+        event,
         now_ms: case["nowMs"].as_u64().expect("nowMs"),
         list: Response::Http {
             status: 200,
@@ -64,8 +64,7 @@ fn load() -> Case {
 
 /// One event, start to report. Returns (requests answered, report ok).
 fn one_event(case: &Case, seed: u64) -> (usize, bool) {
-    let envelope: Value = serde_json::from_str(black_box(&case.envelope)).expect("event JSON");
-    let mut engine = start::from_function(&case.env, &envelope, case.now_ms, seed)
+    let mut engine = entry::from_function(&case.env, black_box(case.event.as_bytes()), case.now_ms, seed)
         .expect("the case starts a run");
     let mut answered = 0;
     loop {
@@ -108,8 +107,7 @@ fn phases(case: &Case, seed: u64, into: &mut [u128; 6]) {
         into[slot] += (now - lap).as_nanos();
         lap = now;
     };
-    let envelope: Value = serde_json::from_str(black_box(&case.envelope)).expect("event JSON");
-    let mut engine = start::from_function(&case.env, &envelope, case.now_ms, seed)
+    let mut engine = entry::from_function(&case.env, black_box(case.event.as_bytes()), case.now_ms, seed)
         .expect("the case starts a run");
     mark(0, into);
     let Action::Send { requests } = engine.poll(case.now_ms) else {

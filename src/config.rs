@@ -3,13 +3,19 @@
 //! Simple form (one app): `FLY_APP_NAME`, `FLY_API_TOKEN`, `FLY_SYNC_SECRET` and a few optional variables.
 //! Full form: `FLY_SYNC_CONFIG`, a JSON document with several targets. Secrets live only in environment
 //! variables (a target names its token's variable with `tokenEnv`), so the JSON can be committed.
+//!
+//! One path: the simple variables are translated into the JSON form (`TARGET_VARS`), the run-wide variables
+//! (`GLOBAL_VARS`) set its top-level keys with either form, and `read_document` alone checks that form, every
+//! default and range in one place. An error in a translated field names the variable the user set. Setting
+//! `FLY_SYNC_CONFIG` together with a per-target simple variable is an error naming both. Secrets are used
+//! exactly as given (`Secret::parse`).
 
 use crate::error::SyncError;
 use crate::fly_token::FlyToken;
 use crate::json_read::{str_list, Obj};
 use crate::routes::RouteTemplate;
 use crate::signature::DEFAULT_MAX_AGE_MS;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -25,6 +31,29 @@ const MIN_SECRET_LEN: usize = 16;
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret read from `field`: used exactly as given, as `@sanity/webhook` and every receiver use it, so
+    /// surrounding whitespace (a pasted newline, a padded value) is a configuration error rather than something
+    /// trimmed on one side and not the other. At least `min_chars` characters. The value is never echoed.
+    pub fn parse(field: &str, value: &str, min_chars: usize) -> Result<Secret, SyncError> {
+        let padding = |c: char| c.is_whitespace() || c == '\u{feff}';
+        if value.starts_with(padding) || value.ends_with(padding) {
+            return Err(SyncError::expected(
+                field,
+                "the secret exactly as it is used on the other side, with no surrounding whitespace",
+                "a value with leading or trailing whitespace",
+            ));
+        }
+        let len = value.chars().count();
+        if len < min_chars {
+            return Err(SyncError::expected(
+                field,
+                format!("at least {min_chars} characters (try `openssl rand -hex 32`)"),
+                format!("{len} characters"),
+            ));
+        }
+        Ok(Secret(value.to_string()))
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -113,111 +142,212 @@ impl Target {
 
 pub type Env = BTreeMap<String, String>;
 
-impl Config {
-    /// Read the configuration from the Function's environment.
-    pub fn from_env(env: &Env) -> Result<Config, SyncError> {
-        let get = |k: &str| env.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let sync_secret = match get("FLY_SYNC_SECRET") {
-            None => return Err(SyncError::expected("FLY_SYNC_SECRET", "the shared secret the receivers verify", "nothing")),
-            Some(s) if s.chars().count() < MIN_SECRET_LEN => {
-                return Err(SyncError::expected(
-                    "FLY_SYNC_SECRET",
-                    format!("at least {MIN_SECRET_LEN} characters (try `openssl rand -hex 32`)"),
-                    format!("{} characters", s.chars().count()),
-                ))
-            }
-            Some(s) => Secret(s.to_string()),
-        };
-        let webhook_secret = get("SANITY_WEBHOOK_SECRET").map(|s| Secret(s.to_string()));
+/// How a simple variable's text becomes a value of the JSON form.
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    /// Comma-separated.
+    List,
+    Bool,
+    Number,
+    /// `type=/a/{slug}|/b/{slug},type2=…`
+    Routes,
+}
 
-        let (targets, globals) = match get("FLY_SYNC_CONFIG") {
-            Some(json) => {
-                let doc: Value = serde_json::from_str(json).map_err(|e| {
-                    SyncError::expected("FLY_SYNC_CONFIG", "a JSON document", format!("invalid JSON ({})", e.to_string().split(" at ").next().unwrap_or("syntax error")))
-                })?;
-                let root = Obj::root(&doc, "FLY_SYNC_CONFIG", "FLY_SYNC_CONFIG")?;
-                root.deny_unknown(&["version", "targets", "budgetMs", "requestTimeoutMs", "maxAgeSeconds", "dryRun"])?;
-                if let Some(v) = root.u64_opt("version", 1, 1)? {
-                    debug_assert_eq!(v, 1);
-                }
-                let list = match root.get("targets") {
-                    Some(Value::Array(items)) if !items.is_empty() => items,
-                    Some(other) => {
-                        return Err(SyncError::expected(root.field("targets"), "a non-empty list of targets", crate::error::kind_of(other)))
-                    }
-                    None => return Err(SyncError::expected(root.field("targets"), "a non-empty list of targets", "nothing")),
-                };
-                let mut targets = Vec::new();
-                for (i, item) in list.iter().enumerate() {
-                    let obj = Obj::root(item, &format!("{}[{i}]", root.field("targets")), "")?;
-                    targets.push(target_from_json(&obj, env)?);
-                }
-                let globals = Globals {
-                    budget_ms: root.u64_opt("budgetMs", 1_000, 900_000)?,
-                    request_timeout_ms: root.u64_opt("requestTimeoutMs", 100, 120_000)?,
-                    max_age_s: root.u64_opt("maxAgeSeconds", 1, 86_400)?,
-                    dry_run: root.bool_opt("dryRun")?,
-                };
-                (targets, globals)
-            }
-            None => (vec![target_from_simple_env(env)?], Globals::default()),
-        };
+/// The simple form's per-target variables and the target key (in `FLY_SYNC_CONFIG`) each one sets.
+const TARGET_VARS: [(&str, &str, Kind); 13] = [
+    ("FLY_APP_NAME", "app", Kind::Text),
+    ("FLY_SYNC_TYPES", "types", Kind::List),
+    ("FLY_SYNC_ROUTES", "routes", Kind::Routes),
+    ("FLY_SYNC_PATH", "syncPath", Kind::Text),
+    ("FLY_SYNC_FAN_OUT", "fanOut", Kind::Text),
+    ("FLY_RESTART_TYPES", "restart.types", Kind::List),
+    ("FLY_RESTART_ON_REQUEST", "restart.onRequest", Kind::Bool),
+    ("FLY_MAX_UNAVAILABLE", "maxUnavailable", Kind::Number),
+    ("FLY_API_URL", "machinesApiUrl", Kind::Text),
+    ("FLY_APP_URL", "appUrl", Kind::Text),
+    ("FLY_SYNC_INCLUDE_DRAFTS", "includeDrafts", Kind::Bool),
+    ("FLY_SYNC_INCLUDE_VERSIONS", "includeVersions", Kind::Bool),
+    ("FLY_RESTART_TIMEOUT_MS", "restartTimeoutMs", Kind::Number),
+];
 
-        let mut names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-        names.sort_unstable();
-        if let Some(dup) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(SyncError::bad_field("FLY_SYNC_CONFIG.targets", format!("two targets are named `{}`; names must be unique", dup[0])));
+/// Run-wide variables, read with either form: each sets (and overrides) a top-level key of the JSON form.
+/// They are the knobs people turn while debugging, so they win over the document.
+const GLOBAL_VARS: [(&str, &str, Kind); 4] = [
+    ("FLY_SYNC_BUDGET_MS", "budgetMs", Kind::Number),
+    ("FLY_SYNC_REQUEST_TIMEOUT_MS", "requestTimeoutMs", Kind::Number),
+    ("FLY_SYNC_MAX_AGE_SECONDS", "maxAgeSeconds", Kind::Number),
+    ("FLY_SYNC_DRY_RUN", "dryRun", Kind::Bool),
+];
+
+/// The JSON form as read (from `FLY_SYNC_CONFIG`, or translated from the simple variables), with the
+/// variable each translated field came from, so an error names what the user actually set.
+struct Document {
+    json: Value,
+    /// (field path in the JSON form, the variable it came from)
+    sources: Vec<(String, &'static str)>,
+}
+
+impl Document {
+    /// Rename an error's field (and the message's leading mention of it) to the variable it came from.
+    fn blame(&self, mut e: SyncError) -> SyncError {
+        let Some(field) = e.field.clone() else { return e };
+        let within = |path: &str| field == path || field.strip_prefix(path).is_some_and(|r| r.starts_with(['.', '[']));
+        if let Some((_, var)) = self.sources.iter().find(|(path, _)| within(path)) {
+            e.message = e.message.replacen(&format!("`{field}`"), &format!("`{var}`"), 1);
+            e.field = Some(var.to_string());
         }
+        e
+    }
+}
 
-        // Environment variables override the JSON's globals: they are the knobs people turn when debugging.
+/// Set `path` (`restart.types`) in `obj`, creating the objects on the way.
+fn insert_path(obj: &mut Map<String, Value>, path: &str, value: Value) {
+    match path.split_once('.') {
+        None => {
+            obj.insert(path.to_string(), value);
+        }
+        Some((head, rest)) => {
+            let inner = obj.entry(head).or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(inner) = inner {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// A variable's text as a JSON-form value. Only the syntax is read here; what is allowed (ranges, shapes) is
+/// checked once, on the JSON form. Text that is not of its kind stays a string, which that check then refuses.
+fn env_value(var: &str, text: &str, kind: Kind) -> Result<Value, SyncError> {
+    let list = |text: &str| text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.into())).collect();
+    Ok(match kind {
+        Kind::Text => Value::String(text.to_string()),
+        Kind::List => Value::Array(list(text)),
+        Kind::Bool => match text.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Value::Bool(true),
+            "0" | "false" | "no" | "off" => Value::Bool(false),
+            _ => Value::String(text.to_string()),
+        },
+        Kind::Number => text.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::String(text.to_string())),
+        Kind::Routes => {
+            let mut routes = Map::new();
+            for entry in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let (doc_type, templates) = entry.split_once('=').ok_or_else(|| {
+                    SyncError::expected(var, "entries like `article=/blog/{slug}` separated by commas", "an entry without `=`")
+                })?;
+                let list = routes.entry(doc_type.trim()).or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::Array(list) = list {
+                    list.extend(templates.split('|').map(|t| Value::String(t.trim().to_string())));
+                }
+            }
+            Value::Object(routes)
+        }
+    })
+}
+
+/// The configuration document: `FLY_SYNC_CONFIG`, or the simple variables translated into that form. Setting
+/// both is an error naming both, so nothing is silently ignored.
+fn document(env: &Env) -> Result<Document, SyncError> {
+    let get = |k: &str| env.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let mut sources = Vec::new();
+    let mut json = match get("FLY_SYNC_CONFIG") {
+        Some(text) => {
+            let simple: Vec<&str> = TARGET_VARS.iter().map(|(var, ..)| *var).filter(|var| get(var).is_some()).collect();
+            if !simple.is_empty() {
+                return Err(SyncError::bad_field(
+                    "FLY_SYNC_CONFIG",
+                    format!(
+                        "is set together with {}: use one form. Move those settings into FLY_SYNC_CONFIG's targets, \
+                         or unset FLY_SYNC_CONFIG (the blueprint's `env` sets the simple variables: remove them there)",
+                        simple.join(", ")
+                    ),
+                ));
+            }
+            crate::limits::parse_json("FLY_SYNC_CONFIG", text.as_bytes(), "a JSON document")?
+        }
+        None => {
+            let Some(_) = get("FLY_APP_NAME") else {
+                return Err(SyncError::expected("FLY_APP_NAME", "the Fly app to sync (or a FLY_SYNC_CONFIG document)", "nothing"));
+            };
+            let mut target = Map::new();
+            for (var, key, kind) in TARGET_VARS {
+                if let Some(text) = get(var) {
+                    insert_path(&mut target, key, env_value(var, text, kind)?);
+                    sources.push((format!("FLY_SYNC_CONFIG.targets[0].{key}"), var));
+                }
+            }
+            sources.push(("FLY_SYNC_CONFIG.targets[0].tokenEnv".into(), "FLY_API_TOKEN"));
+            Value::Object(Map::from_iter([("targets".to_string(), Value::Array(vec![Value::Object(target)]))]))
+        }
+    };
+    if let Value::Object(root) = &mut json {
+        for (var, key, kind) in GLOBAL_VARS {
+            if let Some(text) = get(var) {
+                root.insert(key.to_string(), env_value(var, text, kind)?);
+                sources.push((format!("FLY_SYNC_CONFIG.{key}"), var));
+            }
+        }
+    }
+    Ok(Document { json, sources })
+}
+
+impl Config {
+    /// Read the configuration from the Function's environment: secrets from their variables, everything else
+    /// from one JSON form (`FLY_SYNC_CONFIG`, or the simple variables translated into it), validated once.
+    pub fn from_env(env: &Env) -> Result<Config, SyncError> {
+        let secret = |var: &str, min: usize| env.get(var).filter(|v| !v.is_empty()).map(|v| Secret::parse(var, v, min)).transpose();
+        let sync_secret = secret("FLY_SYNC_SECRET", MIN_SECRET_LEN)?
+            .ok_or_else(|| SyncError::expected("FLY_SYNC_SECRET", "the shared secret the receivers verify", "nothing"))?;
+        let webhook_secret = secret("SANITY_WEBHOOK_SECRET", 1)?;
+        let doc = document(env)?;
+        let (targets, run) = read_document(&doc.json, env).map_err(|e| doc.blame(e))?;
         Ok(Config {
             targets,
             sync_secret,
             webhook_secret,
-            budget_ms: env_u64(env, "FLY_SYNC_BUDGET_MS", 1_000, 900_000)?.or(globals.budget_ms).unwrap_or(DEFAULT_BUDGET_MS),
-            request_timeout_ms: env_u64(env, "FLY_SYNC_REQUEST_TIMEOUT_MS", 100, 120_000)?
-                .or(globals.request_timeout_ms)
-                .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
-            max_age_ms: env_u64(env, "FLY_SYNC_MAX_AGE_SECONDS", 1, 86_400)?
-                .or(globals.max_age_s)
-                .map(|s| s * 1000)
-                .unwrap_or(DEFAULT_MAX_AGE_MS),
-            dry_run: env_bool(env, "FLY_SYNC_DRY_RUN")?.or(globals.dry_run).unwrap_or(false),
+            budget_ms: run.budget_ms.unwrap_or(DEFAULT_BUDGET_MS),
+            request_timeout_ms: run.request_timeout_ms.unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
+            max_age_ms: run.max_age_s.map(|s| s * 1000).unwrap_or(DEFAULT_MAX_AGE_MS),
+            dry_run: run.dry_run.unwrap_or(false),
         })
     }
 }
 
-#[derive(Default)]
-struct Globals {
+/// The run-wide settings of the JSON form.
+struct RunSettings {
     budget_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     max_age_s: Option<u64>,
     dry_run: Option<bool>,
 }
 
-fn env_u64(env: &Env, key: &str, min: u64, max: u64) -> Result<Option<u64>, SyncError> {
-    match env.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(v) => match v.parse::<u64>() {
-            Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
-            _ => Err(SyncError::expected(key, format!("a whole number from {min} to {max}"), "another value")),
-        },
+/// The one reader of the JSON form: its targets and run-wide settings, every range checked here.
+fn read_document(doc: &Value, env: &Env) -> Result<(Vec<Target>, RunSettings), SyncError> {
+    let root = Obj::root(doc, "FLY_SYNC_CONFIG", "FLY_SYNC_CONFIG")?;
+    root.deny_unknown(&["version", "targets", "budgetMs", "requestTimeoutMs", "maxAgeSeconds", "dryRun"])?;
+    root.u64_opt("version", 1, 1)?;
+    let list = match root.get("targets") {
+        Some(Value::Array(items)) if !items.is_empty() => items,
+        Some(other) => return Err(SyncError::expected(root.field("targets"), "a non-empty list of targets", crate::error::kind_of(other))),
+        None => return Err(SyncError::expected(root.field("targets"), "a non-empty list of targets", "nothing")),
+    };
+    let mut targets = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let obj = Obj::root(item, &format!("{}[{i}]", root.field("targets")), "")?;
+        targets.push(target_from_json(&obj, env)?);
     }
-}
-
-fn env_bool(env: &Env, key: &str) -> Result<Option<bool>, SyncError> {
-    match env.get(key).map(|v| v.trim().to_ascii_lowercase()).filter(|v| !v.is_empty()).as_deref() {
-        None => Ok(None),
-        Some("1" | "true" | "yes" | "on") => Ok(Some(true)),
-        Some("0" | "false" | "no" | "off") => Ok(Some(false)),
-        Some(_) => Err(SyncError::expected(key, "true or false", "another value")),
+    let mut names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(dup) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(SyncError::bad_field(root.field("targets"), format!("two targets are named `{}`; names must be unique", dup[0])));
     }
-}
-
-fn env_list(env: &Env, key: &str) -> Vec<String> {
-    env.get(key)
-        .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
-        .unwrap_or_default()
+    let run = RunSettings {
+        budget_ms: root.u64_opt("budgetMs", 1_000, 900_000)?,
+        request_timeout_ms: root.u64_opt("requestTimeoutMs", 100, 120_000)?,
+        max_age_s: root.u64_opt("maxAgeSeconds", 1, 86_400)?,
+        dry_run: root.bool_opt("dryRun")?,
+    };
+    Ok((targets, run))
 }
 
 fn token_from_env(env: &Env, var: &str, field: &str) -> Result<FlyToken, SyncError> {
@@ -255,6 +385,16 @@ fn base_url(field: &str, url: &str) -> Result<String, SyncError> {
     }
 }
 
+/// The Machines API base URL. Fly's documentation writes it with its version (`https://api.machines.dev/v1`)
+/// while our paths carry it (`/v1/apps/…`): one trailing `/v1` is dropped, so both spellings work.
+fn machines_api_url(field: &str, url: &str) -> Result<String, SyncError> {
+    let url = base_url(field, url)?;
+    match url.strip_suffix("/v1").filter(|base| base_url(field, base).is_ok()) {
+        Some(base) => Ok(base.to_string()),
+        None => Ok(url),
+    }
+}
+
 fn sync_path(field: &str, path: &str) -> Result<String, SyncError> {
     if path.starts_with('/') && !path.contains(['?', '#', ' ']) {
         Ok(path.to_string())
@@ -284,56 +424,6 @@ fn parse_routes(field: &str, value: &Value) -> Result<BTreeMap<String, Vec<Route
         routes.insert(doc_type.clone(), templates);
     }
     Ok(routes)
-}
-
-/// `article=/blog/{slug}|/{locale}/blog/{slug},page=/{slug}`
-fn parse_routes_env(value: &str) -> Result<BTreeMap<String, Vec<RouteTemplate>>, SyncError> {
-    let mut routes: BTreeMap<String, Vec<RouteTemplate>> = BTreeMap::new();
-    for entry in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (doc_type, templates) = entry.split_once('=').ok_or_else(|| {
-            SyncError::expected("FLY_SYNC_ROUTES", "entries like `article=/blog/{slug}` separated by commas", "an entry without `=`")
-        })?;
-        let list = routes.entry(doc_type.trim().to_string()).or_default();
-        for t in templates.split('|') {
-            list.push(RouteTemplate::parse("FLY_SYNC_ROUTES", t.trim())?);
-        }
-    }
-    Ok(routes)
-}
-
-fn target_from_simple_env(env: &Env) -> Result<Target, SyncError> {
-    let get = |k: &str| env.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-    let app = app_name(
-        "FLY_APP_NAME",
-        get("FLY_APP_NAME").ok_or_else(|| {
-            SyncError::expected("FLY_APP_NAME", "the Fly app to sync (or a FLY_SYNC_CONFIG document)", "nothing")
-        })?,
-    )?;
-    let restart_types = env_list(env, "FLY_RESTART_TYPES");
-    Ok(Target {
-        name: app.clone(),
-        token: token_from_env(env, "FLY_API_TOKEN", "FLY_API_TOKEN")?,
-        types: env_list(env, "FLY_SYNC_TYPES"),
-        routes: get("FLY_SYNC_ROUTES").map(parse_routes_env).transpose()?.unwrap_or_default(),
-        sync_path: get("FLY_SYNC_PATH").map(|p| sync_path("FLY_SYNC_PATH", p)).transpose()?.unwrap_or(DEFAULT_SYNC_PATH.into()),
-        fan_out: match get("FLY_SYNC_FAN_OUT") {
-            None | Some("every") => FanOut::Every,
-            Some("one") => FanOut::One,
-            Some(_) => return Err(SyncError::expected("FLY_SYNC_FAN_OUT", "`every` or `one`", "another value")),
-        },
-        regions: None,
-        restart: RestartRule { types: restart_types, on_request: env_bool(env, "FLY_RESTART_ON_REQUEST")?.unwrap_or(true) },
-        max_unavailable: env_u64(env, "FLY_MAX_UNAVAILABLE", 1, 1000)?.unwrap_or(1) as usize,
-        machines_api_url: get("FLY_API_URL")
-            .map(|u| base_url("FLY_API_URL", u))
-            .transpose()?
-            .unwrap_or(DEFAULT_MACHINES_API_URL.into()),
-        app_url: get("FLY_APP_URL").map(|u| base_url("FLY_APP_URL", u)).transpose()?.unwrap_or(format!("https://{app}.fly.dev")),
-        include_drafts: env_bool(env, "FLY_SYNC_INCLUDE_DRAFTS")?.unwrap_or(false),
-        include_versions: env_bool(env, "FLY_SYNC_INCLUDE_VERSIONS")?.unwrap_or(false),
-        restart_timeout_ms: env_u64(env, "FLY_RESTART_TIMEOUT_MS", 1_000, 900_000)?.unwrap_or(DEFAULT_RESTART_TIMEOUT_MS),
-        app,
-    })
 }
 
 const TARGET_KEYS: &[&str] = &[
@@ -402,7 +492,7 @@ fn target_from_json(obj: &Obj, env: &Env) -> Result<Target, SyncError> {
         max_unavailable: obj.u64_opt("maxUnavailable", 1, 1000)?.unwrap_or(1) as usize,
         machines_api_url: obj
             .str_opt("machinesApiUrl")?
-            .map(|u| base_url(&obj.field("machinesApiUrl"), u))
+            .map(|u| machines_api_url(&obj.field("machinesApiUrl"), u))
             .transpose()?
             .unwrap_or(DEFAULT_MACHINES_API_URL.into()),
         app_url: obj.str_opt("appUrl")?.map(|u| base_url(&obj.field("appUrl"), u)).transpose()?.unwrap_or(format!("https://{app}.fly.dev")),
@@ -495,5 +585,129 @@ pub(crate) mod tests {
         assert_eq!(worker.token.authorization(), "FlyV1 fm2_worker");
         assert_eq!(worker.fan_out, FanOut::One);
         assert_eq!(worker.restart, RestartRule::default());
+    }
+
+    fn config_error(pairs: &[(&str, &str)]) -> SyncError {
+        Config::from_env(&env(pairs)).unwrap_err()
+    }
+
+    #[test]
+    fn the_simple_form_is_the_json_form_translated() {
+        let simple = Config::from_env(&env(&[
+            ("FLY_APP_NAME", "my-site"),
+            ("FLY_API_TOKEN", "fm2_abc"),
+            ("FLY_SYNC_SECRET", SECRET),
+            ("FLY_SYNC_TYPES", "article, page"),
+            ("FLY_SYNC_ROUTES", "article=/blog/{slug}|/{locale}/blog/{slug},page=/{slug},article=/a/{id}"),
+            ("FLY_SYNC_PATH", "/sync"),
+            ("FLY_SYNC_FAN_OUT", "one"),
+            ("FLY_RESTART_TYPES", "siteSettings"),
+            ("FLY_RESTART_ON_REQUEST", "off"),
+            ("FLY_MAX_UNAVAILABLE", "2"),
+            ("FLY_API_URL", "http://127.0.0.1:4280"),
+            ("FLY_APP_URL", "http://127.0.0.1:8080"),
+            ("FLY_SYNC_INCLUDE_DRAFTS", "1"),
+            ("FLY_RESTART_TIMEOUT_MS", "9000"),
+        ]))
+        .unwrap();
+        let json = r#"{"targets":[{"app":"my-site","types":["article","page"],
+            "routes":{"article":["/blog/{slug}","/{locale}/blog/{slug}","/a/{id}"],"page":["/{slug}"]},
+            "syncPath":"/sync","fanOut":"one","restart":{"types":["siteSettings"],"onRequest":false},"maxUnavailable":2,
+            "machinesApiUrl":"http://127.0.0.1:4280","appUrl":"http://127.0.0.1:8080","includeDrafts":true,"restartTimeoutMs":9000}]}"#;
+        let full = Config::from_env(&env(&[("FLY_SYNC_CONFIG", json), ("FLY_API_TOKEN", "fm2_abc"), ("FLY_SYNC_SECRET", SECRET)])).unwrap();
+        assert_eq!(format!("{:?}", simple.targets), format!("{:?}", full.targets));
+        assert_eq!(simple.targets[0].routes["article"].len(), 3, "a type named twice keeps all its templates");
+    }
+
+    #[test]
+    fn errors_in_translated_settings_name_the_variable() {
+        let base = [("FLY_APP_NAME", "web"), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET)];
+        for (var, value, fragment) in [
+            ("FLY_MAX_UNAVAILABLE", "0", "a whole number from 1 to 1000"),
+            ("FLY_MAX_UNAVAILABLE", "two", "a whole number from 1 to 1000"),
+            ("FLY_RESTART_ON_REQUEST", "maybe", "true or false"),
+            ("FLY_RESTART_TIMEOUT_MS", "10", "a whole number from 1000 to 900000"),
+            ("FLY_SYNC_ROUTES", "page=/{title}", "unknown placeholder"),
+            ("FLY_API_URL", "ftp://x", "http:// or https://"),
+            ("FLY_SYNC_FAN_OUT", "all", "`every` or `one`"),
+            ("FLY_SYNC_BUDGET_MS", "5", "a whole number from 1000"),
+            ("FLY_SYNC_DRY_RUN", "perhaps", "true or false"),
+        ] {
+            let mut pairs = base.to_vec();
+            pairs.push((var, value));
+            let e = config_error(&pairs);
+            assert_eq!(e.field.as_deref(), Some(var), "{var}={value}: {}", e.message);
+            assert!(e.message.starts_with(&format!("`{var}`: expected")), "{}", e.message);
+            assert!(e.message.contains(fragment), "{var}={value}: {}", e.message);
+        }
+        let e = config_error(&[("FLY_APP_NAME", "web"), ("FLY_SYNC_SECRET", SECRET)]);
+        assert_eq!(e.field.as_deref(), Some("FLY_API_TOKEN"));
+    }
+
+    #[test]
+    fn mixing_the_two_forms_is_an_error_naming_both() {
+        // Before, the blueprint's FLY_APP_NAME and FLY_RESTART_TYPES were silently ignored next to FLY_SYNC_CONFIG.
+        let json = r#"{"targets":[{"app":"other"}]}"#;
+        let e = config_error(&[
+            ("FLY_SYNC_CONFIG", json),
+            ("FLY_APP_NAME", "my-fly-app"),
+            ("FLY_RESTART_TYPES", "siteSettings"),
+            ("FLY_API_TOKEN", "fm2_x"),
+            ("FLY_SYNC_SECRET", SECRET),
+        ]);
+        assert_eq!(e.field.as_deref(), Some("FLY_SYNC_CONFIG"));
+        assert!(e.message.contains("is set together with FLY_APP_NAME, FLY_RESTART_TYPES: use one form"), "{}", e.message);
+        // Blank simple variables are unset, and the run-wide ones work with either form, over the JSON's values.
+        let c = Config::from_env(&env(&[
+            ("FLY_SYNC_CONFIG", r#"{"budgetMs":9000,"dryRun":false,"targets":[{"app":"other"}]}"#),
+            ("FLY_APP_NAME", " "),
+            ("FLY_SYNC_BUDGET_MS", "8000"),
+            ("FLY_SYNC_DRY_RUN", "true"),
+            ("FLY_API_TOKEN", "fm2_x"),
+            ("FLY_SYNC_SECRET", SECRET),
+        ]))
+        .unwrap();
+        assert_eq!((c.targets[0].app.as_str(), c.budget_ms, c.dry_run), ("other", 8000, true));
+    }
+
+    #[test]
+    fn secrets_are_used_exactly_as_given_and_padding_is_an_error() {
+        let base = [("FLY_APP_NAME", "web"), ("FLY_API_TOKEN", "fm2_x")];
+        for (var, value) in [
+            ("FLY_SYNC_SECRET", " 0123456789abcdef-sync"),
+            ("FLY_SYNC_SECRET", "0123456789abcdef-sync\n"),
+            ("FLY_SYNC_SECRET", "\u{feff}0123456789abcdef-sync"),
+            ("SANITY_WEBHOOK_SECRET", "whsec-value\t"),
+        ] {
+            let mut pairs = base.to_vec();
+            pairs.push(("FLY_SYNC_SECRET", SECRET));
+            pairs.push((var, value));
+            let e = config_error(&pairs);
+            assert_eq!(e.field.as_deref(), Some(var));
+            assert!(e.message.contains("no surrounding whitespace"), "{}", e.message);
+            assert!(!e.message.contains(value.trim()), "the secret is never echoed: {}", e.message);
+        }
+        let inner = "0123456789 abcdef sync";
+        let c = Config::from_env(&env(&[("FLY_APP_NAME", "web"), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", inner)])).unwrap();
+        assert_eq!(c.sync_secret.expose(), inner, "inner spaces are part of the secret");
+        assert_eq!(Secret::parse("secret", " x", 1).unwrap_err().field.as_deref(), Some("secret"));
+    }
+
+    #[test]
+    fn machines_api_url_may_end_in_v1() {
+        // Fly's documentation writes the base with its version; ours adds `/v1/apps/…`, which made `/v1/v1/…`.
+        for url in ["https://api.machines.dev/v1", "https://api.machines.dev/v1/", "https://api.machines.dev/"] {
+            let c = Config::from_env(&env(&[("FLY_APP_NAME", "web"), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET), ("FLY_API_URL", url)]))
+                .unwrap();
+            assert_eq!(c.targets[0].machines_api_url, "https://api.machines.dev", "{url}");
+        }
+        let json = r#"{"targets":[{"app":"web","machinesApiUrl":"http://127.0.0.1:4280/v1"}]}"#;
+        let c = Config::from_env(&env(&[("FLY_SYNC_CONFIG", json), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET)])).unwrap();
+        assert_eq!(c.targets[0].machines_api_url, "http://127.0.0.1:4280");
+        let e = config_error(&[("FLY_APP_NAME", "web"), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET), ("FLY_API_URL", "https:///v1")]);
+        assert_eq!(e.field.as_deref(), Some("FLY_API_URL"));
+        let c = Config::from_env(&env(&[("FLY_APP_NAME", "web"), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET), ("FLY_API_URL", "http://v1")]))
+            .unwrap();
+        assert_eq!(c.targets[0].machines_api_url, "http://v1", "a host named v1 is a host");
     }
 }

@@ -1,46 +1,75 @@
-//! Inputs → `ContentChange`: a Sanity document Function event (`{context, event: {data}}`, `data` being the
-//! blueprint's projection) or a GROQ-powered webhook delivery (headers + raw body bytes, signature checked over
-//! those bytes before anything is parsed).
+//! Inputs → `ContentChange`: a Sanity document Function event (`{data}`, `data` being the blueprint's projection,
+//! as JSON text) or a GROQ-powered webhook delivery (headers + raw body bytes, signature checked over those bytes
+//! before anything is parsed).
+//!
+//! Both are read the same way (`build`): the document's id, type, revision (`_rev`), revision time
+//! (`_updatedAt`) and operation (`op`) come from the projected document, the idempotency key is derived from
+//! them, and a revision time further ahead of our clock than `limits::MAX_FUTURE_SKEW_MS` is refused. For a
+//! webhook that document is the signed body: Sanity does not sign the headers, so none of them decides what is
+//! changed, deleted, ordered or deduplicated. `sanity-document-id` and `sanity-operation` are only
+//! cross-checked against the body; `sanity-transaction-id`, `sanity-transaction-time` and `idempotency-key`
+//! are not read at all (a delete's projection shows the document as it was, so its `_rev` and `_updatedAt`
+//! are the last write's, not the delete transaction's: they cannot be compared).
 
 use crate::change::{ContentChange, Op, Operation, Source};
 use crate::error::{kind_of, SyncError};
 use crate::json_read::Obj;
+use crate::limits;
 use crate::signature;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 pub const WEBHOOK_SIGNATURE_HEADER: &str = "sanity-webhook-signature";
 
+/// The largest Function event (its JSON text) or webhook body accepted: 4 MiB. A projected document is far
+/// smaller; anything larger is refused with a clear error before it is parsed (and it would be pushed to every
+/// Machine). The same bound as `examples/webhook-server.mjs`'s `MAX_BODY_BYTES`.
+pub const MAX_INPUT_BYTES: usize = 4 * 1024 * 1024;
+
+/// The largest set of webhook headers accepted (their JSON text, as the shim hands them over): 64 KiB, four
+/// times what Node's HTTP server lets through by default.
+pub const MAX_HEADERS_BYTES: usize = 64 * 1024;
+
 /// Fields of the projection that steer the sync and are not part of the document the app receives.
 const CONTROL_FIELDS: [&str; 2] = ["op", "previousSlug"];
 
-/// Parse a Function invocation: `{context, event: {data}}`.
-pub fn from_function_event(envelope: &Value) -> Result<ContentChange, SyncError> {
+/// What a GROQ-powered webhook's projection must carry (the webhook's headers are not signed).
+const WEBHOOK_PROJECTION: &str = "`{..., _id, _type, _rev, _updatedAt, \"op\": delta::operation()}`";
+
+fn check_size(field: &str, len: usize, max: usize) -> Result<(), SyncError> {
+    if len > max {
+        return Err(SyncError::expected(field, format!("at most {} KiB", max / 1024), format!("{} KiB", len.div_ceil(1024))));
+    }
+    Ok(())
+}
+
+/// Parse a Function invocation's `event` (`{data}`) from its JSON text, as the shim hands it over
+/// (`JSON.stringify(event)`): bounded in size and depth before anything else is read.
+pub fn function_event_from_json(event_json: &[u8], now_ms: u64) -> Result<ContentChange, SyncError> {
+    check_size("event", event_json.len(), MAX_INPUT_BYTES)?;
+    let event = limits::parse_json("event", event_json, "the Function event (a JSON object with `data`)")?;
+    // Moved into the envelope, not copied (`json!` would serialise a copy of the whole document).
+    from_function_event(&Value::Object(Map::from_iter([("event".to_string(), event)])), now_ms)
+}
+
+/// Parse a Function invocation, `{context, event: {data}}` (the context is not needed). `now_ms` bounds how far
+/// in the future its revision time may be.
+pub fn from_function_event(envelope: &Value, now_ms: u64) -> Result<ContentChange, SyncError> {
     let root = Obj::root(envelope, "", "the Function event")?;
     let event = root.obj("event")?.ok_or_else(|| SyncError::expected("event", "an object with `data`", "nothing"))?;
     let data = match event.get("data") {
-        Some(Value::Object(map)) => map,
+        Some(Value::Object(map)) => Obj { map, path: "event.data.".into() },
         Some(other) => return Err(SyncError::expected("event.data", "the projected document (an object)", kind_of(other))),
         None => return Err(SyncError::expected("event.data", "the projected document (an object)", "nothing")),
     };
-    let data_obj = Obj { map: data, path: "event.data.".into() };
-    let operation = match data_obj.get("op") {
+    let operation = match data.get("op") {
         None => Operation::Unknown,
-        Some(Value::String(s)) => parse_operation(&data_obj.field("op"), s)?,
+        Some(Value::String(s)) => parse_operation(&data.field("op"), s)?,
         Some(other) => {
-            return Err(SyncError::expected(data_obj.field("op"), "`create`, `update`, `delete` or null", kind_of(other)))
+            return Err(SyncError::expected(data.field("op"), "`create`, `update`, `delete` or null", kind_of(other)))
         }
     };
-    build(&data_obj, operation, Source::Function, &Fallbacks::default())
-}
-
-/// What a webhook's headers supply when the body (the projection) lacks it.
-#[derive(Default)]
-struct Fallbacks<'a> {
-    id: Option<&'a str>,
-    rev: Option<&'a str>,
-    updated_at: Option<&'a str>,
-    idempotency_key: Option<&'a str>,
+    build(&data, operation, Source::Function, now_ms)
 }
 
 /// Headers with lower-case names, as a webhook delivery arrives.
@@ -48,6 +77,21 @@ pub type Headers = BTreeMap<String, String>;
 
 pub fn headers_from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Headers {
     pairs.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect()
+}
+
+/// A delivery's headers from their JSON text (`{"name": "value", …}`, as the shim hands them over), names
+/// lower-cased.
+pub fn headers_from_json(json: &[u8]) -> Result<Headers, SyncError> {
+    check_size("headers", json.len(), MAX_HEADERS_BYTES)?;
+    let value = limits::parse_json("headers", json, "the delivery's headers (a JSON object of strings)")?;
+    let obj = Obj::root(&value, "headers", "headers")?;
+    obj.map
+        .iter()
+        .map(|(name, value)| match value {
+            Value::String(v) => Ok((name.to_ascii_lowercase(), v.clone())),
+            other => Err(SyncError::expected(obj.field(name), "a string", kind_of(other))),
+        })
+        .collect()
 }
 
 /// Parse a GROQ-powered webhook delivery. The signature is verified over the raw bytes first: nothing of an
@@ -59,17 +103,15 @@ pub fn from_webhook(
     now_ms: u64,
     max_age_ms: u64,
 ) -> Result<ContentChange, SyncError> {
+    check_size("body", body.len(), MAX_INPUT_BYTES)?;
     let header = headers.get(WEBHOOK_SIGNATURE_HEADER).ok_or_else(|| {
         SyncError::expected(WEBHOOK_SIGNATURE_HEADER, "a signature header (set a secret on the webhook)", "no header")
     })?;
     signature::verify(WEBHOOK_SIGNATURE_HEADER, header, body, secret, now_ms, max_age_ms)?;
-    let text = std::str::from_utf8(body).map_err(|_| SyncError::expected("body", "UTF-8 JSON", "bytes that are not UTF-8"))?;
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        SyncError::expected("body", "a JSON object (the webhook projection)", format!("invalid JSON at line {} column {}", e.line(), e.column()))
-    })?;
+    let value = limits::parse_json("body", body, "a JSON object (the webhook projection)")?;
     let obj = Obj::root(&value, "body", "body")?;
-    // Headers are not covered by the signature: the signed body's `op` decides, a header may only agree with it,
-    // and a delete is never taken from a header alone (a replayed update must not become a delete).
+    // Only the signed body's `op` decides. A header may agree with it; a header `delete` without a signed `op`
+    // is refused (a replayed update must not become a delete); otherwise a header is not used.
     let header_op = headers.get("sanity-operation").map(|op| parse_operation("sanity-operation", op)).transpose()?;
     let body_op = obj.str_opt("op")?.map(|op| parse_operation(&obj.field("op"), op)).transpose()?;
     let operation = match (body_op, header_op) {
@@ -84,25 +126,16 @@ pub fn from_webhook(
                 "only the unsigned `sanity-operation` header",
             ));
         }
-        (None, Some(h)) => h,
-        (None, None) => Operation::Unknown,
+        (None, _) => Operation::Unknown,
     };
-    // Blank counts as absent: a whitespace-only `idempotency-key` or `sanity-transaction-id` (U+00A0, which HTTP
-    // does not trim) passed here, and every receiver then refused the payload (fuzz/event_webhook's invariant).
-    let header = |k: &str| headers.get(k).map(String::as_str).filter(|v| !v.trim().is_empty());
-    let fallbacks = Fallbacks {
-        id: header("sanity-document-id"),
-        // A Sanity document's `_rev` is the id of the transaction that last wrote it.
-        rev: header("sanity-transaction-id"),
-        updated_at: header("sanity-transaction-time"),
-        idempotency_key: header("idempotency-key"),
-    };
-    if let (Some(Value::String(body_id)), Some(header_id)) = (obj.get("_id"), fallbacks.id) {
-        if body_id != header_id {
+    let change = build(&obj, operation, Source::Webhook, now_ms)?;
+    // Blank counts as absent (U+00A0, which HTTP does not trim, is blank too).
+    if let Some(header_id) = headers.get("sanity-document-id").filter(|v| !v.trim().is_empty()) {
+        if *header_id != change.id {
             return Err(SyncError::bad_field("sanity-document-id", "names another document than the body's `_id`"));
         }
     }
-    build(&obj, operation, Source::Webhook, &fallbacks)
+    Ok(change)
 }
 
 fn parse_operation(field: &str, s: &str) -> Result<Operation, SyncError> {
@@ -114,29 +147,28 @@ fn parse_operation(field: &str, s: &str) -> Result<Operation, SyncError> {
     }
 }
 
-fn build(data: &Obj, operation: Operation, source: Source, fb: &Fallbacks) -> Result<ContentChange, SyncError> {
-    let text_or = |key: &str, fallback: Option<&str>, expected: &str| -> Result<String, SyncError> {
-        match (data.get(key), fallback) {
-            (Some(Value::String(s)), _) if !s.trim().is_empty() => Ok(s.clone()),
-            (None, Some(f)) => Ok(f.to_string()),
-            _ => data.str_req(key, expected).map(String::from),
+fn build(data: &Obj, operation: Operation, source: Source, now_ms: u64) -> Result<ContentChange, SyncError> {
+    // What to add where a field is missing: to the Function's blueprint projection, or to the webhook's.
+    let text = |key: &str, what: &str| -> Result<String, SyncError> {
+        if let Some(Value::String(s)) = data.get(key).filter(|v| v.as_str().is_some_and(|s| !s.trim().is_empty())) {
+            return Ok(s.clone());
         }
+        let hint = match (source, key) {
+            (Source::Function, "_id") => "a non-empty string".to_string(),
+            (Source::Function, _) => format!("project `{key}`"),
+            (Source::Webhook, _) => format!("project `{key}`: the webhook's projection must include {WEBHOOK_PROJECTION}"),
+        };
+        data.str_req(key, &format!("{what} ({hint})")).map(String::from)
     };
-    let id = text_or("_id", fb.id, "the document id (a non-empty string)")?;
+    let id = text("_id", "the document id")?;
     if id.len() > 256 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(SyncError::expected(data.field("_id"), "a Sanity document id (no spaces, at most 256 characters)", "another value"));
     }
-    let doc_type = text_or("_type", None, "the document type (project `_type`)")?;
-    let rev = text_or("_rev", fb.rev, "the document revision (project `_rev`)")?;
-    let updated_at = text_or("_updatedAt", fb.updated_at, "an RFC 3339 time (project `_updatedAt`)")?;
-    if rfc3339_ms(&updated_at).is_none() {
-        return Err(SyncError::expected(data.field("_updatedAt"), "an RFC 3339 UTC time such as 2026-11-27T10:00:00Z", "another value"));
-    }
+    let doc_type = text("_type", "the document type")?;
+    let rev = text("_rev", "the document revision")?;
+    let updated_at = text("_updatedAt", "an RFC 3339 time")?;
+    limits::revision_ms(&data.field("_updatedAt"), &updated_at, now_ms)?;
     let op = if operation == Operation::Delete { Op::Delete } else { Op::Upsert };
-    let idempotency_key = match fb.idempotency_key {
-        Some(k) => k.to_string(),
-        None => ContentChange::derive_idempotency_key(op, &id, &rev),
-    };
     let mut rest: Map<String, Value> = data.map.clone();
     for key in CONTROL_FIELDS {
         rest.remove(key);
@@ -159,11 +191,11 @@ fn build(data: &Obj, operation: Operation, source: Source, fb: &Fallbacks) -> Re
             Some(other) => return Err(SyncError::expected(data.field("market"), "a string or a list of strings", kind_of(other))),
         },
         data: rest,
+        idempotency_key: ContentChange::derive_idempotency_key(op, &id, &rev),
         id,
         doc_type,
         rev,
         updated_at,
-        idempotency_key,
     })
 }
 
@@ -192,18 +224,26 @@ mod tests {
     use crate::change::IdKind;
     use serde_json::json;
 
-    pub fn page(extra: Value) -> Value {
+    const NOW: u64 = 1_800_000_000_000;
+    const SECRET: &str = "webhook-secret";
+
+    /// A Function event (`{data}`) as the shim hands it over: JSON text.
+    pub fn page(extra: Value) -> Vec<u8> {
         let mut data = json!({"_id":"page-1","_type":"page","_rev":"r1","_updatedAt":"2026-11-27T10:00:00Z",
             "title":"Hello","slug":"hello","op":"update","previousSlug":"hi","cacheTags":["page:page-1"]});
         for (k, v) in extra.as_object().unwrap() {
             data[k] = v.clone();
         }
-        json!({"context": {"local": true}, "event": {"data": data}})
+        json!({"data": data}).to_string().into_bytes()
+    }
+
+    fn function(extra: Value) -> Result<ContentChange, SyncError> {
+        function_event_from_json(&page(extra), NOW)
     }
 
     #[test]
     fn function_event_update_with_rename() {
-        let c = from_function_event(&page(json!({}))).unwrap();
+        let c = function(json!({})).unwrap();
         assert_eq!((c.op, c.operation, c.source), (Op::Upsert, Operation::Update, Source::Function));
         assert_eq!((c.id.as_str(), c.doc_type.as_str(), c.rev.as_str()), ("page-1", "page", "r1"));
         assert_eq!(c.slug.as_deref(), Some("hello"));
@@ -216,18 +256,42 @@ mod tests {
 
     #[test]
     fn function_event_delete_and_null_op() {
-        let c = from_function_event(&page(json!({"op":"delete"}))).unwrap();
+        let c = function(json!({"op":"delete"})).unwrap();
         assert_eq!((c.op, c.operation), (Op::Delete, Operation::Delete));
         assert_eq!(c.idempotency_key, "delete:page-1:r1");
-        let c = from_function_event(&page(json!({"op":null, "slug": {"current":"x"}, "previousSlug": null}))).unwrap();
+        let c = function(json!({"op":null, "slug": {"current":"x"}, "previousSlug": null})).unwrap();
         assert_eq!((c.op, c.operation), (Op::Upsert, Operation::Unknown));
         assert_eq!((c.slug.as_deref(), c.previous_slug), (Some("x"), None));
     }
 
     #[test]
     fn draft_and_version_ids_are_recognised() {
-        assert_eq!(from_function_event(&page(json!({"_id":"drafts.page-1"}))).unwrap().id_kind(), IdKind::Draft);
-        assert_eq!(from_function_event(&page(json!({"_id":"versions.r1.page-1"}))).unwrap().id_kind(), IdKind::Version);
+        assert_eq!(function(json!({"_id":"drafts.page-1"})).unwrap().id_kind(), IdKind::Draft);
+        assert_eq!(function(json!({"_id":"versions.r1.page-1"})).unwrap().id_kind(), IdKind::Version);
+    }
+
+    #[test]
+    fn function_event_crosses_as_text_bounded_in_depth_size_and_future_skew() {
+        // 10,000 levels deep trapped the wasm module when the event crossed as a JS object tree.
+        let deep = format!(r#"{{"data":{{"_id":"a","_type":"t","_rev":"r","_updatedAt":"2026-11-27T10:00:00Z","x":{}{}}}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        let e = function_event_from_json(deep.as_bytes(), NOW).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("event"));
+        assert!(e.message.contains("nested at most 128 levels deep"), "{}", e.message);
+        let big = format!(r#"{{"data":{{"pad":"{}"}}}}"#, "x".repeat(MAX_INPUT_BYTES));
+        let e = function_event_from_json(big.as_bytes(), NOW).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("event"));
+        assert!(e.message.contains("expected at most 4096 KiB"), "{}", e.message);
+        // A revision time in 2099 would rank above every later real edit: refused.
+        let e = function(json!({"_updatedAt": "2099-01-01T00:00:00Z"})).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("event.data._updatedAt"));
+        assert!(e.message.contains("at most 120 s ahead"), "{}", e.message);
+        let within = crate::limits::MAX_FUTURE_SKEW_MS;
+        let soon = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(NOW + within)).to_string();
+        assert!(function(json!({"_updatedAt": soon})).is_ok(), "clock skew within the bound is fine");
+        // Integers up to 64 bits are carried exactly (JavaScript numbers cannot hold 2^63 + 1).
+        let c = function(json!({"views": 9_223_372_036_854_775_809u64, "neg": -9_223_372_036_854_775_807i64})).unwrap();
+        assert_eq!(serde_json::to_string(&c.data["views"]).unwrap(), "9223372036854775809");
+        assert_eq!(serde_json::to_string(&c.data["neg"]).unwrap(), "-9223372036854775807");
     }
 
     fn signed(body: &str, extra: &[(&str, &str)]) -> Headers {
@@ -235,27 +299,54 @@ mod tests {
         h.insert(WEBHOOK_SIGNATURE_HEADER.into(), signature::sign(body.as_bytes(), NOW, SECRET));
         h
     }
-    const NOW: u64 = 1_800_000_000_000;
-    const SECRET: &str = "webhook-secret";
+
+    fn webhook(body: &str, extra: &[(&str, &str)]) -> Result<ContentChange, SyncError> {
+        from_webhook(&signed(body, extra), body.as_bytes(), SECRET, NOW + 10, 300_000)
+    }
 
     #[test]
-    fn webhook_delivery_uses_headers_for_what_the_body_lacks() {
-        let body = r#"{"_id":"article-9","_type":"article","slug":{"current":"new"},"previousSlug":"old"}"#;
-        let h = signed(
-            body,
-            &[
-                ("Sanity-Operation", "update"),
-                ("sanity-document-id", "article-9"),
-                ("sanity-transaction-id", "tx42"),
-                ("sanity-transaction-time", "2026-11-27T10:00:01.123Z"),
-                ("idempotency-key", "idem-1"),
-            ],
-        );
-        let c = from_webhook(&h, body.as_bytes(), SECRET, NOW + 10, 300_000).unwrap();
+    fn webhook_delivery_is_read_from_the_signed_body() {
+        let body = r#"{"_id":"article-9","_type":"article","_rev":"tx41","_updatedAt":"2026-11-27T10:00:00Z","op":"update",
+            "slug":{"current":"new"},"previousSlug":"old"}"#;
+        let c = webhook(body, &[("Sanity-Operation", "update"), ("sanity-document-id", "article-9")]).unwrap();
         assert_eq!((c.source, c.operation), (Source::Webhook, Operation::Update));
-        assert_eq!((c.rev.as_str(), c.updated_at.as_str()), ("tx42", "2026-11-27T10:00:01.123Z"));
-        assert_eq!(c.idempotency_key, "idem-1");
+        assert_eq!((c.rev.as_str(), c.updated_at.as_str()), ("tx41", "2026-11-27T10:00:00Z"));
+        assert_eq!(c.idempotency_key, "upsert:article-9:tx41");
         assert_eq!((c.slug.as_deref(), c.previous_slug.as_deref()), (Some("new"), Some("old")));
+    }
+
+    #[test]
+    fn unsigned_headers_decide_nothing() {
+        // A captured delivery replayed with new headers: another id, a revision in 2099, another key. Before, a
+        // body without `_id`/`_rev`/`_updatedAt` took them from these headers.
+        let hostile = [
+            ("sanity-document-id", "victim"),
+            ("sanity-transaction-id", "tx-forged"),
+            ("sanity-transaction-time", "2099-01-01T00:00:00Z"),
+            ("idempotency-key", "forged-key"),
+            ("sanity-operation", "update"),
+        ];
+        let bare = r#"{"_type":"article","title":"x"}"#;
+        let e = webhook(bare, &hostile).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("body._id"));
+        assert!(e.message.contains("_id, _type, _rev, _updatedAt"), "names the projection to add: {}", e.message);
+        for missing in ["_rev", "_updatedAt"] {
+            let mut doc = json!({"_id":"victim","_type":"article","_rev":"r1","_updatedAt":"2026-11-27T10:00:00Z"});
+            doc.as_object_mut().unwrap().remove(missing);
+            let body = doc.to_string();
+            let e = webhook(&body, &hostile).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(format!("body.{missing}").as_str()), "{}", e.message);
+            assert!(e.message.contains(&format!("project `{missing}`")), "{}", e.message);
+        }
+        // With a full body, only the body counts: the transaction headers and the key are not read.
+        let body = r#"{"_id":"victim","_type":"article","_rev":"r1","_updatedAt":"2026-11-27T10:00:00Z"}"#;
+        let c = webhook(body, &hostile).unwrap();
+        assert_eq!((c.rev.as_str(), c.updated_at.as_str()), ("r1", "2026-11-27T10:00:00Z"));
+        assert_eq!(c.idempotency_key, "upsert:victim:r1", "derived from the signed body, not the header");
+        assert_eq!(c.operation, Operation::Unknown, "an unsigned operation is not taken");
+        // A revision time far in the future is refused even when signed.
+        let future = r#"{"_id":"a","_type":"t","_rev":"r","_updatedAt":"2099-01-01T00:00:00Z"}"#;
+        assert_eq!(webhook(future, &[]).unwrap_err().field.as_deref(), Some("body._updatedAt"));
     }
 
     #[test]
@@ -273,21 +364,31 @@ mod tests {
     #[test]
     fn an_unsigned_header_cannot_turn_a_signed_update_into_a_delete() {
         let body = r#"{"_id":"a","_type":"t","_rev":"r","_updatedAt":"2026-11-27T10:00:00Z"}"#;
-        let e = from_webhook(&signed(body, &[("sanity-operation", "delete")]), body.as_bytes(), SECRET, NOW, 300_000).unwrap_err();
+        let e = webhook(body, &[("sanity-operation", "delete")]).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("body.op"));
         let with_op = r#"{"_id":"a","_type":"t","_rev":"r","_updatedAt":"2026-11-27T10:00:00Z","op":"update"}"#;
-        let e = from_webhook(&signed(with_op, &[("sanity-operation", "delete")]), with_op.as_bytes(), SECRET, NOW, 300_000).unwrap_err();
+        let e = webhook(with_op, &[("sanity-operation", "delete")]).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("sanity-operation"));
         let del = r#"{"_id":"a","_type":"t","_rev":"r","_updatedAt":"2026-11-27T10:00:00Z","op":"delete"}"#;
-        let c = from_webhook(&signed(del, &[("sanity-operation", "delete")]), del.as_bytes(), SECRET, NOW, 300_000).unwrap();
-        assert_eq!(c.op, Op::Delete);
+        let c = webhook(del, &[("sanity-operation", "delete")]).unwrap();
+        assert_eq!((c.op, c.idempotency_key.as_str()), (Op::Delete, "delete:a:r"));
     }
 
     #[test]
     fn webhook_id_header_must_agree_with_body() {
         let body = r#"{"_id":"a","_type":"t","_rev":"r","_updatedAt":"2026-11-27T10:00:00Z"}"#;
-        let h = signed(body, &[("sanity-document-id", "b")]);
-        let e = from_webhook(&h, body.as_bytes(), SECRET, NOW, 300_000).unwrap_err();
+        let e = webhook(body, &[("sanity-document-id", "b")]).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("sanity-document-id"));
+        assert!(webhook(body, &[("sanity-document-id", "\u{a0}")]).is_ok(), "a blank header is absent");
+    }
+
+    #[test]
+    fn headers_cross_as_json_text() {
+        let h = headers_from_json(br#"{"Sanity-Operation":"update","x":"1"}"#).unwrap();
+        assert_eq!(h.get("sanity-operation").map(String::as_str), Some("update"));
+        assert_eq!(headers_from_json(br#"{"a":1}"#).unwrap_err().field.as_deref(), Some("headers.a"));
+        assert_eq!(headers_from_json(b"[]").unwrap_err().field.as_deref(), Some("headers"));
+        let huge = format!(r#"{{"a":"{}"}}"#, "x".repeat(MAX_HEADERS_BYTES));
+        assert!(headers_from_json(huge.as_bytes()).unwrap_err().message.contains("at most 64 KiB"));
     }
 }

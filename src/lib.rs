@@ -1,14 +1,16 @@
 //! sanity-fly-sync core: Sanity content changes → every Fly Machine, with rolling restarts when needed.
 //!
-//! Flow, one module per step: `event` (inputs) → `change` (one content change) → `plan` (targets, Machines,
-//! restart rule) → `protocol` (the signed payload and the ack) → `engine` (requests, retries, rolling restart,
-//! sans-IO) → `report`. `config` reads the environment; `signature` is Sanity's webhook scheme.
+//! Flow, one module per step: `entry` (the Function and webhook ways in) → `event` (inputs) → `change` (one
+//! content change) → `plan` (targets, Machines, restart rule) → `protocol` (the signed payload and the ack) →
+//! `engine` (requests, retries, rolling restart, sans-IO) → `report`. `config` reads the environment;
+//! `signature` is Sanity's webhook scheme; `limits` bounds every input; `routes` renders and checks routes.
 //! No I/O and no clock anywhere in this crate: time comes in as an argument.
 
 pub mod catch_up;
 pub mod change;
 pub mod config;
 pub mod engine;
+pub mod entry;
 pub mod error;
 pub mod event;
 pub mod fly_api;
@@ -27,7 +29,6 @@ pub mod roll;
 pub mod routes;
 pub mod run;
 pub mod signature;
-pub mod start;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

@@ -120,7 +120,7 @@ mod tests {
     }
 
     fn change(id: &str, doc_type: &str, market: Value) -> ContentChange {
-        from_function_event(&json!({"event":{"data":{"_id":id,"_type":doc_type,"_rev":"r","_updatedAt":"2026-11-27T10:00:00Z","market":market}}}))
+        from_function_event(&json!({"event":{"data":{"_id":id,"_type":doc_type,"_rev":"r","_updatedAt":"2026-11-27T10:00:00Z","market":market}}}), 1_800_000_000_000)
             .unwrap()
     }
 

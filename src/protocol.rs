@@ -173,7 +173,7 @@ mod tests {
         for (k, v) in data.as_object().unwrap() {
             base[k] = v.clone();
         }
-        from_function_event(&json!({"event":{"data":base}})).unwrap()
+        from_function_event(&json!({"event":{"data":base}}), 1_800_000_000_000).unwrap()
     }
 
     #[test]

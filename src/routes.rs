@@ -4,10 +4,10 @@
 use crate::error::SyncError;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-/// Everything but RFC 3986 unreserved characters is escaped in a placeholder's value…
+/// Everything but RFC 3986 unreserved characters is escaped in a placeholder's value, so a value (a slug, a
+/// locale, an id: content an editor typed) fills at most one path segment: `/`, `?`, `#`, `%`, `\\`, spaces and
+/// control characters are all encoded. A nested slug `docs/intro` renders `docs%2Fintro`.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-/// …except that a slug may span segments (`docs/getting-started`).
-const SLUG: &AsciiSet = &SEGMENT.remove(b'/');
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Var {
@@ -73,33 +73,41 @@ impl RouteTemplate {
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));
         }
-        Ok(RouteTemplate { parts })
+        let template = RouteTemplate { parts };
+        // The template's own text must keep every route on the app's origin (no `//`, dot segments, spaces).
+        let sample = RouteVars { slug: Some("x"), id: "x", doc_type: "x", locale: Some("x"), market: Some("x") };
+        if template.render(&sample).is_none() {
+            return Err(SyncError::expected(field, expected, "a path that is not on the app's own origin (`//`, a dot segment, a space or a control character)"));
+        }
+        Ok(template)
     }
 
-    /// The route for these values, or `None` when a placeholder has no value (a page without a locale is not
-    /// at `/{locale}/…`).
+    /// The route for these values, or `None` when a placeholder has no usable value: none at all (a page
+    /// without a locale is not at `/{locale}/…`), empty once surrounding `/` are trimmed, or only dots (`..`
+    /// would climb out of the route; `%2e%2e` is a dot segment to URL parsers too). Every route returned passes
+    /// `is_same_origin_path`.
     pub fn render(&self, vars: &RouteVars) -> Option<String> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
                 Part::Var(var) => {
-                    let (value, set) = match var {
-                        Var::Slug => (vars.slug?, SLUG),
-                        Var::Id => (vars.id, SEGMENT),
-                        Var::Type => (vars.doc_type, SEGMENT),
-                        Var::Locale => (vars.locale?, SEGMENT),
-                        Var::Market => (vars.market?, SEGMENT),
+                    let value = match var {
+                        Var::Slug => vars.slug?,
+                        Var::Id => vars.id,
+                        Var::Type => vars.doc_type,
+                        Var::Locale => vars.locale?,
+                        Var::Market => vars.market?,
                     };
                     let value = value.trim_matches('/');
-                    if value.is_empty() {
+                    if value.bytes().all(|b| b == b'.') {
                         return None;
                     }
-                    out.extend(utf8_percent_encode(value, set));
+                    out.extend(utf8_percent_encode(value, SEGMENT));
                 }
             }
         }
-        Some(out)
+        is_same_origin_path(&out).then_some(out)
     }
 }
 
@@ -140,7 +148,7 @@ mod tests {
     fn renders_placeholders_with_escaping() {
         let t = RouteTemplate::parse("r", "/{locale}/blog/{slug}").unwrap();
         assert_eq!(t.render(&vars(Some("héllo world"), Some("en-US"))).unwrap(), "/en-US/blog/h%C3%A9llo%20world");
-        assert_eq!(t.render(&vars(Some("docs/intro"), Some("de"))).unwrap(), "/de/blog/docs/intro");
+        assert_eq!(t.render(&vars(Some("docs/intro"), Some("de"))).unwrap(), "/de/blog/docs%2Fintro", "one segment");
         assert_eq!(t.render(&vars(Some("/x/"), Some("de"))).unwrap(), "/de/blog/x");
         let by_id = RouteTemplate::parse("r", "/{type}/{id}").unwrap();
         assert_eq!(by_id.render(&vars(None, None)).unwrap(), "/article/article-1");
@@ -155,12 +163,54 @@ mod tests {
     }
 
     #[test]
+    fn a_value_from_content_fills_exactly_one_segment() {
+        // An editor's slug `../../admin` used to render `/blog/../../admin`; CRLF and absolute URLs passed too.
+        let hostile = [
+            "../../admin", "..", ".", "...", "/../", "%2e%2e", "%2E%2e/admin", "a/../../b", "https://evil.example/x",
+            "//evil.example", "a\r\nset-cookie: x=1", "a\tb", "a\u{0}b", "\\evil", "a?b#c", "a b", "ü/ß", "\u{202e}x",
+        ];
+        let templates = ["/blog/{slug}", "/{locale}/blog/{slug}", "/{market}/{type}/{id}", "/p/{id}", "/{locale}{market}/x"];
+        for template in templates {
+            let t = RouteTemplate::parse("r", template).unwrap();
+            for value in hostile {
+                let all = RouteVars { slug: Some(value), id: value, doc_type: value, locale: Some(value), market: Some(value) };
+                let mixed = RouteVars { slug: Some(value), id: "a-1", doc_type: "page", locale: Some("en"), market: Some(value) };
+                for vars in [all, mixed] {
+                    if let Some(route) = t.render(&vars) {
+                        assert!(is_same_origin_path(&route), "{template} with {value:?} rendered {route:?}");
+                        let segments = template.matches('/').count();
+                        assert_eq!(route.matches('/').count(), segments, "{template} with {value:?} rendered {route:?}");
+                    }
+                }
+            }
+        }
+        let blog = RouteTemplate::parse("r", "/blog/{slug}").unwrap();
+        let slug = |s: &'static str| blog.render(&vars(Some(s), None));
+        assert_eq!(slug("../../admin").as_deref(), Some("/blog/..%2F..%2Fadmin"));
+        assert_eq!(slug("a\r\nb").as_deref(), Some("/blog/a%0D%0Ab"));
+        assert_eq!(slug("https://evil.example/x").as_deref(), Some("/blog/https%3A%2F%2Fevil.example%2Fx"));
+        assert_eq!(slug("%2e%2e").as_deref(), Some("/blog/%252e%252e"), "a literal % is encoded, never decoded");
+        for dots in ["..", ".", "...", "/../"] {
+            assert_eq!(slug(dots), None, "{dots:?} renders no route");
+        }
+        // Two placeholders in one segment cannot make a dot segment either: each value holds a non-dot.
+        let joined = RouteTemplate::parse("r", "/{locale}{market}/x").unwrap();
+        let vars = RouteVars { slug: None, id: "a", doc_type: "t", locale: Some("a."), market: Some(".b") };
+        assert_eq!(joined.render(&vars).as_deref(), Some("/a..b/x"));
+        let vars = RouteVars { locale: Some("."), market: Some("."), ..vars };
+        assert_eq!(joined.render(&vars), None, "`.` + `.` would be `..`");
+    }
+
+    #[test]
     fn bad_templates_are_named() {
         for (text, got) in [
             ("blog/{slug}", "does not start"),
             ("/blog/{slug", "without its `}`"),
             ("/blog/slug}", "without its `{`"),
             ("/blog/{title}", "{title}"),
+            ("//evil.example/{slug}", "not on the app's own origin"),
+            ("/blog/../{slug}", "not on the app's own origin"),
+            ("/blog/{slug} x", "not on the app's own origin"),
         ] {
             let e = RouteTemplate::parse("routes.article[0]", text).unwrap_err();
             assert!(e.message.starts_with("`routes.article[0]`: expected a path"), "{}", e.message);

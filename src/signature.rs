@@ -41,25 +41,30 @@ pub fn sign(body: &[u8], timestamp_ms: u64, secret: &str) -> String {
 }
 
 /// Parse a signature header. `field` names the header in errors.
+///
+/// Exactly what `@sanity/webhook` accepts: it re-encodes the header from the timestamp it parsed and compares
+/// the strings, so only the canonical form `t=<decimal without leading zeros>,v1=<base64url, no padding>`
+/// passes there — no spaces, no second separator, no `t=0…`. We refuse the same headers, each with its reason.
 pub fn parse_header(field: &str, value: &str) -> Result<SignatureHeader, SyncError> {
     const SHAPE: &str = "`t=<unix milliseconds>,v1=<base64url signature>`";
-    let value = value.trim();
-    if value.is_empty() {
+    if value.trim().is_empty() {
         return Err(SyncError::expected(field, SHAPE, "an empty value"));
+    }
+    if value.trim() != value {
+        return Err(SyncError::expected(field, SHAPE, "surrounding whitespace"));
     }
     let (t_part, v_part) = value
         .split_once(',')
         .ok_or_else(|| SyncError::expected(field, SHAPE, "no `,` between the timestamp and the signature"))?;
-    let t = t_part
-        .trim()
-        .strip_prefix("t=")
-        .ok_or_else(|| SyncError::expected(field, SHAPE, "no `t=` timestamp first"))?;
+    let t = t_part.strip_prefix("t=").ok_or_else(|| SyncError::expected(field, SHAPE, "no `t=` timestamp first"))?;
     let v = v_part
-        .trim()
         .strip_prefix("v1=")
-        .ok_or_else(|| SyncError::expected(field, SHAPE, "no `v1=` signature after the timestamp"))?;
+        .ok_or_else(|| SyncError::expected(field, SHAPE, "no `v1=` signature right after the `,`"))?;
     if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
         return Err(SyncError::expected(field, "a timestamp of decimal digits", "other characters"));
+    }
+    if t.len() > 1 && t.starts_with('0') {
+        return Err(SyncError::expected(field, "a timestamp without leading zeros (as @sanity/webhook writes it)", "a leading zero"));
     }
     let timestamp_ms: u64 =
         t.parse().map_err(|_| SyncError::expected(field, "a timestamp that fits in 64 bits", "a longer number"))?;
@@ -198,6 +203,16 @@ mod tests {
             ("t=1700000000000,v1=abc", "32-byte"),
             ("t=1700000000000,v1=***", "base64url"),
             (&format!("t=1700000000000,v1={sig},v1={sig}"), "exactly one"),
+            // What @sanity/webhook refuses (it compares against the header it would write), we refuse too.
+            (&format!("t=01700000000000,v1={sig}"), "a leading zero"),
+            (&format!("t=1700000000000, v1={sig}"), "right after the `,`"),
+            (&format!("t=1700000000000 ,v1={sig}"), "decimal digits"),
+            (&format!("t=1700000000000 v1={sig}"), "no `,`"),
+            (&format!("t=1700000000000,,v1={sig}"), "right after the `,`"),
+            (&format!(" t=1700000000000,v1={sig}"), "surrounding whitespace"),
+            (&format!("t=1700000000000,v1={sig}\u{a0}"), "surrounding whitespace"),
+            (&format!("t=1700000000000,v1={sig}="), "base64url"),
+            (&format!("t=1700000000000,v1={}d", &sig[..42]), "base64url"),
         ];
         for (header, fragment) in cases {
             let e = parse_header(H, header).unwrap_err();

@@ -1,14 +1,16 @@
-//! The wasm boundary: the engine exposed to JavaScript, nothing else. Values cross as plain JS objects
-//! (serde-wasm-bindgen, JSON-compatible); their TypeScript types are generated from the Rust types into
-//! `pkg/types/`. Errors cross as `Rejection` objects (`{stage, class, field?, message, httpStatus}`).
+//! The wasm boundary: the engine exposed to JavaScript, nothing else. Untrusted inputs cross as JSON text or raw
+//! bytes (the Function event, a webhook's headers and body), parsed in Rust with bounded depth and size, so no
+//! input can exhaust the module's stack. Other values cross as plain JS objects (serde-wasm-bindgen,
+//! JSON-compatible); their TypeScript types are generated from the Rust types into `pkg/types/`. Errors cross
+//! as `Rejection` objects (`{stage, class, field?, message, httpStatus}`).
 
 use crate::config::Env;
 use crate::engine::Engine;
-use crate::event::Headers;
+use crate::event::{self, Headers};
 use crate::http::Response;
 use crate::catch_up::{CatchUp, CatchUpOptions};
 use crate::receiver::{Receiver, ReceiverOptions};
-use crate::start::{self, StartError};
+use crate::entry::{self, StartError};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
@@ -33,21 +35,20 @@ pub struct SyncEngine {
 
 #[wasm_bindgen]
 impl SyncEngine {
-    /// `env`: the Function's environment; `event`: the handler's `event` (`{data}`).
+    /// `env`: the Function's environment (an object of strings); `event_json`: the handler's `event` (`{data}`)
+    /// as JSON text (`JSON.stringify(event)`).
     #[wasm_bindgen(js_name = fromFunctionEvent)]
-    pub fn from_function_event(env: JsValue, event: JsValue, now_ms: f64, seed: f64) -> Result<SyncEngine, JsValue> {
+    pub fn from_function_event(env: JsValue, event_json: &str, now_ms: f64, seed: f64) -> Result<SyncEngine, JsValue> {
         let env: Env = from_js(env, "env")?;
-        let event: serde_json::Value = from_js(event, "event")?;
-        let envelope = serde_json::json!({ "event": event });
-        start::from_function(&env, &envelope, now_ms as u64, seed as u64).map(|inner| SyncEngine { inner }).map_err(start_error)
+        entry::from_function(&env, event_json.as_bytes(), now_ms as u64, seed as u64).map(|inner| SyncEngine { inner }).map_err(start_error)
     }
 
-    /// `headers`: the delivery's headers as an object; `body`: its raw bytes, unparsed.
+    /// `headers_json`: the delivery's headers as JSON text (`{"name": "value", …}`); `body`: its raw bytes, unparsed.
     #[wasm_bindgen(js_name = fromWebhook)]
-    pub fn from_webhook(env: JsValue, headers: JsValue, body: &[u8], now_ms: f64, seed: f64) -> Result<SyncEngine, JsValue> {
+    pub fn from_webhook(env: JsValue, headers_json: &str, body: &[u8], now_ms: f64, seed: f64) -> Result<SyncEngine, JsValue> {
         let env: Env = from_js(env, "env")?;
-        let headers: Headers = from_js(headers, "headers")?;
-        start::from_webhook(&env, &headers, body, now_ms as u64, seed as u64).map(|inner| SyncEngine { inner }).map_err(start_error)
+        let headers = event::headers_from_json(headers_json.as_bytes()).map_err(|e| start_error(StartError::Input(e)))?;
+        entry::from_webhook(&env, &headers, body, now_ms as u64, seed as u64).map(|inner| SyncEngine { inner }).map_err(start_error)
     }
 
     /// The next action: `{type: "send", requests}`, `{type: "wait", untilMs}` or `{type: "done", report}`.

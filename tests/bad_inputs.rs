@@ -9,7 +9,7 @@ use sanity_fly_sync::config::Env;
 use sanity_fly_sync::error::{ErrorClass, SyncError};
 use sanity_fly_sync::event::Headers;
 use sanity_fly_sync::receiver::{Receiver, ReceiverOptions, Step};
-use sanity_fly_sync::start::{self, StartError};
+use sanity_fly_sync::entry::{self, StartError};
 use sanity_fly_sync::signature;
 use serde_json::Value;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -44,8 +44,13 @@ fn run(case: &Value) -> Result<(), (Option<&'static str>, SyncError)> {
     };
     match case["input"].as_str().unwrap() {
         "function_event" => {
-            let envelope = serde_json::json!({"event": case["event"]});
-            start::from_function(&env, &envelope, NOW, 1).map(drop).map_err(staged)
+            // As the shim hands it over: the handler's `event` as JSON text (`eventText`: exactly these bytes).
+            let text = match case.get("eventText").and_then(Value::as_str) {
+                Some(text) => text.to_string(),
+                None => case["event"].to_string(),
+            };
+            let now = case["nowMs"].as_u64().unwrap_or(NOW);
+            entry::from_function(&env, text.as_bytes(), now, 1).map(drop).map_err(staged)
         }
         "webhook" => {
             let body = body_of(case);
@@ -55,7 +60,7 @@ fn run(case: &Value) -> Result<(), (Option<&'static str>, SyncError)> {
                 headers.insert("sanity-webhook-signature".into(), header);
             }
             let now = case["nowMs"].as_u64().unwrap_or(NOW);
-            start::from_webhook(&env, &headers, &body, now, 1).map(drop).map_err(staged)
+            entry::from_webhook(&env, &headers, &body, now, 1).map(drop).map_err(staged)
         }
         "receiver_request" => {
             let body = body_of(case);

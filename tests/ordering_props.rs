@@ -27,7 +27,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::Config as ProptestConfig;
 use sanity_fly_sync::config::{Config, Target};
-use sanity_fly_sync::event::{self, Headers};
+use sanity_fly_sync::event::{self, rfc3339_ms, Headers};
 use sanity_fly_sync::http::Response;
 use sanity_fly_sync::protocol::{self, SIGNATURE_HEADER};
 use sanity_fly_sync::receiver::{Receiver, ReceiverOptions, Step};
@@ -128,7 +128,9 @@ fn history(plans: &[DocPlan], target: &Target) -> Vec<Event> {
                 "_id": doc_id(doc), "_type": doc_type, "_rev": rev, "_updatedAt": updated_at, "op": op,
                 "title": format!("{doc_type} {doc} at {rev}"), "slug": slug, "previousSlug": previous, "language": "en",
             }}});
-            let change = event::from_function_event(&envelope).expect("the history's events are valid");
+            // The Function runs right after the commit: its clock reads the revision time.
+            let now = rfc3339_ms(&updated_at).expect("an RFC 3339 time");
+            let change = event::from_function_event(&envelope, now).expect("the history's events are valid");
             let body = protocol::payload_body(&change, target);
             events.push(Event::new(doc, n, op == "delete", body, change.idempotency_key.clone()));
             live = if op == "delete" { None } else { Some((slug, rev, updated_at)) };
@@ -408,7 +410,7 @@ proptest! {
 
 fn payload(op: &str, rev: &str, at: &str) -> String {
     let data = json!({"_id": "doc-x", "_type": "page", "_rev": rev, "_updatedAt": at, "op": op, "slug": "x", "title": rev});
-    let change = event::from_function_event(&json!({"event": {"data": data}})).unwrap();
+    let change = event::from_function_event(&json!({"event": {"data": data}}), rfc3339_ms(at).unwrap()).unwrap();
     protocol::payload_body(&change, &target())
 }
 
@@ -610,7 +612,7 @@ fn renames(steps: &[(&str, Option<&str>, Option<&str>, u64)]) -> Vec<Event> {
             }
             let data = json!({"_id": "doc-0", "_type": "article", "_rev": rev, "_updatedAt": at, "op": op, "slug": slug,
                 "previousSlug": previous, "language": "en"});
-            let change = event::from_function_event(&json!({"event": {"data": data}})).unwrap();
+            let change = event::from_function_event(&json!({"event": {"data": data}}), rfc3339_ms(&at).unwrap()).unwrap();
             let body = protocol::payload_body(&change, &target);
             Event::new(0, n, op == "delete", body, change.idempotency_key)
         })

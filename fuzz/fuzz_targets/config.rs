@@ -3,16 +3,16 @@
 //! nothing), then `NAME=value` lines that set or override variables, then optionally a NUL byte and the
 //! `FLY_SYNC_CONFIG` JSON document (the rest of the input).
 //! Invariants: no panic; every error is bad input that names its field and never holds a secret from the
-//! environment; an accepted configuration is within its documented bounds, its `Debug` shows no secret, and an
-//! engine built from it logs no secret in its first requests.
+//! environment; `FLY_SYNC_CONFIG` next to a per-target simple variable is always refused; an accepted
+//! configuration is within its documented bounds, holds its secrets exactly as given, its `Debug` shows no
+//! secret, and an engine built from it logs no secret in its first requests.
 #![no_main]
 
 mod common;
 
 use libfuzzer_sys::fuzz_target;
 use sanity_fly_sync::config::{Config, Env};
-use sanity_fly_sync::start;
-use serde_json::json;
+use sanity_fly_sync::entry;
 
 const WORKER_TOKEN: &str = "fm2_fuzz-worker-Zt3mB6qPx1";
 
@@ -29,8 +29,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut env = Env::new();
     if flags & 1 == 1 {
+        // The base is the simple form unless a JSON document follows (the two forms do not mix).
+        if json.is_none() {
+            env.insert("FLY_APP_NAME".into(), "web".into());
+        }
         for (k, v) in [
-            ("FLY_APP_NAME", "web".to_string()),
             ("FLY_API_TOKEN", format!("FlyV1 {}", common::API_TOKEN)),
             ("FLY_WORKER_TOKEN", WORKER_TOKEN.to_string()),
             ("FLY_SYNC_SECRET", common::SYNC_SECRET.to_string()),
@@ -72,6 +75,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
 
+    let set = |k: &str| env.get(k).is_some_and(|v| !v.trim().is_empty());
+    let simple = ["FLY_APP_NAME", "FLY_SYNC_TYPES", "FLY_SYNC_ROUTES", "FLY_SYNC_PATH", "FLY_SYNC_FAN_OUT", "FLY_RESTART_TYPES",
+        "FLY_RESTART_ON_REQUEST", "FLY_MAX_UNAVAILABLE", "FLY_API_URL", "FLY_APP_URL", "FLY_SYNC_INCLUDE_DRAFTS",
+        "FLY_SYNC_INCLUDE_VERSIONS", "FLY_RESTART_TIMEOUT_MS"];
+    let mixed = set("FLY_SYNC_CONFIG") && simple.iter().any(|k| set(k));
     match Config::from_env(&env) {
         Err(e) => {
             common::assert_input_error(&e);
@@ -79,6 +87,11 @@ fuzz_target!(|data: &[u8]| {
             common::assert_no_secret(e.field.as_deref().unwrap_or_default(), &secrets);
         }
         Ok(config) => {
+            assert!(!mixed, "FLY_SYNC_CONFIG and a simple variable were accepted together");
+            assert_eq!(Some(config.sync_secret.expose()), env.get("FLY_SYNC_SECRET").map(String::as_str), "the secret as given");
+            if let Some(s) = &config.webhook_secret {
+                assert_eq!(Some(s.expose()), env.get("SANITY_WEBHOOK_SECRET").map(String::as_str), "the secret as given");
+            }
             assert!((1_000..=900_000).contains(&config.budget_ms));
             assert!((100..=120_000).contains(&config.request_timeout_ms));
             assert!((1_000..=86_400_000).contains(&config.max_age_ms));
@@ -96,9 +109,9 @@ fuzz_target!(|data: &[u8]| {
             }
             common::assert_no_secret(&format!("{config:?}"), &secrets);
             // An engine from this configuration: its first requests' log lines hold no secret.
-            let envelope = json!({"event": {"data": {"_id": "article-1", "_type": "article", "_rev": "r1",
-                "_updatedAt": "2026-11-27T10:00:00Z", "slug": "hello", "previousSlug": "hi", "locale": "en", "market": "us", "op": "update"}}});
-            if let Ok(mut engine) = start::from_function(&env, &envelope, common::NOW, 1) {
+            let event = br#"{"data": {"_id": "article-1", "_type": "article", "_rev": "r1", "_updatedAt": "2026-11-27T10:00:00Z",
+                "slug": "hello", "previousSlug": "hi", "locale": "en", "market": "us", "op": "update"}}"#;
+            if let Ok(mut engine) = entry::from_function(&env, event, common::NOW, 1) {
                 if let sanity_fly_sync::engine::Action::Send { requests } = engine.poll(common::NOW) {
                     for r in requests {
                         common::assert_no_secret(&serde_json::to_string(&r.log).unwrap(), &secrets);

@@ -1,19 +1,20 @@
-//! A Sanity Function invocation (`{context, event: {data}}`) as JSON bytes → `event::from_function_event`, and the
-//! whole Function entry (`start::from_function`, the engine's first step).
-//! Invariants: no panic; errors are bad input naming their field; an accepted change has a valid id and instant,
-//! its payload is accepted by a receiver, and nothing logged holds a secret.
+//! A Sanity Function event as the shim hands it over — the handler's `event` (`{data}`) as JSON text, any bytes
+//! at all — → `event::function_event_from_json`, and the whole Function entry (`entry::from_function`, the
+//! engine's first step).
+//! Invariants: no panic (deep nesting, huge numbers, odd keys, non-UTF-8 bytes are clear errors or carried
+//! as they are); errors are bad input naming their field; an accepted change has a valid id and an instant no
+//! further ahead than the skew bound, its payload is accepted by a receiver and its routes are same-origin
+//! paths, and nothing logged holds a secret.
 #![no_main]
 
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use sanity_fly_sync::start::{self, StartError};
+use sanity_fly_sync::entry::{self, StartError};
 use sanity_fly_sync::event;
-use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(envelope) = serde_json::from_slice::<Value>(data) else { return };
-    let parsed = event::from_function_event(&envelope);
+    let parsed = event::function_event_from_json(data, common::NOW);
     match &parsed {
         Err(e) => common::assert_input_error(e),
         Ok(change) => {
@@ -21,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
             common::receiver_accepts(change);
         }
     }
-    match start::from_function(common::env(), &envelope, common::NOW, 1) {
+    match entry::from_function(common::env(), data, common::NOW, 1) {
         Ok(engine) => {
             assert!(parsed.is_ok(), "the entry accepts what the parser refused");
             common::first_step(engine);

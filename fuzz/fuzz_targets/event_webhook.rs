@@ -1,9 +1,10 @@
-//! A GROQ-powered webhook delivery: headers and raw body → `event::from_webhook` and `start::from_webhook`.
+//! A GROQ-powered webhook delivery: headers and raw body → `event::from_webhook` and `entry::from_webhook`.
 //! Input: one flag byte (bit 0: the harness signs the body with the webhook secret, so the body parser is
 //! reached; otherwise only the fuzzed headers sign it), then `name: value` header lines, an empty line, the body.
 //! Invariants: no panic; errors are bad input naming their field and never holding the secret; an unsigned body
-//! is never accepted; a signed one never fails on its signature; an accepted change's payload is accepted by a
-//! receiver; the entry answers 401 exactly for signature errors, 400 for the others.
+//! is never accepted; a signed one never fails on its signature; an accepted change comes from the signed body
+//! alone (its id, revision, time and idempotency key are the body's, whatever the headers say) and its payload
+//! is accepted by a receiver; the entry answers 401 exactly for signature errors, 400 for the others.
 #![no_main]
 
 mod common;
@@ -11,7 +12,8 @@ mod common;
 use libfuzzer_sys::fuzz_target;
 use sanity_fly_sync::event::{self, Headers, WEBHOOK_SIGNATURE_HEADER};
 use sanity_fly_sync::signature;
-use sanity_fly_sync::start::{self, StartError};
+use sanity_fly_sync::entry::{self, StartError};
+use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else { return };
@@ -34,13 +36,17 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(change) => {
             assert!(signed, "an unsigned delivery was accepted");
+            let doc: Value = serde_json::from_slice(body).expect("an accepted body is JSON");
+            for (field, got) in [("_id", &change.id), ("_rev", &change.rev), ("_updatedAt", &change.updated_at)] {
+                assert_eq!(doc.get(field).and_then(Value::as_str), Some(got.as_str()), "{field} comes from the signed body");
+            }
             common::check_change(change);
             common::receiver_accepts(change);
         }
     }
     // The entry, with header names in whatever case they came.
     let mixed: Headers = if signed { headers.clone() } else { pairs.into_iter().collect() };
-    match start::from_webhook(common::env(), &mixed, body, common::NOW, 1) {
+    match entry::from_webhook(common::env(), &mixed, body, common::NOW, 1) {
         Ok(engine) => {
             assert!(parsed.is_ok(), "the entry accepts what the parser refused");
             common::first_step(engine);

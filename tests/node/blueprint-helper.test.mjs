@@ -55,7 +55,8 @@ test('filter and projection (groq-js, delta mode): published documents of the na
 
 test('the core reads the env the helper writes: routes per type, and a template it refuses is named', () => {
   const secrets = {FLY_API_TOKEN: 'fm2_test', FLY_SYNC_SECRET: 'helper-secret-0123456789', FLY_API_URL: 'http://127.0.0.1:9', FLY_APP_URL: 'http://127.0.0.1:9'}
-  const event = {data: {_id: 'page-1', _type: 'page', _rev: 'r1', _updatedAt: '2026-11-27T10:00:00Z', slug: 'about', locale: 'de', op: 'create'}}
+  // The handler's event as the shim hands it to the core: JSON text.
+  const event = JSON.stringify({data: {_id: 'page-1', _type: 'page', _rev: 'r1', _updatedAt: '2026-11-27T10:00:00Z', slug: 'about', locale: 'de', op: 'create'}})
   const engine = SyncEngine.fromFunctionEvent({...team().env, ...secrets}, event, Date.now(), 1)
   const list = engine.poll(Date.now())
   assert.equal(list.requests[0].url, 'http://127.0.0.1:9/v1/apps/my-fly-app/machines')

@@ -67,8 +67,9 @@ function envFor(fleet, extra = {}) {
   }
 }
 
-// Published just now: a change whose type needs a restart is owed by the Machines started before it.
-const event = (type) => ({data: {_id: `${type}-1`, _type: type, _rev: 'r1', _updatedAt: new Date().toISOString(), op: 'update', slug: 'hello'}})
+// The handler's `event` as the shim hands it to the core (JSON text), published just now: a change whose type
+// needs a restart is owed by the Machines started before it.
+const event = (type) => JSON.stringify({data: {_id: `${type}-1`, _type: type, _rev: 'r1', _updatedAt: new Date().toISOString(), op: 'update', slug: 'hello'}})
 
 test('engine → local Fly: every started Machine gets the push through the proxy; every API request validates', async () => {
   const received = []

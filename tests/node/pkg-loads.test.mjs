@@ -16,7 +16,8 @@ const env = {
   FLY_API_URL: 'http://127.0.0.1:9',
   FLY_APP_URL: 'http://127.0.0.1:9',
 }
-const event = {data: {_id: 'page-1', _type: 'page', _rev: 'r1', _updatedAt: '2026-11-27T10:00:00Z', op: 'update'}}
+// The handler's `event` crosses as JSON text (function.ts: `JSON.stringify(event)`).
+const event = JSON.stringify({data: {_id: 'page-1', _type: 'page', _rev: 'r1', _updatedAt: '2026-11-27T10:00:00Z', op: 'update'}})
 
 function cargoVersion() {
   const toml = readFileSync(new URL('../../Cargo.toml', import.meta.url), 'utf8')
@@ -63,7 +64,7 @@ test('a Function event becomes a list request; answers and failures are fed back
 
 test('bad input crosses as a Rejection object naming the field', () => {
   assert.throws(
-    () => SyncEngine.fromFunctionEvent(env, {data: {_id: 42}}, 1_800_000_000_000, 7),
+    () => SyncEngine.fromFunctionEvent(env, JSON.stringify({data: {_id: 42}}), 1_800_000_000_000, 7),
     (e) => e.stage === 'input' && e.class === 'bad_input' && e.field === 'event.data._id' && e.httpStatus === 400 && /expected the document id/.test(e.message),
   )
   assert.throws(

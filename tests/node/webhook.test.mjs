@@ -1,9 +1,10 @@
 // The GROQ-webhook entry (createWebhookHandler) behind the node:http adapter in examples/webhook-server.mjs,
-// against a loopback stand-in for the Machines API and the app: what a bad delivery gets back, and that a good
-// one (even delivered twice) reaches every started Machine.
+// against a loopback stand-in for the Machines API and the app: what a bad delivery gets back, that the signed
+// body alone decides what changes (headers are not signed), that signature headers are read exactly as
+// @sanity/webhook reads them, and that a good delivery (even delivered twice) reaches every started Machine.
 import {after, before, beforeEach, describe, test} from 'node:test'
 import assert from 'node:assert/strict'
-import {encodeSignatureHeader} from '@sanity/webhook'
+import {encodeSignatureHeader, isValidSignature} from '@sanity/webhook'
 import {createWebhookServer} from '../../examples/webhook-server.mjs'
 import {APP, startFlyStandIn} from './support/fly-stand-in.mjs'
 import {assertOnePushPerStartedMachine} from './support/assert-sync.mjs'
@@ -23,12 +24,14 @@ async function close(server) {
   await new Promise((resolve) => server.close(resolve))
 }
 
+// What the webhook's projection carries: `{..., _id, _type, _rev, _updatedAt, "op": delta::operation()}`.
 const delivery = (extra = {}) =>
   JSON.stringify({
     _id: 'article-7',
     _type: 'article',
     _rev: 'tx-1',
     _updatedAt: '2026-11-27T10:00:00Z',
+    op: 'update',
     title: 'Hi',
     slug: {current: 'hi'},
     ...extra,
@@ -154,26 +157,118 @@ describe('webhook entry through the node:http adapter', () => {
     assert.equal(r.json.status, 'ok')
     const [push] = await assertOnePushPerStartedMachine(standIn)
     assert.equal(push.op, 'upsert')
-    assert.equal(push.operation, 'update', 'from the sanity-operation header')
+    assert.equal(push.operation, 'update', "the signed body's op (the header only agrees with it)")
     assert.equal(push.id, 'article-7')
-    assert.equal(push.idempotencyKey, 'idem-article-7-tx-1', "the delivery's idempotency-key")
+    assert.equal(push.idempotencyKey, 'upsert:article-7:tx-1', 'derived from the signed body: op, id, rev')
     assert.deepEqual(push.routes.current, ['/blog/hi'])
     assert.equal(push.document.title, 'Hi')
   })
 
-  test('the same delivery twice (same idempotency-key): both 200, every push carries that key', async () => {
+  test('the same delivery twice, even with another idempotency-key header: both 200, every push carries one key', async () => {
     const body = delivery({_rev: 'tx-2'})
-    const headers = {'sanity-operation': 'update', 'idempotency-key': 'idem-article-7-tx-2'}
-    const first = await post(body, {...headers, 'sanity-webhook-signature': await sign(body)})
-    const second = await post(body, {...headers, 'sanity-webhook-signature': await sign(body)})
+    const first = await post(body, {'idempotency-key': 'idem-1', 'sanity-webhook-signature': await sign(body)})
+    const second = await post(body, {'idempotency-key': 'idem-2', 'sanity-webhook-signature': await sign(body)})
     assert.equal(first.status, 200, JSON.stringify(first.json))
     assert.equal(second.status, 200, JSON.stringify(second.json))
     const syncs = standIn.syncs()
     assert.equal(syncs.length, 4, 'two Machines, twice: the receivers dedupe, not the sender')
     for (const s of syncs) {
-      assert.equal(s.headers['idempotency-key'], 'idem-article-7-tx-2')
-      assert.equal(s.body.idempotencyKey, 'idem-article-7-tx-2')
+      assert.equal(s.headers['idempotency-key'], 'upsert:article-7:tx-2')
+      assert.equal(s.body.idempotencyKey, 'upsert:article-7:tx-2')
       assert.equal(s.body.rev, 'tx-2')
+    }
+  })
+
+  test('a captured delivery replayed with forged headers cannot pick the document, its revision or its key', async () => {
+    // Sanity signs the body, not the headers. Before, a signed body without `_id`/`_updatedAt` took them from
+    // these headers: a replay inside the age window deleted another document with a revision time in 2099.
+    const forged = {
+      'sanity-operation': 'update',
+      'sanity-document-id': 'victim',
+      'sanity-transaction-id': 'tx-forged',
+      'sanity-transaction-time': '2099-01-01T00:00:00Z',
+      'idempotency-key': 'forged-key',
+    }
+    const bare = JSON.stringify({_type: 'article', title: 'Hi'})
+    const r = await post(bare, {...forged, 'sanity-webhook-signature': await sign(bare)})
+    await assertRejected(r, 400, 'body._id', /_id, _type, _rev, _updatedAt/)
+    for (const missing of ['_rev', '_updatedAt']) {
+      const doc = JSON.parse(delivery({_id: 'victim'}))
+      delete doc[missing]
+      const body = JSON.stringify(doc)
+      const r = await post(body, {...forged, 'sanity-webhook-signature': await sign(body)})
+      await assertRejected(r, 400, `body.${missing}`, new RegExp(`project \`${missing}\``))
+    }
+    // A header naming another document than the signed body is refused, naming the header.
+    const body = delivery()
+    const other = await post(body, {...forged, 'sanity-webhook-signature': await sign(body)})
+    await assertRejected(other, 400, 'sanity-document-id', /another document than the body's `_id`/)
+    // With agreeing ids, the rest of the forged headers change nothing: the body's revision, time and key.
+    const ok = await post(body, {...forged, 'sanity-document-id': 'article-7', 'sanity-webhook-signature': await sign(body)})
+    assert.equal(ok.status, 200, JSON.stringify(ok.json))
+    for (const s of standIn.syncs()) {
+      assert.deepEqual([s.body.rev, s.body.updatedAt, s.body.idempotencyKey], ['tx-1', '2026-11-27T10:00:00Z', 'upsert:article-7:tx-1'])
+    }
+  })
+
+  test('a signed revision time more than 120 s ahead: 400, nothing sent', async () => {
+    const body = delivery({_updatedAt: new Date(Date.now() + 86_400_000).toISOString()})
+    const r = await post(body, {'sanity-webhook-signature': await sign(body)})
+    await assertRejected(r, 400, 'body._updatedAt', /at most 120 s ahead of this clock/)
+  })
+
+  test('a signed body nested 10,000 deep: 400 naming `body`; the next delivery syncs', async () => {
+    const deep = `{"_id":"article-7","x":${'['.repeat(10_000)}${']'.repeat(10_000)}}`
+    const r = await post(deep, {'sanity-webhook-signature': await sign(deep)})
+    await assertRejected(r, 400, 'body', /nested at most 128 levels deep/)
+    const body = delivery()
+    const good = await post(body, {'sanity-webhook-signature': await sign(body)})
+    assert.equal(good.status, 200, JSON.stringify(good.json))
+    assert.equal(good.json.status, 'ok')
+    assert.deepEqual(standIn.syncs().map((s) => s.body.id), ['article-7', 'article-7'], 'both started Machines')
+  })
+
+  test('signature headers: accepted exactly when @sanity/webhook accepts them', async () => {
+    const body = delivery()
+    const at = Date.now()
+    const good = await sign(body, {at})
+    const [, mac] = good.split(',v1=')
+    const flipped = mac.slice(0, -1) + String.fromCharCode(mac.charCodeAt(mac.length - 1) + 1) // same bytes if trailing bits were ignored
+    const variants = {
+      canonical: good,
+      'leading zero': `t=0${at},v1=${mac}`,
+      'space after the comma': `t=${at}, v1=${mac}`,
+      'space instead of the comma': `t=${at} v1=${mac}`,
+      'two commas': `t=${at},,v1=${mac}`,
+      'trailing no-break space': `${good}\u00a0`,
+      'base64 padding': `${good}=`,
+      'non-canonical last character': `t=${at},v1=${flipped}`,
+      'two signatures': `${good},v1=${mac}`,
+      'upper-case T': `T=${at},v1=${mac}`,
+    }
+    for (const [name, header] of Object.entries(variants)) {
+      standIn.reset()
+      const theirs = await isValidSignature(body, header, SANITY_WEBHOOK_SECRET)
+      const r = await post(body, {'sanity-webhook-signature': header})
+      const ours = r.status !== 401
+      assert.equal(ours, theirs, `${name} (${JSON.stringify(header)}): @sanity/webhook ${theirs ? 'accepts' : 'refuses'}, we answered ${r.status} ${JSON.stringify(r.json)}`)
+      if (!theirs) assert.equal(r.json.field, 'sanity-webhook-signature', name)
+    }
+    assert.equal(await isValidSignature(body, good, SANITY_WEBHOOK_SECRET), true, 'the canonical header is the control')
+  })
+
+  test('SANITY_WEBHOOK_SECRET with surrounding whitespace: 500 naming it, even for a delivery signed with it', async () => {
+    // Before, the entry trimmed the secret while @sanity/webhook and the receivers use it as given: a delivery
+    // signed with the padded secret got 401, a confusing answer for a configuration mistake.
+    const padded = createWebhookServer({...env, SANITY_WEBHOOK_SECRET: ` ${SANITY_WEBHOOK_SECRET}\n`}, {log: () => {}})
+    try {
+      const body = delivery()
+      const signature = await sign(body, {secret: ` ${SANITY_WEBHOOK_SECRET}\n`})
+      const r = await post(body, {'sanity-webhook-signature': signature}, await listen(padded))
+      await assertRejected(r, 500, 'SANITY_WEBHOOK_SECRET', /no surrounding whitespace/)
+      assert.ok(!r.json.error.includes(SANITY_WEBHOOK_SECRET), 'the secret is not echoed')
+    } finally {
+      await close(padded)
     }
   })
 })

@@ -389,6 +389,12 @@ pub fn env(extra: &[(&str, &str)]) -> Env {
     for (k, v) in extra {
         env.insert(k.to_string(), v.to_string());
     }
+    // The JSON form names its own apps and URLs; mixing it with the simple form is a configuration error.
+    if env.contains_key("FLY_SYNC_CONFIG") {
+        for simple in ["FLY_APP_NAME", "FLY_API_URL", "FLY_APP_URL"] {
+            env.remove(simple);
+        }
+    }
     env
 }
 
@@ -398,7 +404,7 @@ pub fn change(doc_type: &str, extra: Value) -> ContentChange {
     for (k, v) in extra.as_object().unwrap() {
         data[k] = v.clone();
     }
-    event::from_function_event(&json!({"context": {}, "event": {"data": data}})).unwrap()
+    event::from_function_event(&json!({"context": {}, "event": {"data": data}}), T0).unwrap()
 }
 
 #[derive(Debug)]

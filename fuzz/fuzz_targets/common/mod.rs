@@ -2,7 +2,7 @@
 //! every input (errors name their field, never carry a secret; what the Function accepts, the receiver accepts).
 #![allow(dead_code)]
 
-use sanity_fly_sync::change::{ContentChange, Source};
+use sanity_fly_sync::change::ContentChange;
 use sanity_fly_sync::config::{Config, Env, Target};
 use sanity_fly_sync::engine::Action;
 use sanity_fly_sync::error::{ErrorClass, SyncError};
@@ -84,8 +84,12 @@ pub fn check_change(c: &ContentChange) {
     assert!(!c.doc_type.trim().is_empty(), "type: {:?}", c.doc_type);
     assert!(rfc3339_ms(&c.updated_at).is_some(), "updatedAt parses: {:?}", c.updated_at);
     assert!(!c.data.contains_key("op") && !c.data.contains_key("previousSlug"), "control fields removed");
-    if c.source == Source::Function {
-        assert_eq!(c.idempotency_key, ContentChange::derive_idempotency_key(c.op, &c.id, &c.rev));
+    let at = rfc3339_ms(&c.updated_at).unwrap_or(u64::MAX);
+    assert!(at <= NOW + sanity_fly_sync::limits::MAX_FUTURE_SKEW_MS, "updatedAt too far ahead: {:?}", c.updated_at);
+    // Both entries derive the key from what was signed or projected, never from a header.
+    assert_eq!(c.idempotency_key, ContentChange::derive_idempotency_key(c.op, &c.id, &c.rev));
+    for route in protocol::routes(c, target()).invalidate {
+        assert!(sanity_fly_sync::routes::is_same_origin_path(&route), "rendered route {route:?}");
     }
 }
 

@@ -1,12 +1,13 @@
-//! The two entry points, one core: a Sanity Function invocation and a GROQ-powered webhook delivery both
+//! The entry: the two ways in, one core. A Sanity Function invocation and a GROQ-powered webhook delivery both
 //! become a configured `Engine` — or an error that says whether the configuration or the input is at fault.
+//! Inputs arrive as text and bytes (the event's JSON, the delivery's raw body), never as a JavaScript object
+//! tree, so their size and depth are bounded here, in Rust, before anything is built from them.
 
 use crate::config::{Config, Env};
 use crate::engine::Engine;
 use crate::error::SyncError;
 use crate::event::{self, Headers};
 use serde::Serialize;
-use serde_json::Value;
 
 /// Why no run could start. The webhook entry answers a configuration error with 500 (fix the deployment)
 /// and an input error with 4xx (Sanity must not retry it).
@@ -53,10 +54,10 @@ pub struct Rejection {
     pub http_status: u16,
 }
 
-/// A Function invocation: `envelope` is `{event: {data}}` (the context is not needed).
-pub fn from_function(env: &Env, envelope: &Value, now_ms: u64, seed: u64) -> Result<Engine, StartError> {
+/// A Function invocation: `event_json` is the handler's `event` (`{data}`) as JSON text.
+pub fn from_function(env: &Env, event_json: &[u8], now_ms: u64, seed: u64) -> Result<Engine, StartError> {
     let config = Config::from_env(env).map_err(StartError::Config)?;
-    let change = event::from_function_event(envelope).map_err(StartError::Input)?;
+    let change = event::function_event_from_json(event_json, now_ms).map_err(StartError::Input)?;
     Ok(Engine::new(config, change, now_ms, seed))
 }
 
@@ -102,5 +103,20 @@ mod tests {
         no_secret.remove("SANITY_WEBHOOK_SECRET");
         let e = from_webhook(&no_secret, &signed("whsec"), body, now, 1).err().unwrap();
         assert_eq!((e.webhook_status(), e.rejection().stage), (500, "config"));
+        // A padded secret is a configuration error (500), whichever secret the delivery was signed with.
+        let mut padded = webhook_env();
+        padded.insert("SANITY_WEBHOOK_SECRET".into(), "whsec\n".into());
+        let e = from_webhook(&padded, &signed("whsec\n"), body, now, 1).err().unwrap();
+        assert_eq!((e.webhook_status(), e.error().field.as_deref()), (500, Some("SANITY_WEBHOOK_SECRET")));
+    }
+
+    #[test]
+    fn the_machines_api_url_as_fly_writes_it_lists_at_v1_once() {
+        let mut env = webhook_env();
+        env.insert("FLY_API_URL".into(), "https://api.machines.dev/v1/".into());
+        let event = br#"{"data":{"_id":"a","_type":"t","_rev":"r","_updatedAt":"2026-11-27T10:00:00Z"}}"#;
+        let mut engine = from_function(&env, event, 1_800_000_000_000, 1).unwrap();
+        let crate::engine::Action::Send { requests } = engine.poll(1_800_000_000_000) else { panic!("a list request first") };
+        assert_eq!(requests[0].url, "https://api.machines.dev/v1/apps/web/machines");
     }
 }
