@@ -132,10 +132,31 @@ function eventText(event: unknown): string {
 }
 
 /**
- * The Sanity document Function. Throws when the sync did not fully succeed, so Sanity records a failure. The
- * report is also returned: production ignores it, `functions test` prints it as the Response.
+ * Hand a roll the core left unfinished to the Function it names (`report.resumeWith`), where the runtime can
+ * invoke one (`context.invoke`); elsewhere the intent recorded on the Machines waits for the next run.
  */
-export async function handler({event}: Parameters<DocumentEventHandler>[0]): Promise<Report> {
+async function continueRoll(report: Report, context: {invoke?: (name: string, data?: Record<string, unknown>) => Promise<unknown>} | undefined) {
+  const next = report.resumeWith
+  if (!next) return
+  if (typeof context?.invoke !== 'function') {
+    jsonLines({action: 'resume', function: next.function, invoked: false, why: 'this runtime offers no context.invoke: the next run finishes the roll'})
+    return
+  }
+  try {
+    await context.invoke(next.function, next.data)
+    jsonLines({action: 'resume', function: next.function, invoked: true})
+  } catch (error) {
+    const why = error instanceof Error ? error.message : String(error)
+    jsonLines({action: 'resume', function: next.function, invoked: false, why: `${why}: the next run finishes the roll`})
+  }
+}
+
+/**
+ * The Sanity Function: a document's change (the document Function), or a roll to finish (the resume Function,
+ * the same file). Throws when the sync did not fully succeed, so Sanity records a failure. The report is also
+ * returned: production ignores it, `functions test` prints it as the Response.
+ */
+export async function handler({context, event}: Parameters<DocumentEventHandler>[0]): Promise<Report> {
   loadWasm()
   let engine: SyncEngine
   try {
@@ -148,6 +169,7 @@ export async function handler({event}: Parameters<DocumentEventHandler>[0]): Pro
     throw new Error(`sanity-fly-sync: ${e.stage} error: ${e.message}`)
   }
   const report = await runEngine(engine)
+  await continueRoll(report, context)
   if (!report.ok) {
     throw Object.assign(new Error(`sanity-fly-sync: sync ${report.status} (the report above says where and why)`), {report})
   }

@@ -11,7 +11,7 @@
 // points at the prebuilt Function inside the installed package (one ESM file, the wasm inlined), so the CLI neither
 // transpiles nor installs anything. Secrets never go here: `sanity functions env add <name> FLY_API_TOKEN …`.
 // This repository's own sanity.blueprint.ts is built with it too.
-import {defineDocumentFunction} from '@sanity/blueprints'
+import {defineDocumentFunction, definePubSubFunction} from '@sanity/blueprints'
 
 export const DEFAULT_NAME = 'fly-sync'
 /** Where npm puts the prebuilt Function, relative to the blueprint's folder (override with `src`). */
@@ -162,8 +162,31 @@ export function flySyncFunction(options: FlySyncFunctionOptions) {
       ...(routes ? {FLY_SYNC_ROUTES: routes} : {}),
       ...(restartTypes.length ? {FLY_RESTART_TYPES: restartTypes.join(',')} : {}),
       FLY_SYNC_BUDGET_MS: String((timeout - BUDGET_HEADROOM_SECONDS) * 1000),
+      // The Function a run hands an unfinished roll to (flySyncResumeFunction below).
+      FLY_SYNC_RESUME_FUNCTION: resumeName(name),
       ...env,
     },
+  })
+}
+
+const resumeName = (name: string) => `${name}-resume`
+
+/**
+ * The resume Function: the same prebuilt code and configuration as `flySyncFunction(options)`, invoked by a run
+ * that had to leave a rolling restart unfinished (its time ran out), so the roll goes on without waiting for the
+ * next edit. Add it beside the other with the same options (and the same secrets, `functions env add <name>-resume`).
+ * Without it nothing is lost: what each Machine still owes is recorded on it, and the next run finishes it.
+ */
+export function flySyncResumeFunction(options: FlySyncFunctionOptions) {
+  const main = flySyncFunction(options)
+  return definePubSubFunction({
+    name: resumeName(main.name),
+    displayName: 'Finish a rolling restart on Fly Machines',
+    src: main.src,
+    runtime: main.runtime,
+    timeout: main.timeout,
+    memory: main.memory,
+    env: main.env,
   })
 }
 

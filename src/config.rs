@@ -13,6 +13,7 @@
 use crate::error::SyncError;
 use crate::fly_token::FlyToken;
 use crate::json_read::{str_list, Obj};
+use crate::roll::MaxUnavailable;
 use crate::routes::RouteTemplate;
 use crate::signature::DEFAULT_MAX_AGE_MS;
 use serde_json::{Map, Value};
@@ -21,6 +22,8 @@ use std::fmt;
 
 pub const DEFAULT_SYNC_PATH: &str = "/internal/content-sync";
 pub const DEFAULT_MACHINES_API_URL: &str = "https://api.machines.dev";
+/// The resume Function's name in the blueprint (`definePubSubFunction`; `sanity-fly-sync/blueprint` makes it).
+pub const DEFAULT_RESUME_FUNCTION: &str = "fly-sync-resume";
 pub const DEFAULT_BUDGET_MS: u64 = 25_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_RESTART_TIMEOUT_MS: u64 = 60_000;
@@ -79,6 +82,8 @@ pub struct Config {
     pub max_age_ms: u64,
     /// Plan and report, but send nothing that changes anything.
     pub dry_run: bool,
+    /// The Function a run invokes to finish a roll it could not (`None`: wait for the next run instead).
+    pub resume_function: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +130,8 @@ pub struct Target {
     pub fan_out: FanOut,
     pub regions: Option<RegionRule>,
     pub restart: RestartRule,
-    pub max_unavailable: usize,
+    /// How many Machines may be down at once during a roll: a count, or a fraction of each region.
+    pub max_unavailable: MaxUnavailable,
     pub machines_api_url: String,
     pub app_url: String,
     pub include_drafts: bool,
@@ -173,7 +179,8 @@ const TARGET_VARS: [(&str, &str, Kind); 13] = [
 
 /// Run-wide variables, read with either form: each sets (and overrides) a top-level key of the JSON form.
 /// They are the knobs people turn while debugging, so they win over the document.
-const GLOBAL_VARS: [(&str, &str, Kind); 4] = [
+const GLOBAL_VARS: [(&str, &str, Kind); 5] = [
+    ("FLY_SYNC_RESUME_FUNCTION", "resumeFunction", Kind::Text),
     ("FLY_SYNC_BUDGET_MS", "budgetMs", Kind::Number),
     ("FLY_SYNC_REQUEST_TIMEOUT_MS", "requestTimeoutMs", Kind::Number),
     ("FLY_SYNC_MAX_AGE_SECONDS", "maxAgeSeconds", Kind::Number),
@@ -309,6 +316,11 @@ impl Config {
             request_timeout_ms: run.request_timeout_ms.unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
             max_age_ms: run.max_age_s.map(|s| s * 1000).unwrap_or(DEFAULT_MAX_AGE_MS),
             dry_run: run.dry_run.unwrap_or(false),
+            resume_function: match run.resume_function {
+                None => Some(DEFAULT_RESUME_FUNCTION.to_string()),
+                Some(name) if name == "none" => None,
+                Some(name) => Some(name),
+            },
         })
     }
 }
@@ -319,12 +331,13 @@ struct RunSettings {
     request_timeout_ms: Option<u64>,
     max_age_s: Option<u64>,
     dry_run: Option<bool>,
+    resume_function: Option<String>,
 }
 
 /// The one reader of the JSON form: its targets and run-wide settings, every range checked here.
 fn read_document(doc: &Value, env: &Env) -> Result<(Vec<Target>, RunSettings), SyncError> {
     let root = Obj::root(doc, "FLY_SYNC_CONFIG", "FLY_SYNC_CONFIG")?;
-    root.deny_unknown(&["version", "targets", "budgetMs", "requestTimeoutMs", "maxAgeSeconds", "dryRun"])?;
+    root.deny_unknown(&["version", "targets", "budgetMs", "requestTimeoutMs", "maxAgeSeconds", "dryRun", "resumeFunction"])?;
     root.u64_opt("version", 1, 1)?;
     let list = match root.get("targets") {
         Some(Value::Array(items)) if !items.is_empty() => items,
@@ -346,8 +359,19 @@ fn read_document(doc: &Value, env: &Env) -> Result<(Vec<Target>, RunSettings), S
         request_timeout_ms: root.u64_opt("requestTimeoutMs", 100, 120_000)?,
         max_age_s: root.u64_opt("maxAgeSeconds", 1, 86_400)?,
         dry_run: root.bool_opt("dryRun")?,
+        resume_function: root.str_opt("resumeFunction")?.map(|name| function_name(&root.field("resumeFunction"), name)).transpose()?,
     };
     Ok((targets, run))
+}
+
+/// A Sanity Function's name as a blueprint declares it (letters, digits, `-`, `_`), or `none`.
+fn function_name(field: &str, name: &str) -> Result<String, SyncError> {
+    let ok = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(SyncError::expected(field, "a Function name from the blueprint (letters, digits, `-`), or `none`", "another value"))
+    }
 }
 
 fn token_from_env(env: &Env, var: &str, field: &str) -> Result<FlyToken, SyncError> {
@@ -431,6 +455,32 @@ const TARGET_KEYS: &[&str] = &[
     "machinesApiUrl", "appUrl", "includeDrafts", "includeVersions", "restartTimeoutMs",
 ];
 
+/// `maxUnavailable`: a count (1 to 1000), or a fraction of each region's Machines as a number between 0 and 1
+/// (`0.33`) or a percentage (`"33%"`), as flyctl's rolling strategy takes either.
+fn max_unavailable(obj: &Obj) -> Result<MaxUnavailable, SyncError> {
+    const EXPECTED: &str = "a whole number from 1 to 1000, or a fraction such as 0.33 or \"33%\"";
+    let fraction = |f: f64| (f > 0.0 && f < 1.0).then_some(MaxUnavailable::Fraction(f));
+    let parsed = match obj.get("maxUnavailable") {
+        None => return Ok(MaxUnavailable::Count(1)),
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(c), _) if (1..=1000).contains(&c) => Some(MaxUnavailable::Count(c as usize)),
+            (None, Some(f)) => fraction(f),
+            _ => None,
+        },
+        Some(Value::String(s)) => match s.trim().strip_suffix('%') {
+            Some(p) => p.trim().parse::<f64>().ok().and_then(|p| fraction(p / 100.0)),
+            None => s.trim().parse::<f64>().ok().and_then(fraction),
+        },
+        Some(_) => None,
+    };
+    let got = match obj.get("maxUnavailable") {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(other) => crate::error::kind_of(other).to_string(),
+        None => "nothing".into(),
+    };
+    parsed.ok_or_else(|| SyncError::expected(obj.field("maxUnavailable"), EXPECTED, got))
+}
+
 fn target_from_json(obj: &Obj, env: &Env) -> Result<Target, SyncError> {
     obj.deny_unknown(TARGET_KEYS)?;
     let app = app_name(&obj.field("app"), obj.str_req("app", "a Fly app name")?)?;
@@ -489,7 +539,7 @@ fn target_from_json(obj: &Obj, env: &Env) -> Result<Target, SyncError> {
         },
         regions,
         restart,
-        max_unavailable: obj.u64_opt("maxUnavailable", 1, 1000)?.unwrap_or(1) as usize,
+        max_unavailable: max_unavailable(obj)?,
         machines_api_url: obj
             .str_opt("machinesApiUrl")?
             .map(|u| machines_api_url(&obj.field("machinesApiUrl"), u))
@@ -527,7 +577,7 @@ pub(crate) mod tests {
         assert_eq!(t.machines_api_url, "https://api.machines.dev");
         assert_eq!(t.sync_path, "/internal/content-sync");
         assert_eq!(t.fan_out, FanOut::Every);
-        assert_eq!(t.max_unavailable, 1);
+        assert_eq!(t.max_unavailable, MaxUnavailable::Count(1));
         assert!(t.restart.on_request && t.restart.types.is_empty());
         assert!(!c.dry_run && c.budget_ms == DEFAULT_BUDGET_MS && c.max_age_ms == 300_000);
         assert!(t.accepts_type("anything"));
@@ -554,7 +604,7 @@ pub(crate) mod tests {
         assert_eq!(t.types, ["article", "page"]);
         assert_eq!(t.routes["article"].len(), 2);
         assert_eq!(t.restart, RestartRule { types: vec!["siteSettings".into()], on_request: false });
-        assert_eq!(t.max_unavailable, 2);
+        assert_eq!(t.max_unavailable, MaxUnavailable::Count(2));
         assert_eq!(t.machines_api_url, "http://127.0.0.1:4280");
         assert!(c.dry_run);
         assert_eq!(c.budget_ms, 8000);
@@ -617,6 +667,24 @@ pub(crate) mod tests {
         let full = Config::from_env(&env(&[("FLY_SYNC_CONFIG", json), ("FLY_API_TOKEN", "fm2_abc"), ("FLY_SYNC_SECRET", SECRET)])).unwrap();
         assert_eq!(format!("{:?}", simple.targets), format!("{:?}", full.targets));
         assert_eq!(simple.targets[0].routes["article"].len(), 3, "a type named twice keeps all its templates");
+    }
+
+    #[test]
+    fn max_unavailable_is_a_count_or_a_fraction() {
+        let read = |v: &str| {
+            let c = Config::from_env(&env(&[("FLY_APP_NAME", "web"), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET), ("FLY_MAX_UNAVAILABLE", v)]));
+            c.map(|c| c.targets[0].max_unavailable).map_err(|e| e.message)
+        };
+        assert_eq!(read("3"), Ok(MaxUnavailable::Count(3)));
+        assert_eq!(read("0.25"), Ok(MaxUnavailable::Fraction(0.25)));
+        assert_eq!(read("33%"), Ok(MaxUnavailable::Fraction(0.33)));
+        for bad in ["0", "1.5", "100%", "0%", "-1", "lots"] {
+            let e = read(bad).unwrap_err();
+            assert!(e.starts_with("`FLY_MAX_UNAVAILABLE`: expected a whole number from 1 to 1000, or a fraction"), "{bad}: {e}");
+        }
+        let json = r#"{"targets":[{"app":"web","maxUnavailable":0.5},{"name":"b","app":"web","maxUnavailable":"10%"}]}"#;
+        let c = Config::from_env(&env(&[("FLY_SYNC_CONFIG", json), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET)])).unwrap();
+        assert_eq!((c.targets[0].max_unavailable, c.targets[1].max_unavailable), (MaxUnavailable::Fraction(0.5), MaxUnavailable::Fraction(0.1)));
     }
 
     #[test]

@@ -54,11 +54,14 @@ pub struct Rejection {
     pub http_status: u16,
 }
 
-/// A Function invocation: `event_json` is the handler's `event` (`{data}`) as JSON text.
+/// A Function invocation: `event_json` is the handler's `event` (`{data}`) as JSON text — a document's change, or
+/// the continuation a run sent to finish a roll (`event::FunctionEvent`).
 pub fn from_function(env: &Env, event_json: &[u8], now_ms: u64, seed: u64) -> Result<Engine, StartError> {
     let config = Config::from_env(env).map_err(StartError::Config)?;
-    let change = event::function_event_from_json(event_json, now_ms).map_err(StartError::Input)?;
-    Ok(Engine::new(config, change, now_ms, seed))
+    match event::function_event_from_json(event_json, now_ms).map_err(StartError::Input)? {
+        event::FunctionEvent::Change(change) => Ok(Engine::new(config, change, now_ms, seed)),
+        event::FunctionEvent::Resume => Ok(Engine::resume(config, now_ms, seed)),
+    }
 }
 
 /// A webhook delivery: headers (any case) and the raw body bytes, verified with `SANITY_WEBHOOK_SECRET`.

@@ -45,11 +45,29 @@ fn check_size(field: &str, len: usize, max: usize) -> Result<(), SyncError> {
 
 /// Parse a Function invocation's `event` (`{data}`) from its JSON text, as the shim hands it over
 /// (`JSON.stringify(event)`): bounded in size and depth before anything else is read.
-pub fn function_event_from_json(event_json: &[u8], now_ms: u64) -> Result<ContentChange, SyncError> {
+pub fn function_event_from_json(event_json: &[u8], now_ms: u64) -> Result<FunctionEvent, SyncError> {
     check_size("event", event_json.len(), MAX_INPUT_BYTES)?;
     let event = limits::parse_json("event", event_json, "the Function event (a JSON object with `data`)")?;
+    if let Some(marker) = event.pointer(&format!("/data/{CONTINUATION_KEY}")) {
+        return match marker.as_str() {
+            Some(RESUME) => Ok(FunctionEvent::Resume),
+            _ => Err(SyncError::expected(format!("event.data.{CONTINUATION_KEY}"), format!("`{RESUME}`"), "another value")),
+        };
+    }
     // Moved into the envelope, not copied (`json!` would serialise a copy of the whole document).
-    from_function_event(&Value::Object(Map::from_iter([("event".to_string(), event)])), now_ms)
+    from_function_event(&Value::Object(Map::from_iter([("event".to_string(), event)])), now_ms).map(FunctionEvent::Change)
+}
+
+/// The key of the event data a run sends to the resume Function (`{"sanityFlySync": "resume"}`), so that run
+/// finishes a roll without waiting for the next edit. No document carries it: Sanity's projections name theirs.
+pub const CONTINUATION_KEY: &str = "sanityFlySync";
+pub const RESUME: &str = "resume";
+
+/// What a Function invocation asks for: sync a content change, or finish the restarts the Machines still owe.
+#[derive(Debug)]
+pub enum FunctionEvent {
+    Change(ContentChange),
+    Resume,
 }
 
 /// Parse a Function invocation, `{context, event: {data}}` (the context is not needed). `now_ms` bounds how far
@@ -238,7 +256,19 @@ mod tests {
     }
 
     fn function(extra: Value) -> Result<ContentChange, SyncError> {
-        function_event_from_json(&page(extra), NOW)
+        match function_event_from_json(&page(extra), NOW)? {
+            FunctionEvent::Change(c) => Ok(c),
+            other => panic!("not a change: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_continuation_is_recognised_and_nothing_else_passes_for_it() {
+        let resume = br#"{"data":{"sanityFlySync":"resume"}}"#;
+        assert!(matches!(function_event_from_json(resume, NOW), Ok(FunctionEvent::Resume)));
+        let e = function_event_from_json(br#"{"data":{"sanityFlySync":"restart-everything"}}"#, NOW).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("event.data.sanityFlySync"));
+        assert!(function(json!({})).is_ok(), "a document is still a document");
     }
 
     #[test]

@@ -34,10 +34,11 @@ pub struct Report {
     pub change: Option<ChangeSummary>,
     /// Machines whose restart is left for a later run (recorded on them; see `resumeWith`).
     pub resumable: u32,
-    /// The Function to invoke so the roll goes on without waiting for the next edit, when some is left.
+    /// When some of a roll is left: the Function to invoke, and its event data, so the roll goes on without
+    /// waiting for the next edit (the shim invokes it where the runtime can).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional))]
-    pub resume_with: Option<String>,
+    pub resume_with: Option<Continuation>,
     #[cfg_attr(test, ts(type = "number"))]
     pub started_at_ms: u64,
     #[cfg_attr(test, ts(type = "number"))]
@@ -205,8 +206,9 @@ pub struct RestartReport {
     pub cause: RestartCause,
     pub planned: u32,
     pub restarted: u32,
-    pub max_unavailable: u32,
-    /// The most Machines this run had down at once (never above `max_unavailable`).
+    /// As configured: a count (`"2"`) or a fraction of each region (`"33%"`).
+    pub max_unavailable: String,
+    /// The most Machines this run had down at once.
     pub max_down: u32,
     /// Machines left for a later run.
     pub resumable: u32,
@@ -264,6 +266,15 @@ impl Report {
     }
 }
 
+/// A Function to invoke with `data` as its event data.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+pub struct Continuation {
+    pub function: String,
+    #[cfg_attr(test, ts(type = "Record<string, string>"))]
+    pub data: std::collections::BTreeMap<&'static str, &'static str>,
+}
+
 /// The report of a run that ended at `now_ms`, from what it knows (`run`).
 pub(crate) fn assemble(config: &Config, change: Option<&ContentChange>, runs: &[TargetRun], started_ms: u64, now_ms: u64, redactor: &Redactor) -> Report {
     let dry_run = config.dry_run;
@@ -281,13 +292,18 @@ pub(crate) fn assemble(config: &Config, change: Option<&ContentChange>, runs: &[
         Status::Ok
     };
     let resumable: u32 = targets.iter().filter_map(|t| t.restart.as_ref()).map(|r| r.resumable).sum();
+    let restarted: u32 = targets.iter().filter_map(|t| t.restart.as_ref()).map(|r| r.restarted).sum();
     let mut report = Report {
         ok: matches!(status, Status::Ok | Status::Skipped | Status::Planned),
         status,
         dry_run,
         change: change.map(ChangeSummary::of),
         resumable,
-        resume_with: (resumable > 0).then(|| crate::roll::RESUME_FUNCTION.to_string()),
+        // A resume run that restarted nothing hands nothing on: no chain of runs that make no progress.
+        resume_with: config.resume_function.clone().filter(|_| resumable > 0 && !dry_run && (change.is_some() || restarted > 0)).map(|function| Continuation {
+            function,
+            data: [(crate::event::CONTINUATION_KEY, crate::event::RESUME)].into(),
+        }),
         started_at_ms: started_ms,
         duration_ms: now_ms.saturating_sub(started_ms),
         targets,
@@ -305,7 +321,7 @@ fn target_report(run: &TargetRun, target: &Target, dry_run: bool) -> TargetRepor
             !matches!(r, RestartState::None | RestartState::NotNeeded(_) | RestartState::Skipped(_) | RestartState::Resumable(_) | RestartState::Deferred(_))
         }),
         restarted: count(|r| matches!(r, RestartState::Restarted { .. })),
-        max_unavailable: target.max_unavailable as u32,
+        max_unavailable: target.max_unavailable.to_string(),
         max_down: run.max_down as u32,
         resumable: count(|r| matches!(r, RestartState::Resumable(_))),
         stopped_early: run.stopped_early.clone(),

@@ -29,9 +29,6 @@ pub const RENEW_EVERY_MS: u64 = 4_000;
 pub const LEASE_PREFIX: &str = "sanity-fly-sync restart";
 /// What a restart is assumed to take before this run has seen one: stop, start, checks passing.
 pub const DEFAULT_RESTART_ESTIMATE_MS: u64 = 10_000;
-/// The Function a run invokes when it leaves a roll unfinished, so the roll goes on without waiting for the
-/// next edit (the blueprint declares it; where the runtime cannot invoke, the next run of either finishes it).
-pub const RESUME_FUNCTION: &str = "fly-sync-resume";
 /// A `/wait` long-poll blocks at most this long (Fly's own maximum is 60 s).
 pub const WAIT_S: u64 = 30;
 
@@ -121,6 +118,15 @@ impl RestartMark {
 pub enum MaxUnavailable {
     Count(usize),
     Fraction(f64),
+}
+
+impl std::fmt::Display for MaxUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxUnavailable::Count(n) => write!(f, "{n}"),
+            MaxUnavailable::Fraction(x) => write!(f, "{}%", (x * 100.0).round()),
+        }
+    }
 }
 
 impl MaxUnavailable {

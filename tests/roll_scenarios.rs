@@ -48,7 +48,8 @@ fn a_roll_longer_than_the_budget_stops_cleanly_and_the_next_run_finishes_it() {
         let done = fly.machines.iter().filter(|m| m.restarts == 1).count();
         assert!((1..8).contains(&done), "some restarted, some left: {done}");
         assert_eq!(r.resumable as usize, 8 - done, "the rest is resumable");
-        assert_eq!(r.resume_with.as_deref(), Some("fly-sync-resume"));
+        let resume = r.resume_with.as_ref().expect("a continuation");
+        assert_eq!((resume.function.as_str(), serde_json::to_string(&resume.data).unwrap().as_str()), ("fly-sync-resume", r#"{"sanityFlySync":"resume"}"#));
         assert_eq!(r.webhook_status(), 503, "a webhook delivery is retried, and that run finishes the roll");
         let left: Vec<&FakeMachine> = fly.machines.iter().filter(|m| m.restarts == 0).collect();
         assert!(left.iter().all(|m| m.metadata[KEY] == "1;1799999999000;settings-1@rev-2;app"), "what is left stays recorded on the Machines");
@@ -210,3 +211,40 @@ fn a_roll_of_480_machines_completes_across_runs() {
 }
 
 
+
+#[test]
+fn a_fraction_rolls_every_region_at_once_and_keeps_two_thirds_of_each_serving() {
+    let mut fly = fleet_of(96, &["ord", "fra", "nrt"]);
+    for m in &mut fly.machines {
+        m.restart_ms = 800;
+        m.checks_critical_ms = 300;
+    }
+    let env = settings_env(&[("FLY_MAX_UNAVAILABLE", "33%"), ("FLY_SYNC_BUDGET_MS", "100000")]);
+    let run = drive(&env, change("settings", json!({})), &mut fly);
+    assert!(run.report.ok && run.report.resumable == 0, "{:#?}", run.report.status);
+    assert_rolled_once(&fly, 96);
+    for region in ["ord", "fra", "nrt"] {
+        // 32 Machines a region: at most 10 down, so at least 22 (over two thirds) serve at every instant.
+        let most = fly.most_down(Some(region));
+        assert!((2..=10).contains(&most), "{region}: {most} down at most");
+    }
+    assert!(fly.most_down(None) > 10, "regions rolled side by side: {}", fly.most_down(None));
+    assert_eq!(run.report.targets[0].restart.as_ref().unwrap().max_unavailable, "33%");
+}
+
+#[test]
+fn a_resume_run_that_makes_no_progress_hands_nothing_on() {
+    let mut fly = fleet_of(8, &["ord"]);
+    let env = settings_env(&[("FLY_SYNC_BUDGET_MS", "20000")]);
+    let first = drive_from(&env, Some(change("settings", json!({}))), &mut fly, T0, None).unwrap();
+    assert!(first.report.resumable > 0 && first.report.resume_with.is_some(), "{:#?}", first.report);
+    // A resume run whose budget cannot fit one restart (the default estimate is 10 s): nothing restarted, so no
+    // continuation — a chain of runs that make no progress would never end.
+    let tight = settings_env(&[("FLY_SYNC_BUDGET_MS", "6000")]);
+    let idle = drive_from(&tight, None, &mut fly, first.ended_at + 1_000, None).unwrap();
+    assert_eq!(idle.report.resumable, first.report.resumable, "{:#?}", idle.report);
+    assert!(idle.report.resume_with.is_none(), "no progress, no continuation");
+    let done = drive_from(&env, None, &mut fly, idle.ended_at + 1_000, None).unwrap();
+    assert_eq!(done.report.resumable, 0);
+    assert_rolled_once(&fly, 1);
+}

@@ -13,7 +13,7 @@ use crate::limits::rfc3339_ms;
 use crate::machines::{Machine, MachineState};
 use crate::plan;
 use crate::report::RestartCause;
-use crate::roll::{self, Intent, MaxUnavailable, RestartMark, Scope};
+use crate::roll::{self, Intent, RestartMark, Scope};
 use crate::run::{Phase, RestartState, SyncState};
 
 impl Engine {
@@ -170,7 +170,7 @@ impl Engine {
     /// Start restarts while the region and app caps allow, and only those the budget can see through.
     pub(super) fn fill_restart_slots(&mut self, t: usize, now: u64) {
         let target = &self.config.targets[t];
-        let rule = MaxUnavailable::Count(target.max_unavailable);
+        let rule = target.max_unavailable;
         let run = &mut self.targets[t];
         if run.stopped_early.is_some() {
             for m in run.queue.drain(..) {

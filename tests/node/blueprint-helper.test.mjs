@@ -4,7 +4,7 @@
 import {test} from 'node:test'
 import assert from 'node:assert/strict'
 import {evaluate, parse} from 'groq-js'
-import {BUDGET_HEADROOM_SECONDS, DEFAULT_SRC, flySyncFunction} from '../../blueprint/index.ts'
+import {BUDGET_HEADROOM_SECONDS, DEFAULT_SRC, flySyncFunction, flySyncResumeFunction} from '../../blueprint/index.ts'
 import {initSync, SyncEngine} from '../../pkg/sanity_fly_sync.js'
 import wasmBase64 from '../../pkg/sanity_fly_sync_wasm.js'
 
@@ -31,11 +31,15 @@ test('the resource: a document Function on create, update and delete, from the p
     FLY_APP_NAME: 'my-fly-app',
     FLY_SYNC_ROUTES: 'post=/posts/{slug},page=/{slug}|/{locale}/{slug}',
     FLY_SYNC_BUDGET_MS: String((120 - BUDGET_HEADROOM_SECONDS) * 1000),
+    FLY_SYNC_RESUME_FUNCTION: 'fly-sync-resume',
   })
   const custom = flySyncFunction({app: 'web', types: ['post'], name: 'sync-web', timeout: 60, restartTypes: ['settings'], env: {FLY_MAX_UNAVAILABLE: '2'}, src: 'vendor/fly-sync'})
   assert.equal(custom.name, 'sync-web')
   assert.equal(custom.src, 'vendor/fly-sync')
-  assert.deepEqual(custom.env, {FLY_APP_NAME: 'web', FLY_RESTART_TYPES: 'settings', FLY_SYNC_BUDGET_MS: '40000', FLY_MAX_UNAVAILABLE: '2'})
+  assert.deepEqual(custom.env, {FLY_APP_NAME: 'web', FLY_RESTART_TYPES: 'settings', FLY_SYNC_BUDGET_MS: '40000', FLY_SYNC_RESUME_FUNCTION: 'sync-web-resume', FLY_MAX_UNAVAILABLE: '2'})
+  const resume = flySyncResumeFunction({app: 'web', types: ['post'], name: 'sync-web', timeout: 60, restartTypes: ['settings'], src: 'vendor/fly-sync'})
+  assert.deepEqual([resume.type, resume.name, resume.src, resume.timeout], ['sanity.function.pubsub', 'sync-web-resume', 'vendor/fly-sync', 60])
+  assert.equal(resume.env.FLY_SYNC_RESUME_FUNCTION, 'sync-web-resume')
 })
 
 test('filter and projection (groq-js, delta mode): published documents of the named types, with what the core reads', async () => {
@@ -71,7 +75,7 @@ test('the core reads the env the helper writes: routes per type, and a template 
 test('several targets: FLY_SYNC_CONFIG instead of app and routes', () => {
   const config = JSON.stringify({version: 1, targets: [{app: 'web', routes: {post: ['/posts/{slug}']}}, {app: 'feed', fanOut: 'one'}]})
   const fn = flySyncFunction({types: ['post'], env: {FLY_SYNC_CONFIG: config}})
-  assert.deepEqual(Object.keys(fn.env).sort(), ['FLY_SYNC_BUDGET_MS', 'FLY_SYNC_CONFIG'])
+  assert.deepEqual(Object.keys(fn.env).sort(), ['FLY_SYNC_BUDGET_MS', 'FLY_SYNC_CONFIG', 'FLY_SYNC_RESUME_FUNCTION'])
 })
 
 test('bad options are refused with the option named and the value never echoed', () => {

@@ -8,7 +8,7 @@ import blueprintModule, {BUDGET_MS, FUNCTION_NAME, SYNCED_TYPES, TIMEOUT_SECONDS
 import {ROOT} from './support/run.mjs'
 
 const blueprint = blueprintModule()
-const [fn] = blueprint.resources
+const [fn, resume] = blueprint.resources
 const SECRETS = ['FLY_API_TOKEN', 'FLY_SYNC_SECRET', 'SANITY_WEBHOOK_SECRET']
 
 /** Variable names the core reads: string literals in src/config.rs outside its tests. */
@@ -18,7 +18,7 @@ function configVariables() {
 }
 
 test('one document Function, fly-sync, on create/update/delete, from the prebuilt bundle', () => {
-  assert.equal(blueprint.resources.length, 1)
+  assert.equal(blueprint.resources.length, 2, 'fly-sync and its resume Function')
   assert.equal(fn.type, 'sanity.function.document')
   assert.equal(fn.name, FUNCTION_NAME)
   assert.equal(fn.name, 'fly-sync')
@@ -27,6 +27,16 @@ test('one document Function, fly-sync, on create/update/delete, from the prebuil
   assert.ok(existsSync(join(ROOT, fn.src, 'index.js')), 'run `npm run build` first')
   assert.equal(fn.event.includeDrafts, undefined)
   assert.equal(fn.event.includeAllVersions, undefined)
+})
+
+test('the resume Function: a pubsub Function on the same code, configuration and limits, named in fly-sync\'s env', () => {
+  assert.equal(resume.type, 'sanity.function.pubsub')
+  assert.equal(resume.name, 'fly-sync-resume')
+  assert.equal(fn.env.FLY_SYNC_RESUME_FUNCTION, resume.name, 'the name fly-sync hands unfinished rolls to')
+  assert.equal(resume.src, fn.src)
+  assert.deepEqual(resume.env, fn.env)
+  assert.equal(resume.timeout, fn.timeout)
+  assert.equal(resume.event, undefined, 'invoked by a run, not by documents')
 })
 
 test('the filter names every synced type and excludes drafts and versions', () => {
