@@ -91,6 +91,8 @@ const result = await runSimulation({
           for (const c of s.caughtUp) console.log(`     caught up: ${c.machine} (${c.region}) stale ${c.staleMs} ms — ${c.cause.slice(0, 110)}`)
         }
         if (s.away.length) console.log(`     away (cut off or suspended), checked when back: ${s.away.join(', ')}`)
+        if (s.killedRuns) console.log(`     run killed at ${s.killedAt - s.startedAt} ms (its timeout); its roll left recorded on the Machines: ${s.leftByKill.length ? `${s.leftByKill.join(', ')} checked after the next run` : 'nothing left'}`)
+        if (s.continuations) console.log(`     ${s.continuations} resume run(s) the runs handed their rolls to`)
         for (const st of s.stale) console.log(`     STALE: ${st.machine} (${st.region}) ${st.id}: expected ${st.expected}${st.why ? ` — report: ${st.why}` : ''}`)
       },
 })

@@ -11,11 +11,11 @@ import {startContentLake} from './content-lake/server.mjs'
 import {eventsFor} from './sanity-events.mjs'
 import {createApp} from './app.mjs'
 import {applyFaults} from './faults.mjs'
+import {Worker} from 'node:worker_threads'
 import {handler} from '../function.ts'
 
 export const SYNC_SECRET = 'simulation-sync-secret-0123456789'
 const SANITY_TOKEN = 'simulation-sanity-token'
-const EDITORIAL_START = Date.parse('2026-11-27T09:00:00Z')
 const PROBE_INTERVAL_MS = 100
 /** Beyond one catch-up interval, what one query (and its applies) may take. */
 const QUERY_ALLOWANCE_MS = 3_000
@@ -58,14 +58,47 @@ function functionEnv({api, fleet, markets, budgetMs, restartTimeoutMs, types}) {
   }
 }
 
-/** Run the Function handler as Sanity would. */
-async function invoke(data) {
+/**
+ * Run the Function handler as Sanity would. `context.invoke` runs the Function it names (the resume Function is
+ * the same handler) the way Sanity does, without the caller waiting: its run is added to `runs`, which the step
+ * awaits before it checks freshness.
+ */
+async function invoke(data, runs) {
+  const context = {local: true, invoke: async (_name, next) => void runs.push(invoke(next, runs))}
   try {
-    return {report: await handler({context: {local: true}, event: {data}})}
+    return {report: await handler({context, event: {data}})}
   } catch (error) {
     // A run that did not fully succeed throws, with its report attached.
     return {error: error instanceof Error ? error.message : String(error), report: error?.report ?? null}
   }
+}
+
+/**
+ * A run Sanity kills at its timeout: the handler in a worker thread, terminated after `killAfterMs` wherever it
+ * is (its requests in flight were sent). The Function's log lines go to `captured`.
+ */
+function invokeKilledAt(data, killAfterMs, runs, captured) {
+  return new Promise((resolve) => {
+    const worker = new Worker(new URL('./function-worker.mjs', import.meta.url), {workerData: {data}, env: {...process.env}, stdout: true})
+    worker.stdout.setEncoding('utf8')
+    let buffer = ''
+    worker.stdout.on('data', (chunk) => {
+      buffer += chunk
+      const lines = buffer.split('\n')
+      buffer = lines.pop()
+      captured.push(...lines.filter(Boolean))
+    })
+    let outcome = null
+    worker.on('message', (message) => {
+      if (message.type === 'invoke') runs.push(invoke(message.data, runs))
+      else outcome = message
+    })
+    const timer = setTimeout(() => void worker.terminate(), killAfterMs)
+    worker.on('exit', () => {
+      clearTimeout(timer)
+      resolve(outcome ?? {killed: true, error: `killed at its timeout (${killAfterMs} ms)`, report: null})
+    })
+  })
 }
 
 /** Run `work` with the Function's JSON log lines collected into `captured` instead of printed. */
@@ -115,7 +148,11 @@ function sanityLinks(lake) {
  *          restartTimeoutMs?: number, latencyMs?: Record<string, number>, onStep?: (step) => void}} options
  */
 export async function runSimulation({scenario, machines = 24, regions = ['ord', 'fra', 'nrt'], faults = 'none', budgetMs = 60_000, restartTimeoutMs = 15_000, latencyMs, onStep}) {
-  let editorialNow = EDITORIAL_START
+  // The Content Lake's clock is the wall clock (Sanity's and Fly's agree): a Machine that booted before a change
+  // owes its restart, one that booted after runs it. Each step moves it on by at least a second, so revisions
+  // of different steps never share `_updatedAt` (Sanity writes it to the second).
+  let editorialNow = Date.now()
+  const tick = () => (editorialNow = Math.max(Date.now(), editorialNow + 1000))
   const store = new DocumentStore({now: () => editorialNow})
   const lake = await startContentLake({store, token: SANITY_TOKEN})
   const editor = createClient({...lake.clientConfig(), token: SANITY_TOKEN})
@@ -169,9 +206,9 @@ export async function runSimulation({scenario, machines = 24, regions = ['ord', 
   const steps = []
   try {
     for (const [index, step] of scenario.steps.entries()) {
-      editorialNow += (scenario.stepSeconds ?? 30) * 1000
+      tick()
       faultPlan.beforeStep?.(index, step)
-      const result = await runStep({...ctx, index, step, advance: () => (editorialNow += 1000)})
+      const result = await runStep({...ctx, index, step, advance: tick})
       faultPlan.afterStep?.(index, step)
       steps.push(result)
       onStep?.(result)
@@ -319,19 +356,26 @@ async function runStep(ctx) {
   if (step.deliver === 'twice') deliveries = [...deliveries, ...deliveries.map((d) => structuredClone(d))]
 
   const captured = []
+  const runs = []
   const outcomes = await capturingLogs(captured, async () => {
-    // A release is one transaction of many documents: Sanity invokes the Function for each, concurrently.
-    if (step.deliver !== 'twice' && step.deliver !== 'reversed') return Promise.all(deliveries.map(invoke))
-    const inOrder = []
-    for (const data of deliveries) inOrder.push(await invoke(data))
-    return inOrder
+    const first = await (async () => {
+      if (fault.killRunAfterMs) return Promise.all(deliveries.map((data) => invokeKilledAt(data, fault.killRunAfterMs, runs, captured)))
+      // A release is one transaction of many documents: Sanity invokes the Function for each, concurrently.
+      if (step.deliver !== 'twice' && step.deliver !== 'reversed') return Promise.all(deliveries.map((data) => invoke(data, runs)))
+      const inOrder = []
+      for (const data of deliveries) inOrder.push(await invoke(data, runs))
+      return inOrder
+    })()
+    // Continuations (resume runs the runs handed a roll to) run on; the step is over when they are.
+    for (let i = 0; i < runs.length; i++) first.push(await runs[i])
+    return first
   })
   probing = false
   await prober
   for (const undo of during) await undo()
   const reports = outcomes.map((o) => o.report).filter(Boolean)
 
-  const check = await settle({...ctx, changes, reports, started})
+  const check = await settle({...ctx, changes, reports, started, killed: outcomes.some((o) => o.killed)})
   const statsAfter = api.stats
   const logs = captured.map((l) => JSON.parse(l))
   // Every log line and report of every run, scanned for the token and the secrets the Function was given.
@@ -343,6 +387,9 @@ async function runStep(ctx) {
     startedAt: started,
     documents: new Set(changes.map((c) => c.id)).size,
     invocations: deliveries.length,
+    continuations: runs.length,
+    killedRuns: outcomes.filter((o) => o.killed).length,
+    killedAt: fault.killRunAfterMs ? started + fault.killRunAfterMs : null,
     pushes: logs.filter((l) => l.action === 'send' && l.kind === 'sync').length,
     restarts: (statsAfter.calls.restart ?? 0) - (statsBefore.calls.restart ?? 0),
     apiCalls: statsAfter.requests - statsBefore.requests,
@@ -413,7 +460,7 @@ function mergeHeld(into, list) {
  * interval plus one query to converge. Machines deliberately cut off or suspended are held over and checked
  * again once they are back.
  */
-async function settle({changes, store, markets, api, fleet, apps, applied, links, reports, started, catchUpSeconds, pending}) {
+async function settle({changes, store, markets, api, fleet, apps, applied, links, reports, started, catchUpSeconds, pending, killed}) {
   const expectations = expectationsFor(changes, store, markets)
   const serving = api.machines(fleet.app).filter((m) => m.state === 'started' || m.state === 'suspended')
   const away = (id) => links.cut.has(id) || api.state(id) === 'suspended'
@@ -471,6 +518,10 @@ async function settle({changes, store, markets, api, fleet, apps, applied, links
     if (waiting.length === 0 || Date.now() > until) break
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
+  // A run killed at its timeout leaves what it could not finish recorded on the Machines: those are checked again
+  // after the next step's runs, which must finish it.
+  const leftByKill = killed ? waiting.splice(0).filter((w) => !w.heldOver) : []
+  for (const w of leftByKill) pending.push({machine: w.machine, list: w.list.filter((e) => !met(apps.get(w.machine.id), e, store))})
   for (const w of waiting) {
     for (const e of w.list.filter((e) => !met(apps.get(w.machine.id), e, store))) {
       stale.push({machine: w.machine.id, region: w.machine.region, id: e.id, expected: store.get(e.id)?._rev ?? 'deleted', why: explain(w.machine.id) ?? null})
@@ -482,7 +533,8 @@ async function settle({changes, store, markets, api, fleet, apps, applied, links
     freshMachines: times.length,
     servingMachines: checked,
     untargeted,
-    away: pending.map((p) => p.machine.id),
+    away: pending.filter((p) => !leftByKill.some((w) => w.machine.id === p.machine.id)).map((p) => p.machine.id),
+    leftByKill: leftByKill.map((w) => w.machine.id),
     freshP50: times.length ? times[Math.floor((times.length - 1) / 2)] : null,
     freshMax: times.length ? times.at(-1) : null,
     caughtUp,
@@ -514,8 +566,9 @@ function summarise(report) {
   return {
     ok: report.ok,
     status: report.status,
-    id: report.change.id,
-    rev: report.change.rev,
+    id: report.change?.id ?? null,
+    rev: report.change?.rev ?? null,
+    resumable: report.resumable,
     durationMs: report.durationMs,
     targets: report.targets.map((t) => ({
       status: t.status,

@@ -50,6 +50,10 @@ export function renderTimeline(result) {
     const sx = x(step.startedAt).toFixed(1)
     parts.push(`<line x1="${sx}" x2="${sx}" y1="${top - 12}" y2="${height - 16}" stroke="#333" stroke-dasharray="3,3"/>`)
     parts.push(`<text x="${sx}" y="${top - 16}" font-size="11" text-anchor="middle"><title>${esc(step.label)}</title>${step.index}</text>`)
+    if (step.killedAt) {
+      const kx = x(step.killedAt).toFixed(1)
+      parts.push(`<line x1="${kx}" x2="${kx}" y1="${top - 12}" y2="${height - 16}" stroke="#d93025" stroke-width="2"><title>the run of "${esc(step.label)}" killed at its timeout; the next run finishes its roll</title></line>`)
+    }
   }
   const regions = [...new Set(Object.values(machineRegions))].sort()
   const freshRows = steps
@@ -71,7 +75,7 @@ export function renderTimeline(result) {
 </head><body>
 <h1>sanity-fly-sync simulation</h1>
 <p>${result.machines} Machines over ${esc(result.regions.join(', '))}; faults: ${esc(result.faults)}; ${result.ok ? 'every started Machine fresh after every event' : 'some Machines stale without an explanation'}.
-Dashed lines: events (hover for the label). Dots: the moment each Machine held the new content by push; red rings: caught up by reconciliation after a lost push.</p>
+Dashed lines: events (hover for the label); a red line: a run killed at its timeout. Dots: the moment each Machine held the new content by push; red rings: caught up by reconciliation after a lost push.</p>
 <div>${legend}</div>
 <svg width="${width}" height="${height}" xmlns="http://www.w3.org/2000/svg">${parts.join('\n')}</svg>
 <h2>Freshness per region (slowest Machine, from the event)</h2>
