@@ -93,6 +93,8 @@ function scratchProject() {
   return dir
 }
 
+const packageJson = () => JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'))
+
 /** Apply a rule's substitutions to a command's text. */
 const substitute = (text, subs = []) => subs.reduce((t, s) => t.replace(s.from, s.to), text)
 
@@ -217,7 +219,7 @@ const RULES = [
     why: '.ci/run runs it; this test runs inside it',
     async check() {
       assert.match(readFileSync(join(ROOT, '.ci/run'), 'utf8'), /^npm test\b/m)
-      const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'))
+      const pkg = packageJson()
       assert.equal(pkg.scripts.test, 'bash scripts/test.sh')
       const glob = /^node --test '([^']+)'/m.exec(readFileSync(join(ROOT, 'scripts/test.sh'), 'utf8'))
       assert.ok(glob, 'scripts/test.sh runs the Node tests')
@@ -230,7 +232,7 @@ const RULES = [
     kind: 'elsewhere',
     why: "scripts/test.sh runs each step of package.json's build before the tests; rebuilding here would replace dist/ under the other tests",
     async check() {
-      const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'))
+      const pkg = packageJson()
       const testSh = readFileSync(join(ROOT, 'scripts/test.sh'), 'utf8').split('\n').map((l) => l.replace(/#.*/, '').trim())
       const steps = pkg.scripts.build.split('&&').map((s) => s.trim())
       assert.ok(steps.length >= 3, pkg.scripts.build)
@@ -246,7 +248,7 @@ const RULES = [
     kind: 'run',
     why: 'its build half is `npm run build` (above); its simulation half, local/simulate.mjs, runs here on 2 Machines and 2 events (the full session is tests/node/simulation.test.mjs)',
     async check() {
-      const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'))
+      const pkg = packageJson()
       assert.equal(pkg.scripts.simulate, 'npm run build --silent && node local/simulate.mjs')
       const editorial = JSON.parse(readFileSync(join(ROOT, 'local/scenarios/editorial.json'), 'utf8'))
       const scenario = join(session.home, 'scenario.json')

@@ -331,6 +331,7 @@ async function webhookEntry() {
   const {createWebhookHandler} = await import(`${ROOT}/dist/functions/fly-sync/index.js`)
   const logs = []
   const webhook = createWebhookHandler(env, (line) => logs.push(line))
+  const post = (bytes, headers, signature) => signedPost(webhook, 'http://webhook.local/', 'sanity-webhook-signature', SANITY_WEBHOOK_SECRET, bytes, headers, signature)
   const fields = () => ({_id: fresh('article'), _type: 'article', _rev: fresh('tx'), _updatedAt: nextTime(), title: 'Hi', slug: {current: 'hi'}, op: 'update'})
   /** A delivery body: the good fields as JSON, then `extra` (raw JSON text of more members) spliced in. */
   const body = (extra = '', base = fields()) => `${JSON.stringify(base).slice(0, -1)}${extra ? `,${extra}` : ''}}`
@@ -428,15 +429,10 @@ async function webhookEntry() {
 
   return {
     cases,
-    async call({bytes, headers = {}, signature}) {
+    async call({bytes, headers, signature}) {
       standIn.reset()
       logs.length = 0
-      const h = {'content-type': 'application/json', 'sanity-webhook-signature': signature !== undefined ? signature : signBytes(bytes, SANITY_WEBHOOK_SECRET), ...headers}
-      for (const [k, value] of Object.entries(h)) if (value === null) delete h[k]
-      const sanityWebhookValid = signature !== undefined ? await validForSanityWebhook(bytes, signature, SANITY_WEBHOOK_SECRET) : undefined
-      const response = await webhook(new Request('http://webhook.local/', {method: 'POST', headers: h, body: bytes}))
-      const text = await response.text()
-      return {status: response.status, text, json: parseLine(text), sanityWebhookValid}
+      return post(bytes, headers, signature)
     },
     check(c, outcome) {
       const out = []
@@ -462,9 +458,8 @@ async function webhookEntry() {
     async good() {
       standIn.reset()
       const f = fields()
-      const bytes = Buffer.from(JSON.stringify(f))
-      const response = await webhook(new Request('http://webhook.local/', {method: 'POST', headers: {'content-type': 'application/json', 'sanity-webhook-signature': signBytes(bytes, SANITY_WEBHOOK_SECRET)}, body: bytes}))
-      if (response.status !== 200) throw new Error(`good delivery: HTTP ${response.status} ${(await response.text()).slice(0, 300)}`)
+      const response = await post(Buffer.from(JSON.stringify(f)))
+      if (response.status !== 200) throw new Error(`good delivery: HTTP ${response.status} ${response.text.slice(0, 300)}`)
       if (standIn.syncs().filter((s) => s.body.id === f._id).length !== 2) throw new Error('good delivery: not pushed to both started Machines')
     },
     close: () => standIn.close(),
@@ -536,6 +531,20 @@ function signatureVariants(secret) {
   ]
 }
 
+/**
+ * POST `bytes` to a Web-standard handler, signed in `header` with `secret` — or carrying `signature` as given
+ * (null: no header), in which case @sanity/webhook's verdict on it comes back too. `headers` add to or (null)
+ * remove from the request's headers. `{status, text, json, sanityWebhookValid}`.
+ */
+async function signedPost(handle, url, header, secret, bytes, headers = {}, signature) {
+  const h = {'content-type': 'application/json', [header]: signature !== undefined ? signature : signBytes(bytes, secret), ...headers}
+  for (const [k, value] of Object.entries(h)) if (value === null) delete h[k]
+  const sanityWebhookValid = signature !== undefined ? await validForSanityWebhook(bytes, signature, secret) : undefined
+  const response = await handle(new Request(url, {method: 'POST', headers: h, body: bytes}))
+  const text = await response.text()
+  return {status: response.status, text, json: parseLine(text), sanityWebhookValid}
+}
+
 /** What @sanity/webhook says of this header for this (UTF-8) body; a malformed header is invalid. */
 async function validForSanityWebhook(bytes, header, secret) {
   try {
@@ -596,14 +605,7 @@ function payload(over = {}) {
 
 async function pushEntry() {
   const {receiver, seen} = await receiverEntry()
-  const post = async (bytes, headers = {}, signature) => {
-    const h = {'content-type': 'application/json', 'sanity-fly-sync-signature': signature !== undefined ? signature : signBytes(bytes, RECEIVER_SECRET), ...headers}
-    for (const [k, value] of Object.entries(h)) if (value === null) delete h[k]
-    const sanityWebhookValid = signature !== undefined ? await validForSanityWebhook(bytes, signature, RECEIVER_SECRET) : undefined
-    const response = await receiver(new Request('http://machine.internal/internal/content-sync', {method: 'POST', headers: h, body: bytes}))
-    const text = await response.text()
-    return {status: response.status, text, json: parseLine(text), sanityWebhookValid}
-  }
+  const post = (bytes, headers, signature) => signedPost(receiver, 'http://machine.internal/internal/content-sync', 'sanity-fly-sync-signature', RECEIVER_SECRET, bytes, headers, signature)
   /** The payload's JSON with `document` replaced by raw JSON text (so it can hold what JSON.stringify cannot). */
   const withDocument = (p, documentText) => JSON.stringify({...p, document: '@@DOC@@'}).replace('"@@DOC@@"', documentText)
   const docText = (p, extra) => `${JSON.stringify(p.document).slice(0, -1)},${extra}}`
