@@ -121,11 +121,13 @@ const DEFAULT_ERRORS = /** @type {Record<number, string>} */ ({
  * @property {string | null} action
  * @property {number | null} status  null while in flight
  * @property {number | null} ms  duration
+ * @property {number | null} endedAt  when the answer was written or the client went away (clock ms); null while open
  * @property {string | null} error  the `error` of an error answer
  * @property {string | null} fault  the label of the fault rule that answered, or 'rate_limit'
  */
 /**
  * @typedef {object} TimelineEntry
+ * @property {number} seq  position in the emulator's one state log (orders entries that share an `at`)
  * @property {number} at
  * @property {string} app
  * @property {string} machine
@@ -134,6 +136,19 @@ const DEFAULT_ERRORS = /** @type {Record<number, string>} */ ({
  * @property {'passing' | 'critical' | 'none'} checks
  * @property {string} host  host_status
  * @property {string} cause  init | restart | start | stop | checks | fault | control | …
+ */
+/**
+ * @typedef {object} LeaseRecord  One lease as the emulator granted it, from acquisition to its end.
+ * @property {string} app
+ * @property {string} machine
+ * @property {string} owner  the `…@tokens.fly.io` owner (one per token)
+ * @property {string} description
+ * @property {'api' | 'fault'} source  granted through `POST …/lease`, or put there by `faults.leaseHeldElsewhere`
+ * @property {number} acquiredAt  clock ms
+ * @property {number} expiresAt  clock ms, moved by each refresh
+ * @property {number} refreshes
+ * @property {number | null} releasedAt  when `DELETE …/lease` released it
+ * @property {'held' | 'released' | 'expired'} end  as of the read: released by DELETE, past its TTL, or still held
  */
 
 /**
@@ -174,6 +189,8 @@ export async function startMachinesApi(options = {}) {
   const log = []
   /** @type {TimelineEntry[]} */
   const stateLog = []
+  /** @type {Omit<LeaseRecord, 'end'>[]} every lease ever granted, oldest first */
+  const leaseLog = []
   /** @type {Set<import('node:http').ServerResponse>} */
   const hanging = new Set()
   const stats = {
@@ -292,7 +309,7 @@ export async function startMachinesApi(options = {}) {
     const last = lastEntry(m.id)
     if (!last || last.state !== m.state || last.checks !== checks || last.host !== m.hostStatus) {
       /** @type {TimelineEntry} */
-      const entry = {at: now(), app: m.app, machine: m.id, region: m.region, state: m.state, checks, host: m.hostStatus, cause}
+      const entry = {seq: stateLog.length, at: now(), app: m.app, machine: m.id, region: m.region, state: m.state, checks, host: m.hostStatus, cause}
       stateLog.push(entry)
       m.lastEntry = entry
     }
@@ -385,6 +402,16 @@ export async function startMachinesApi(options = {}) {
     later(m, draw(timings.stopMs), stopped)
   }
 
+  /**
+   * A new lease on `m`, recorded in the lease log.
+   * @param {any} m @param {{owner: string, description: string, ttlMs: number, source: 'api' | 'fault'}} o
+   */
+  function grantLease(m, {owner, description, ttlMs, source}) {
+    const expiresAtMs = now() + ttlMs
+    const record = {app: m.app, machine: m.id, owner, description, source, acquiredAt: now(), expiresAt: expiresAtMs, refreshes: 0, releasedAt: null}
+    leaseLog.push(record)
+    return {nonce: hex(12), owner, description, expiresAtMs, record}
+  }
   /** @param {any} m */
   function activeLease(m) {
     if (m.lease && m.lease.expiresAtMs <= now()) m.lease = null
@@ -466,7 +493,7 @@ export async function startMachinesApi(options = {}) {
       hostStatus: m.hostStatus,
       instanceId: m.instanceId,
       privateIp: m.privateIp,
-      lease: lease ? {...lease} : null,
+      lease: lease ? {nonce: lease.nonce, owner: lease.owner, description: lease.description, expiresAtMs: lease.expiresAtMs} : null,
       metadata: {...m.metadata},
       counts: {...m.counts},
     }
@@ -552,8 +579,12 @@ export async function startMachinesApi(options = {}) {
       if (current) {
         current.expiresAtMs = now() + ttl * 1000 // refresh: same nonce
         if (typeof c.body?.description === 'string') current.description = c.body.description
+        const record = current.record
+        record.expiresAt = current.expiresAtMs
+        record.description = current.description
+        record.refreshes++
       } else {
-        m.lease = {nonce: hex(12), owner: c.owner, description: c.body?.description ?? '', expiresAtMs: now() + ttl * 1000}
+        m.lease = grantLease(m, {owner: c.owner, description: c.body?.description ?? '', ttlMs: ttl * 1000, source: 'api'})
       }
       return {status: 201, body: leaseEnvelope(m)}
     },
@@ -567,6 +598,7 @@ export async function startMachinesApi(options = {}) {
       if (!lease) return err(404, 'lease not found')
       const conflict = leaseConflict(m, c.headers['fly-machine-lease-nonce'])
       if (conflict) return err(409, conflict)
+      lease.record.releasedAt = now()
       m.lease = null
       return {status: 200, body: {status: 'success', data: {ok: true}}}
     },
@@ -695,8 +727,12 @@ export async function startMachinesApi(options = {}) {
     const requestId = `${ulid(at)}-lcl`
     const url = new URL(req.url ?? '/', 'http://localhost')
     /** @type {LogEntry} */
-    const entry = {at, id: requestId, method: req.method ?? 'GET', path: url.pathname, query: url.search.slice(1), app: null, machine: null, action: null, status: null, ms: null, error: null, fault: null}
+    const entry = {at, id: requestId, method: req.method ?? 'GET', path: url.pathname, query: url.search.slice(1), app: null, machine: null, action: null, status: null, ms: null, endedAt: null, error: null, fault: null}
     log.push(entry)
+    // A request that never gets an answer (a hang, or a client that gave up) ends when its connection closes.
+    res.once('close', () => {
+      if (entry.endedAt === null) entry.endedAt = now()
+    })
     stats.requests++
     /** @type {Answer} */
     let answer
@@ -728,6 +764,7 @@ export async function startMachinesApi(options = {}) {
     }
     entry.status = answer.status
     entry.ms = now() - at
+    entry.endedAt = now()
     const body = /** @type {any} */ (answer.body)
     if (answer.status >= 400 && body && typeof body.error === 'string') entry.error = body.error
     stats.statuses[answer.status] = (stats.statuses[answer.status] ?? 0) + 1
@@ -807,8 +844,9 @@ export async function startMachinesApi(options = {}) {
     /** Someone else holds the lease. @param {string} id @param {{owner?: string, ttlS?: number, description?: string}} [o] */
     leaseHeldElsewhere(id, o = {}) {
       const m = must(id)
-      m.lease = {nonce: hex(12), owner: o.owner ?? OTHER_OWNER, description: o.description ?? 'fly deploy', expiresAtMs: now() + (o.ttlS ?? 60) * 1000}
-      return {...m.lease}
+      m.lease = grantLease(m, {owner: o.owner ?? OTHER_OWNER, description: o.description ?? 'fly deploy', ttlMs: (o.ttlS ?? 60) * 1000, source: 'fault'})
+      const {record: _, ...lease} = m.lease
+      return lease
     },
     /** Health checks stay critical (or recover). @param {string} id @param {boolean} [on] */
     checksCritical(id, on = true) {
@@ -843,6 +881,16 @@ export async function startMachinesApi(options = {}) {
     log,
     /** Every state / checks / host change of every Machine, in order. */
     stateLog,
+    /**
+     * Every lease granted (of one app), oldest first, each with how it ended as of now: `released` by a DELETE,
+     * `expired` by its TTL on the emulator clock, or still `held`. Copies: reading changes nothing.
+     * @param {string} [app] @returns {LeaseRecord[]}
+     */
+    leases(app) {
+      return leaseLog
+        .filter((r) => !app || r.app === app)
+        .map((r) => ({...r, end: r.releasedAt !== null ? 'released' : r.expiresAt <= now() ? 'expired' : 'held'}))
+    },
     stats,
     faults,
     timings,
