@@ -73,12 +73,13 @@ impl Intent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RestartMark {
     Owed(Intent),
-    Done { change: String },
+    /// The last restart, done: for which change, and how long it took (`took_ms`) — what the next roll expects.
+    Done { change: String, took_ms: Option<u64> },
 }
 
 impl RestartMark {
     /// The metadata value: `1;<since ms>;<change>[;app[:<region>,…]]` for an owed restart (`app`: owed by every
-    /// Machine started before it), `1;done;<change>` for one done.
+    /// Machine started before it), `1;done;<change>[;<ms it took>]` for one done.
     pub fn value(&self) -> String {
         match self {
             RestartMark::Owed(i) => {
@@ -89,7 +90,8 @@ impl RestartMark {
                 };
                 format!("1;{};{}{scope}", i.since_ms, i.change)
             }
-            RestartMark::Done { change } => format!("1;done;{change}"),
+            RestartMark::Done { change, took_ms: None } => format!("1;done;{change}"),
+            RestartMark::Done { change, took_ms: Some(ms) } => format!("1;done;{change};{ms}"),
         }
     }
 
@@ -102,8 +104,12 @@ impl RestartMark {
             Some("app") => Some(Scope::App { regions: None }),
             Some(s) => s.strip_prefix("app:").map(|r| Scope::App { regions: Some(r.split(',').map(String::from).collect()) }),
         };
-        match (parts.next(), parts.next(), parts.next(), scope(parts.next())) {
-            (Some("1"), Some("done"), Some(change), Some(Scope::Machine)) => RestartMark::Done { change: change.to_string() },
+        let (version, since, change, last) = (parts.next(), parts.next(), parts.next(), parts.next());
+        if let (Some("1"), Some("done"), Some(change)) = (version, since, change) {
+            let took_ms = last.and_then(|ms| ms.parse().ok());
+            return RestartMark::Done { change: change.to_string(), took_ms };
+        }
+        match (version, since, change, scope(last)) {
             (Some("1"), Some(since), Some(change), Some(scope)) if since.parse::<u64>().is_ok() => {
                 RestartMark::Owed(Intent { since_ms: since.parse().unwrap_or(0), change: change.to_string(), scope })
             }
@@ -160,9 +166,10 @@ pub fn may_start(rule: MaxUnavailable, serving: usize, down_here: usize, down_to
     serving > 1 || down_total == 0
 }
 
-/// The time to budget for one more restart: the slowest this run has seen, or the default before any.
-pub fn restart_estimate_ms(observed: impl Iterator<Item = u64>, restart_timeout_ms: u64) -> u64 {
-    observed.max().unwrap_or(DEFAULT_RESTART_ESTIMATE_MS).min(restart_timeout_ms)
+/// The time to budget for one more restart: the slowest this run has seen; before it has seen one, the slowest
+/// the Machines' last restarts took (their done marks); before any, the default.
+pub fn restart_estimate_ms(observed: impl Iterator<Item = u64>, last_roll: impl Iterator<Item = u64>, restart_timeout_ms: u64) -> u64 {
+    observed.max().or_else(|| last_roll.max()).unwrap_or(DEFAULT_RESTART_ESTIMATE_MS).min(restart_timeout_ms)
 }
 
 /// The description of our lease for `change`.
@@ -188,9 +195,12 @@ mod tests {
             assert_eq!(mark.value(), value);
             assert_eq!(RestartMark::parse(value), mark);
         }
-        let done = RestartMark::Done { change: "siteSettings@rev-2".into() };
+        let done = RestartMark::Done { change: "siteSettings@rev-2".into(), took_ms: None };
         assert_eq!(done.value(), "1;done;siteSettings@rev-2");
         assert_eq!(RestartMark::parse(&done.value()), done);
+        let timed = RestartMark::Done { change: "siteSettings@rev-2".into(), took_ms: Some(4_200) };
+        assert_eq!(timed.value(), "1;done;siteSettings@rev-2;4200");
+        assert_eq!(RestartMark::parse(&timed.value()), timed);
         for odd in ["", "2;5;x", "1;soon;x", "garbage", "1;5;x;elsewhere"] {
             assert!(matches!(RestartMark::parse(odd), RestartMark::Owed(Intent { since_ms: 0, .. })), "{odd:?}");
         }
@@ -212,9 +222,11 @@ mod tests {
 
     #[test]
     fn estimates_follow_what_was_seen() {
-        assert_eq!(restart_estimate_ms([].into_iter(), 60_000), DEFAULT_RESTART_ESTIMATE_MS);
-        assert_eq!(restart_estimate_ms([1_200, 3_400, 900].into_iter(), 60_000), 3_400);
-        assert_eq!(restart_estimate_ms([90_000].into_iter(), 60_000), 60_000);
+        let none = || std::iter::empty::<u64>();
+        assert_eq!(restart_estimate_ms(none(), none(), 60_000), DEFAULT_RESTART_ESTIMATE_MS);
+        assert_eq!(restart_estimate_ms([1_200, 3_400, 900].into_iter(), [20_000].into_iter(), 60_000), 3_400, "this run's own first");
+        assert_eq!(restart_estimate_ms(none(), [2_000, 2_600].into_iter(), 60_000), 2_600, "then the last roll's");
+        assert_eq!(restart_estimate_ms([90_000].into_iter(), none(), 60_000), 60_000);
         assert!(lease_is_ours(&lease_description("a@b")) && !lease_is_ours("flyctl deploy"));
     }
 }

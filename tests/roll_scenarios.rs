@@ -238,13 +238,37 @@ fn a_resume_run_that_makes_no_progress_hands_nothing_on() {
     let env = settings_env(&[("FLY_SYNC_BUDGET_MS", "20000")]);
     let first = drive_from(&env, Some(change("settings", json!({}))), &mut fly, T0, None).unwrap();
     assert!(first.report.resumable > 0 && first.report.resume_with.is_some(), "{:#?}", first.report);
-    // A resume run whose budget cannot fit one restart (the default estimate is 10 s): nothing restarted, so no
-    // continuation — a chain of runs that make no progress would never end.
-    let tight = settings_env(&[("FLY_SYNC_BUDGET_MS", "6000")]);
+    // A resume run whose budget cannot fit one restart (the done marks say the last ones took about 3 s): nothing
+    // restarted, so no continuation — a chain of runs that make no progress would never end.
+    let took = |v: &str| v.strip_prefix("1;done;").and_then(|rest| rest.rsplit(';').next()?.parse::<u64>().ok());
+    let timed: Vec<u64> = fly.machines.iter().filter_map(|m| took(m.metadata.get(KEY)?)).collect();
+    assert!(!timed.is_empty() && timed.iter().all(|ms| (3_000..4_100).contains(ms)), "done marks carry what each restart took: {timed:?}");
+    let tight = settings_env(&[("FLY_SYNC_BUDGET_MS", "3000")]);
     let idle = drive_from(&tight, None, &mut fly, first.ended_at + 1_000, None).unwrap();
     assert_eq!(idle.report.resumable, first.report.resumable, "{:#?}", idle.report);
     assert!(idle.report.resume_with.is_none(), "no progress, no continuation");
     let done = drive_from(&env, None, &mut fly, idle.ended_at + 1_000, None).unwrap();
     assert_eq!(done.report.resumable, 0);
     assert_rolled_once(&fly, 1);
+}
+
+#[test]
+fn a_machine_stuck_since_an_earlier_run_is_failed_past_the_restart_timeout() {
+    let mut fly = fleet_of(2, &["ord"]);
+    fly.machine("m000").never_starts = true;
+    let env = settings_env(&[("FLY_SYNC_BUDGET_MS", "20000"), ("FLY_RESTART_TIMEOUT_MS", "60000")]);
+    let first = drive_from(&env, Some(change("settings", json!({}))), &mut fly, T0, None).unwrap();
+    let outcome = |r: &sanity_fly_sync::report::Report, id: &str| r.targets[0].machines.iter().find(|m| m.id == id).unwrap().restart.clone().unwrap();
+    assert_eq!(outcome(&first.report, "m000").outcome, RestartOutcome::Resumable, "the budget ran out first: not known stuck yet");
+    // A resume run within the restart timeout waits for it to settle and leaves it for later…
+    let soon = drive_from(&env, None, &mut fly, first.ended_at + 1_000, None).unwrap();
+    assert_eq!(outcome(&soon.report, "m000").outcome, RestartOutcome::Deferred, "{:#?}", soon.report);
+    // …and one past it calls it what it is.
+    assert!(soon.ended_at < T0 + 60_000);
+    let late = drive_from(&env, None, &mut fly, T0 + 80_000, None).unwrap();
+    let stuck = outcome(&late.report, "m000");
+    assert_eq!(stuck.outcome, RestartOutcome::Failed);
+    assert!(stuck.error.unwrap().message.contains("past the restart timeout"));
+    assert!(!late.report.ok);
+    assert_eq!(fly.machine("m000").restarts, 1, "never restarted twice");
 }

@@ -120,7 +120,7 @@ impl Engine {
             let receiver = Intent { since_ms: now, change: name.clone(), scope: Scope::Machine };
             for (m, mr) in run.machines.iter().enumerate() {
                 let asked_here = matches!(&mr.sync, SyncState::Synced(a) if target.restart.on_request && a.restart_required);
-                let done_here = mr.machine.mark == Some(RestartMark::Done { change: name.clone() });
+                let done_here = matches!(&mr.machine.mark, Some(RestartMark::Done { change, .. }) if *change == name);
                 if asked_here && !done_here {
                     asked[m] = Some(receiver.clone());
                 }
@@ -172,10 +172,10 @@ impl Engine {
         let target = &self.config.targets[t];
         let rule = target.max_unavailable;
         let run = &mut self.targets[t];
-        if run.stopped_early.is_some() {
+        if let Some(stopped) = &run.stopped_early {
+            let why = format!("not restarted: the roll stopped ({stopped}); the restart stays recorded on it for a later run");
             for m in run.queue.drain(..) {
-                let why = "not restarted: the roll stopped at a failure; the restart stays recorded on it for a later run";
-                run.machines[m].restart = RestartState::NotAttempted(why.into());
+                run.machines[m].restart = RestartState::NotAttempted(why.clone());
             }
             return;
         }
@@ -183,7 +183,11 @@ impl Engine {
             RestartState::Restarted { ms } => Some(ms),
             _ => None,
         });
-        let estimate = roll::restart_estimate_ms(observed, target.restart_timeout_ms);
+        let last_roll = run.machines.iter().filter_map(|m| match m.machine.mark {
+            Some(RestartMark::Done { took_ms, .. }) => took_ms,
+            _ => None,
+        });
+        let estimate = roll::restart_estimate_ms(observed, last_roll, target.restart_timeout_ms);
         // Per region: Machines serving (or down because of us), and down because of us.
         let mut regions: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
         for mr in &run.machines {
@@ -370,6 +374,13 @@ impl Engine {
         let restart_timeout_ms = self.config.targets[t].restart_timeout_ms;
         let mr = &mut self.targets[t].machines[m];
         if matches!(mr.restart, RestartState::Settling) {
+            // In transition since its newest event: past the restart timeout, it is stuck (a failure, as within a
+            // run); before, a later run sees it settle.
+            let stuck_ms = now.saturating_sub(mr.machine.newest_event_ms);
+            if stuck_ms >= restart_timeout_ms {
+                let e = SyncError::retryable(format!("`{}` for {} s since its last event, past the restart timeout", mr.machine.state, stuck_ms / 1000));
+                return self.restart_failed(t, m, e);
+            }
             let why = format!("still `{}` (not seen settled): restarted by a later run once it serves; the restart stays recorded on it", mr.machine.state);
             mr.restart = RestartState::Deferred(why);
             return;
@@ -466,10 +477,15 @@ impl Engine {
     }
 }
 
-/// What a Machine's mark becomes once the restart it owed is done (or satisfied): done, for that change.
+/// What a Machine's mark becomes once the restart it owed is done (or satisfied): done, for that change, with how
+/// long this run saw it take.
 pub(super) fn done_mark(mr: &crate::run::MachineRun, this_run: Option<&Intent>) -> RestartMark {
     let change = mr.machine.owed().or(this_run).map_or_else(|| "an unfinished restart".to_string(), |i| i.change.clone());
-    RestartMark::Done { change }
+    let took_ms = match mr.restart {
+        RestartState::Restarted { ms } => Some(ms),
+        _ => None,
+    };
+    RestartMark::Done { change, took_ms }
 }
 
 /// Where a Machine that owes `intent` goes: `Some(true)` queued for a restart now, `Some(false)` recorded

@@ -142,7 +142,7 @@ test('engine → local Fly: a rolling restart leases, restarts max_unavailable a
     const actions = new Set(api.log.map((e) => e.action))
     assert.deepEqual([...actions].sort(), ['get', 'lease', 'list', 'metadata_set', 'release', 'restart', 'wait'])
     // The restart each Machine owed was recorded on it first, and is recorded done now.
-    for (const id of ids) assert.match(api.machine(id).metadata.sanity_fly_sync_restart, /^1;done;siteSettings-1@r1$/)
+    for (const id of ids) assert.match(api.machine(id).metadata.sanity_fly_sync_restart, /^1;done;siteSettings-1@r1;\d+$/)
   } finally {
     await fleet.close()
   }
