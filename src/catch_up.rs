@@ -70,6 +70,7 @@ pub struct Query {
     pub query: String,
     #[cfg_attr(test, ts(type = "Record<string, unknown>"))]
     pub params: Value,
+    #[cfg_attr(test, ts(type = "number"))]
     pub timeout_ms: u64,
 }
 
@@ -277,14 +278,14 @@ fn read_result<T: serde::de::DeserializeOwned>(text: &str, enveloped: bool, expe
             result: Box<RawValue>,
         }
         protocol::check_object("result", text, "a query answer (`{\"result\": …}`)")?;
-        let answer: Answer = protocol::read_typed("", "result", text, &|field| match field {
+        let answer: Answer = protocol::read_flat("result", text, &|field| match field {
             "" => Some("a query answer (`{\"result\": …}`)"),
             "result" => Some(expected),
             _ => None,
         })?;
-        return protocol::read_typed("", "result", answer.result.get(), &expects);
+        return protocol::read_flat("result", answer.result.get(), &expects);
     }
-    protocol::read_typed("", "result", text, &expects)
+    protocol::read_flat("result", text, &expects)
 }
 
 /// The fields of a document from Sanity that its payload needs.

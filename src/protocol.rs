@@ -224,7 +224,7 @@ pub fn parse_payload(body: &[u8]) -> Result<SyncPayload, SyncError> {
         #[serde(default)]
         protocol: Option<Value>,
     }
-    let version: Version = read_typed("", "body", text, &payload_expects)?;
+    let version: Version = read_flat("body", text, &payload_expects)?;
     match version.protocol {
         Some(Value::String(p)) if p == PROTOCOL => {}
         Some(Value::String(_)) => return Err(SyncError::expected("protocol", format!("`{PROTOCOL}`"), "another protocol version")),
@@ -332,14 +332,16 @@ pub fn read_typed<T: DeserializeOwned>(
     text: &str,
     expects: &dyn Fn(&str) -> Option<&'static str>,
 ) -> Result<T, SyncError> {
-    let whole = expects("").unwrap_or("JSON");
     let mut de = serde_json::Deserializer::from_str(text);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        typed_error(prefix, root, &path, e.inner(), expects)
-    })?;
-    de.end().map_err(|e| limits::json_error(root, whole, &e))?;
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| typed_error(prefix, root, &e.path().to_string(), e.inner(), expects))?;
+    de.end().map_err(|e| limits::json_error(root, expects("").unwrap_or("JSON"), &e))?;
     Ok(value)
+}
+
+/// `read_typed` for a value whose errors can only be about the text as a whole or a missing top-level field
+/// (a list of raw values, a one-field probe): no field paths to track.
+pub fn read_flat<T: DeserializeOwned>(root: &str, text: &str, expects: &dyn Fn(&str) -> Option<&'static str>) -> Result<T, SyncError> {
+    serde_json::from_str(text).map_err(|e| typed_error("", root, ".", &e, expects))
 }
 
 fn typed_error(prefix: &str, root: &str, path: &str, e: &serde_json::Error, expects: &dyn Fn(&str) -> Option<&'static str>) -> SyncError {

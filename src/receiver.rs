@@ -113,7 +113,9 @@ impl ReceiverOptions {
 #[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "camelCase")]
 pub struct HandlerLimits {
+    #[cfg_attr(test, ts(type = "number"))]
     pub max_body_bytes: u64,
+    #[cfg_attr(test, ts(type = "number"))]
     pub hook_timeout_ms: u64,
 }
 
