@@ -50,7 +50,8 @@ pub struct SyncPayload {
     pub locale: Option<String>,
     #[serde(default)]
     pub market: Option<String>,
-    /// The (projected) document as JSON text, exactly as it was read. Absent on a delete.
+    /// The (projected) document, carried as the exact JSON text it arrived as (the reference receiver hands it
+    /// to the app with integers beyond 2^53 as BigInt). Absent on a delete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional, type = "Record<string, unknown>"))]
     pub document: Option<Box<RawValue>>,
