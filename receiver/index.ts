@@ -321,8 +321,7 @@ export function createReceiver(options: ReceiverOptions): Receiver {
   const exclusive = documentLocks()
 
   /** Read the body through the core's intake: refused as soon as it is over the cap, and unless its MAC matches. */
-  async function readBody(request: Request): Promise<{body: Uint8Array} | {refused: string}> {
-    const headers = JSON.stringify(Object.fromEntries(request.headers))
+  async function readBody(request: Request, headers: string): Promise<{body: Uint8Array} | {refused: string}> {
     const opened = attempt((c) => c.intake(headers))
     if ('refused' in opened) {
       await request.body?.cancel().catch(noop)
@@ -363,9 +362,9 @@ export function createReceiver(options: ReceiverOptions): Receiver {
       await request.body?.cancel().catch(noop)
       return answer(handlerReply(405, 'the sync endpoint takes POST', 'bad_input'), {allow: 'POST'})
     }
-    const read = await readBody(request)
-    if ('refused' in read) return answer(JSON.parse(read.refused) as Reply)
     const headers = JSON.stringify(Object.fromEntries(request.headers))
+    const read = await readBody(request, headers)
+    if ('refused' in read) return answer(JSON.parse(read.refused) as Reply)
     const verified = attempt((c) => c.verify(headers, read.body, Date.now()))
     if ('refused' in verified) return answer(JSON.parse(verified.refused) as Reply)
     const push = verified.value

@@ -264,10 +264,7 @@ impl Receiver {
     pub fn intake(&self, headers: &Headers) -> Result<BodyIntake, Reply> {
         let header = signature_header(headers).map_err(|(status, e)| error_reply(status, &e))?;
         let parsed = signature::parse_header(SIGNATURE_HEADER, header).map_err(|e| error_reply(401, &e))?;
-        let declared = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.options.max_body_bytes) {
-            return Err(error_reply(413, &too_large(self.options.max_body_bytes)));
-        }
+        self.check_size(headers, 0).map_err(|e| error_reply(413, &e))?;
         // The MAC of "<t>.<body>", as `signature::verify` computes it, fed as the body arrives.
         let mut mac = HmacSha256::new_from_slice(self.options.secret.as_bytes()).expect("HMAC takes keys of any size");
         mac.update(parsed.timestamp_ms.to_string().as_bytes());
@@ -275,12 +272,19 @@ impl Receiver {
         Ok(BodyIntake { mac, expected: parsed.mac, read: 0, max: self.options.max_body_bytes })
     }
 
+    /// The body cap, against the declared `content-length` and the bytes at hand.
+    fn check_size(&self, headers: &Headers, have: u64) -> Result<(), SyncError> {
+        let declared = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.trim().parse::<u64>().ok());
+        if declared.unwrap_or(0).max(have) > self.options.max_body_bytes {
+            return Err(too_large(self.options.max_body_bytes));
+        }
+        Ok(())
+    }
+
     /// Step 2, pure: the whole request verified and its payload accepted, or the answer that refuses it.
     pub fn verify(&self, headers: &Headers, body: &[u8], now_ms: u64) -> Result<Incoming, (u16, SyncError)> {
         let header = signature_header(headers)?;
-        if body.len() as u64 > self.options.max_body_bytes {
-            return Err((413, too_large(self.options.max_body_bytes)));
-        }
+        self.check_size(headers, body.len() as u64).map_err(|e| (413, e))?;
         signature::verify(SIGNATURE_HEADER, header, body, &self.options.secret, now_ms, self.options.max_age_ms).map_err(|e| (401, e))?;
         let payload = protocol::parse_payload(body).map_err(|e| (400, e))?;
         if !self.options.accept_drafts && (payload.id.starts_with("drafts.") || payload.id.starts_with("versions.")) {
