@@ -131,7 +131,7 @@ function exactNumber(text: string): number | bigint {
 }
 
 /** JSON text from the core as JS values: large integers as BigInt, `__proto__` an ordinary own key. */
-export function parseFromCore<T>(text: string): T {
+function parseFromCore<T>(text: string): T {
   if (!LONG_DIGITS.test(text)) return JSON.parse(text) as T
   return parseLossless(text, null, {parseNumber: exactNumber, onDuplicateKey: ({newValue}) => newValue}) as T
 }
@@ -250,17 +250,23 @@ export function createReceiver(options: ReceiverOptions): Receiver {
    * (empty state; with catch-up, a run reads everything again as at boot) and the caller answers 503 (retryable).
    */
   function call<T>(work: (c: SyncReceiver) => T, from: 'push' | 'catch-up' = 'push'): T {
-    if (builtFor !== wasmGeneration()) build()
+    if (builtFor !== wasmGeneration()) startOver('the wasm module was replaced after a failure elsewhere in this process', from)
     try {
       return work(core)
     } catch (error) {
       if (typeof error === 'string') throw error
       if (builtFor === wasmGeneration()) resetWasm()
-      build()
-      console.error(`sanity-fly-sync receiver: the wasm core failed (${error instanceof Error ? error.message : String(error)}); started it over with empty state`)
-      if (catchUp && from === 'push') setTimeout(() => void handler.catchUp().catch(noop), 0).unref?.()
+      startOver(`the wasm core failed (${error instanceof Error ? error.message : String(error)})`, from)
       throw new CoreFault('the receiver restarted its core after a failure; retry')
     }
+  }
+
+  /** A fresh core with empty state; with catch-up on, a run reads everything again as at boot. */
+  function startOver(why: string, from: 'push' | 'catch-up'): void {
+    build()
+    console.error(`sanity-fly-sync receiver: ${why}; started it over with empty state`)
+    // From inside a run, that run fails and the next interval starts one: no loop of runs on a lasting fault.
+    if (catchUp && from === 'push') setTimeout(() => void handler.catchUp(), 0).unref?.()
   }
 
   /** A core call whose refusal is an answer: `{refused}` holds the JSON the core threw. */

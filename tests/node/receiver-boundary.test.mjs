@@ -177,3 +177,37 @@ test('a trap inside the core: the module is replaced, the request gets 503 (retr
   assert.equal((await post(b.handler, body({id: 'other', document: '{"_id":"other"}'}))).json.status, 'applied')
   assert.deepEqual(a.seen.map((c) => c.id), ['before', 'page-1'])
 })
+
+test('after a trap, a receiver with catch-up reads everything again at once, as at boot', async (t) => {
+  const docs = [{_id: 'a', _type: 'page', _rev: 'r1', _updatedAt: NOW()}, {_id: 'b', _type: 'page', _rev: 'r1', _updatedAt: NOW()}]
+  const runs = []
+  let second
+  const secondRun = new Promise((resolve) => (second = resolve))
+  const applied = []
+  const receiver = createReceiver({
+    secret, machineId: 'm', apply: (c) => void applied.push(`${c.target}:${c.id}`),
+    catchUp: {
+      types: ['page'], intervalSeconds: 3600,
+      client: {fetch: async (q) => (q.endsWith('._id') ? docs.map((d) => d._id) : docs)},
+      onRun: (r) => (runs.push(r), runs.length === 2 && second()),
+    },
+  })
+  t.after(() => receiver.close())
+  assert.equal((await receiver.ready).applied, 2)
+  const verify = SyncReceiver.prototype.verify
+  t.after(() => (SyncReceiver.prototype.verify = verify))
+  SyncReceiver.prototype.verify = function trapOnce() {
+    SyncReceiver.prototype.verify = verify
+    return initSync({module: new Uint8Array(0)}).syncreceiver_verify(this.__wbg_ptr, 0x7fff_fff0, 64, 0x7fff_fff0, 64, Date.now())
+  }
+  const consoleError = console.error
+  console.error = () => {}
+  t.after(() => (console.error = consoleError))
+  assert.equal((await post(receiver, body({id: 'a', rev: 'r2', document: '{"_id":"a"}'}))).status, 503)
+  let timer
+  await Promise.race([secondRun, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('no catch-up run after the restart')), 10_000)))])
+  clearTimeout(timer)
+  assert.equal(runs[1].error, undefined)
+  assert.equal(runs[1].applied, 2, 'the fresh core holds nothing: every document is read and applied again')
+  assert.deepEqual(applied, ['catch-up:a', 'catch-up:b', 'catch-up:a', 'catch-up:b'])
+})
