@@ -354,13 +354,7 @@ export function createReceiver(options: ReceiverOptions): Receiver {
     } finally {
       if (builtFor === wasmGeneration()) intake.free()
     }
-    const body = new Uint8Array(size)
-    let at = 0
-    for (const chunk of chunks) {
-      body.set(chunk, at)
-      at += chunk.length
-    }
-    return {body}
+    return {body: concat(chunks, size)}
   }
 
   async function receive(request: Request): Promise<Response> {
@@ -401,15 +395,17 @@ export function createReceiver(options: ReceiverOptions): Receiver {
   type TextAnswer = {text: string; enveloped: boolean}
   const client = catchUp && (catchUp.client ?? null)
 
-  /** Run a query within its time; the answer as JSON text (the HTTP answer itself with the built-in client). */
+  /** Run a query within its time and size; the answer as JSON text (the HTTP answer itself with the built-in client). */
   async function runQuery(query: Query): Promise<TextAnswer> {
     const work: Promise<TextAnswer> = client
       ? client.fetch(query.query, query.params as Record<string, unknown>).then((v) => ({text: toJsonText(v, 'the query result'), enveloped: false}))
       : fetchText(catchUp!, query)
     const outcome = await within(work, query.timeoutMs)
-    if (outcome.ok) return outcome.value
     if ('timedOut' in outcome) throw new Error(`the query to Sanity did not answer within ${query.timeoutMs} ms`)
-    throw outcome.error
+    if (!outcome.ok) throw outcome.error
+    // At least one byte per UTF-16 unit: this catches what is plainly over; the core checks the exact size.
+    if (outcome.value.text.length > query.maxBytes) throw tooLarge(query)
+    return outcome.value
   }
 
   /** The steps the core staged (a page, or tombstones), applied as one unit while their documents are held. */
@@ -491,6 +487,20 @@ export function createReceiver(options: ReceiverOptions): Receiver {
   return handler
 }
 
+function concat(chunks: Uint8Array[], size: number): Uint8Array {
+  const all = new Uint8Array(size)
+  let at = 0
+  for (const chunk of chunks) {
+    all.set(chunk, at)
+    at += chunk.length
+  }
+  return all
+}
+
+function tooLarge(query: Query): Error {
+  return new Error(`the query answer is over ${query.maxBytes} bytes, the most a page is read at once: lower catchUp.pageSize`)
+}
+
 /** Sanity's HTTP query API, for apps that pass settings instead of a client: the answer's text, unparsed. */
 async function fetchText(o: CatchUpOptions, query: Query): Promise<{text: string; enveloped: boolean}> {
   const host = o.apiHost ?? `https://${o.projectId}.api.sanity.io`
@@ -503,5 +513,19 @@ async function fetchText(o: CatchUpOptions, query: Query): Promise<{text: string
     await response.body?.cancel().catch(noop)
     throw new Error(`Sanity query answered HTTP ${response.status}`)
   }
-  return {text: await response.text(), enveloped: true}
+  // Read up to the bound, never more.
+  const chunks: Uint8Array[] = []
+  let size = 0
+  const reader = response.body?.getReader()
+  for (;;) {
+    const next = reader ? await reader.read() : {done: true as const, value: undefined}
+    if (next.done) break
+    size += next.value.length
+    if (size > query.maxBytes) {
+      await reader?.cancel().catch(noop)
+      throw tooLarge(query)
+    }
+    chunks.push(next.value)
+  }
+  return {text: new TextDecoder().decode(concat(chunks, size)), enveloped: true}
 }

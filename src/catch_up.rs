@@ -25,6 +25,9 @@ const PUBLISHED: &str = r#"!(_id in path("drafts.**")) && !(_id in path("version
 /// Default time a query to Sanity may take before the run fails (and is tried again at the next interval).
 pub const DEFAULT_QUERY_TIMEOUT_MS: u64 = 30_000;
 
+/// The largest query answer read (a page is read whole: a smaller `pageSize` keeps it under this).
+pub const MAX_ANSWER_BYTES: u64 = 256 * 1024 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct CatchUpOptions {
     pub types: Vec<String>,
@@ -62,7 +65,8 @@ impl CatchUpOptions {
     }
 }
 
-/// A GROQ query and its parameters, to run against the dataset's published perspective within `timeoutMs`.
+/// A GROQ query and its parameters, to run against the dataset's published perspective within `timeoutMs`,
+/// its answer read only up to `maxBytes`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "camelCase")]
@@ -72,6 +76,8 @@ pub struct Query {
     pub params: Value,
     #[cfg_attr(test, ts(type = "number"))]
     pub timeout_ms: u64,
+    #[cfg_attr(test, ts(type = "number"))]
+    pub max_bytes: u64,
 }
 
 /// One page read: the ids of the documents staged to apply (`begin_staged`), the next page to read (when this
@@ -153,14 +159,14 @@ impl CatchUp {
         }
         let projection = self.options.projection.as_deref().unwrap_or("");
         let query = format!("*[{filter}] | order(_updatedAt asc, _id asc) [0...$limit] {projection}");
-        Query { query, params, timeout_ms: self.options.query_timeout_ms }
+        Query { query, params, timeout_ms: self.options.query_timeout_ms, max_bytes: MAX_ANSWER_BYTES }
     }
 
     /// A page came back: `text` is the query's result as JSON text, or the whole HTTP answer (`{"result": …}`)
     /// when `enveloped`. The whole page is read and checked before anything is staged; a document that cannot
     /// be applied (not a document, or a revision time beyond the skew bound) is skipped with the reason.
     pub fn page(&mut self, receiver: &Receiver, text: &str, enveloped: bool, now_ms: u64) -> Result<Page, SyncError> {
-        let docs: Vec<Box<RawValue>> = read_result(text, enveloped, "a list of documents")?;
+        let docs: Vec<&RawValue> = read_result(text, enveloped, "a list of documents")?;
         let mut run = self.run.take().ok_or_else(no_run)?;
         let mut page = Page { ids: Vec::new(), next: None, skipped: Vec::new() };
         let mut staged = Vec::new();
@@ -213,7 +219,7 @@ impl CatchUp {
             run.ids_asked_ms = Some(now_ms);
         }
         let query = format!("*[_type in $types && {PUBLISHED}]._id");
-        Query { query, params: json!({"types": self.options.types}), timeout_ms: self.options.query_timeout_ms }
+        Query { query, params: json!({"types": self.options.types}), timeout_ms: self.options.query_timeout_ms, max_bytes: MAX_ANSWER_BYTES }
     }
 
     /// Stage tombstones for what this Machine holds and Sanity no longer has (`text`: the ids query's result).
@@ -265,8 +271,13 @@ impl CatchUp {
     }
 }
 
-/// A query's result as a list of `T`, read from `text` bounded in depth; `enveloped`: `text` is the HTTP answer.
-fn read_result<T: serde::de::DeserializeOwned>(text: &str, enveloped: bool, expected: &'static str) -> Result<Vec<T>, SyncError> {
+/// A query's result as a list of `T`, read from `text` bounded in size and depth; `enveloped`: `text` is the
+/// HTTP answer.
+fn read_result<'a, T: Deserialize<'a>>(text: &'a str, enveloped: bool, expected: &'static str) -> Result<Vec<T>, SyncError> {
+    if text.len() as u64 > MAX_ANSWER_BYTES {
+        let expected = format!("a query answer of at most {MAX_ANSWER_BYTES} bytes (a smaller catchUp.pageSize keeps a page under it)");
+        return Err(SyncError::expected("result", expected, "a larger one"));
+    }
     protocol::check_depth("result", text, expected)?;
     let expects = move |field: &str| match field {
         "" => Some(expected),
@@ -274,8 +285,9 @@ fn read_result<T: serde::de::DeserializeOwned>(text: &str, enveloped: bool, expe
     };
     if enveloped {
         #[derive(Deserialize)]
-        struct Answer {
-            result: Box<RawValue>,
+        struct Answer<'a> {
+            #[serde(borrow)]
+            result: &'a RawValue,
         }
         protocol::check_object("result", text, "a query answer (`{\"result\": …}`)")?;
         let answer: Answer = protocol::read_flat("result", text, &|field| match field {

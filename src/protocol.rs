@@ -341,7 +341,7 @@ pub fn read_typed<T: DeserializeOwned>(
 
 /// `read_typed` for a value whose errors can only be about the text as a whole or a missing top-level field
 /// (a list of raw values, a one-field probe): no field paths to track.
-pub fn read_flat<T: DeserializeOwned>(root: &str, text: &str, expects: &dyn Fn(&str) -> Option<&'static str>) -> Result<T, SyncError> {
+pub fn read_flat<'a, T: Deserialize<'a>>(root: &str, text: &'a str, expects: &dyn Fn(&str) -> Option<&'static str>) -> Result<T, SyncError> {
     serde_json::from_str(text).map_err(|e| typed_error("", root, ".", &e, expects))
 }
 

@@ -132,6 +132,14 @@ struct Mark {
     routes: Vec<String>,
 }
 
+/// A change whose hooks are running.
+#[derive(Debug)]
+struct Pending {
+    id: String,
+    key: String,
+    mark: Mark,
+}
+
 /// A verified change (its payload accepted whole), to order with `begin_verified`.
 #[derive(Debug, Clone)]
 pub struct Incoming {
@@ -178,7 +186,8 @@ pub struct Receiver {
     marks: HashMap<String, Mark>,
     keys: HashSet<String>,
     key_order: VecDeque<String>,
-    pending: HashMap<u32, Incoming>,
+    /// Changes handed to the app's hooks, by ticket: what `finish` records (the payload went to the handler).
+    pending: HashMap<u32, Pending>,
     next_ticket: u32,
 }
 
@@ -351,9 +360,9 @@ impl Receiver {
             Decision::Apply(incoming) => {
                 let ticket = self.next_ticket;
                 self.next_ticket = self.next_ticket.wrapping_add(1);
-                let change = Box::new(incoming.payload.clone());
-                self.pending.insert(ticket, *incoming);
-                Step::Apply { ticket, change }
+                let Incoming { payload, mark, .. } = *incoming;
+                self.pending.insert(ticket, Pending { id: payload.id.clone(), key: payload.idempotency_key.clone(), mark });
+                Step::Apply { ticket, change: Box::new(payload) }
             }
         }
     }
@@ -361,16 +370,16 @@ impl Receiver {
     /// Step 4: the app's hooks finished. `Ok(restart_required)` commits the change; `Err(message)` (a failure or
     /// the handler's timeout) leaves it uncommitted and answers 503, so the Function retries.
     pub fn finish(&mut self, ticket: u32, outcome: Result<bool, String>) -> Reply {
-        let Some(incoming) = self.pending.remove(&ticket) else {
+        let Some(pending) = self.pending.remove(&ticket) else {
             return error_reply(500, &SyncError::fatal(format!("unknown ticket {ticket}")));
         };
         match outcome {
             Ok(restart_required) => {
-                self.commit(&incoming);
+                self.record(pending.id, pending.key, pending.mark);
                 Reply { http_status: 200, body: self.ack(AckStatus::Applied, restart_required) }
             }
             Err(message) => {
-                let error = SyncError::retryable(format!("the app could not apply {}: {}", incoming.id(), crate::retry::truncate(&message, 300)));
+                let error = SyncError::retryable(format!("the app could not apply {}: {}", pending.id, crate::retry::truncate(&message, 300)));
                 error_reply(503, &error)
             }
         }
@@ -380,7 +389,7 @@ impl Receiver {
         if self.keys.contains(&incoming.payload.idempotency_key) {
             return Decision::Ignore(AckStatus::Duplicate);
         }
-        if self.pending.values().any(|p| p.id() == incoming.id()) {
+        if self.pending.values().any(|p| p.id == incoming.id()) {
             // Its hooks are still running (the handler orders per document, so only a caller that does not can
             // get here): deciding now could apply the same change twice or an older one last.
             let error = SyncError::retryable(format!("another change of {} is being applied; retry", incoming.id()));
@@ -413,10 +422,13 @@ impl Receiver {
 
     /// Record an applied change (call after the app's hooks succeeded).
     pub fn commit(&mut self, incoming: &Incoming) {
-        self.marks.insert(incoming.id().to_string(), incoming.mark.clone());
-        let key = &incoming.payload.idempotency_key;
+        self.record(incoming.payload.id.clone(), incoming.payload.idempotency_key.clone(), incoming.mark.clone());
+    }
+
+    fn record(&mut self, id: String, key: String, mark: Mark) {
+        self.marks.insert(id, mark);
         if self.keys.insert(key.clone()) {
-            self.key_order.push_back(key.clone());
+            self.key_order.push_back(key);
             while self.key_order.len() > self.options.remember_keys.max(1) {
                 if let Some(old) = self.key_order.pop_front() {
                     self.keys.remove(&old);
