@@ -37,7 +37,8 @@ export function createApp(machine, {secret, client, types, intervalSeconds, onAp
       }
       onApplied?.(machine, change, via)
     },
-    catchUp: {client, types, intervalSeconds, lagSeconds: 60},
+    // The local Content Lake has no query-index lag and shares this clock: a short lag is enough here.
+    catchUp: {client, types, intervalSeconds, lagSeconds: 10},
   })
 
   function find(type, slug) {

@@ -11,8 +11,9 @@ WASM_OPT=node_modules/.bin/wasm-opt
 cargo build --release --target wasm32-unknown-unknown --lib
 rm -rf pkg
 # `web` glue takes the module bytes (initSync), so the Function can carry the wasm inlined: a deployed bundle
-# then needs no sibling file (whether the runtime can read one is unverified).
-wasm-bindgen --target web --out-dir pkg \
+# then needs no sibling file (whether the runtime can read one is unverified). `__wbg_reset_state` (from the
+# reset-state flag) lets wasm.ts replace an instance that trapped (resetWasm).
+wasm-bindgen --target web --experimental-reset-state-function --out-dir pkg \
   target/wasm32-unknown-unknown/release/sanity_fly_sync.wasm
 
 # TypeScript types of everything that crosses the boundary, generated from the Rust types (ts-rs → pkg/types).

@@ -1,50 +1,110 @@
 //! The versioned payload the Function sends to the receiver, and the ack it expects back
 //! (`docs/protocol.md` is the reference for both).
+//!
+//! `SyncPayload` is the one payload type: the Function serialises it (`payload_body`), catch-up builds the
+//! payloads of documents it pulled from Sanity with it, and the receiver parses pushes into it (`parse_payload`).
+//! The document travels as its exact JSON text (`RawValue`), so numbers beyond 2^53 and keys like `__proto__`
+//! reach the app as they were written.
 
 use crate::change::{ContentChange, Op, Operation};
 use crate::config::Target;
 use crate::error::SyncError;
+use crate::limits;
 use crate::routes::RouteVars;
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::fmt;
 
 pub const PROTOCOL: &str = "sanity-fly-sync/1";
 /// Our signature header: Sanity's scheme, under our own name so it never collides with a webhook's.
 pub const SIGNATURE_HEADER: &str = "sanity-fly-sync-signature";
 
-#[derive(Debug, Serialize)]
+/// The sync payload (docs/protocol.md, "Body"). Fields a newer sender adds are ignored when parsing; the
+/// optional ones default as a version-1 receiver always read them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "camelCase")]
-pub struct SyncPayload<'a> {
-    pub protocol: &'static str,
-    pub target: &'a str,
+pub struct SyncPayload {
+    pub protocol: String,
+    #[serde(default)]
+    pub target: String,
     pub op: Op,
+    #[serde(default = "unknown_operation")]
     pub operation: Operation,
-    pub id: &'a str,
+    pub id: String,
     #[serde(rename = "type")]
-    pub doc_type: &'a str,
-    pub rev: &'a str,
-    pub updated_at: &'a str,
-    pub slug: Option<&'a str>,
-    pub previous_slug: Option<&'a str>,
+    pub doc_type: String,
+    pub rev: String,
+    pub updated_at: String,
+    #[serde(default)]
+    pub slug: Option<String>,
+    #[serde(default)]
+    pub previous_slug: Option<String>,
+    #[serde(default)]
     pub routes: Routes,
+    #[serde(default)]
     pub tags: Vec<String>,
-    pub locale: Option<&'a str>,
-    pub market: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
+    pub locale: Option<String>,
+    #[serde(default)]
+    pub market: Option<String>,
+    /// The (projected) document, carried as the exact JSON text it arrived as (the reference receiver hands it
+    /// to the app with integers beyond 2^53 as BigInt). Absent on a delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional, type = "Record<string, unknown>"))]
-    pub document: Option<&'a Map<String, Value>>,
-    pub idempotency_key: &'a str,
+    pub document: Option<Box<RawValue>>,
+    pub idempotency_key: String,
+}
+
+fn unknown_operation() -> Operation {
+    Operation::Unknown
 }
 
 /// `current`: where the document is now; `previous`: where it was and no longer is (rename, delete);
 /// `invalidate`: both, deduplicated.
-#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 pub struct Routes {
+    #[serde(default)]
     pub invalidate: Vec<String>,
+    #[serde(default)]
     pub current: Vec<String>,
+    #[serde(default)]
     pub previous: Vec<String>,
+}
+
+impl Routes {
+    /// Every route with the field that holds it (`routes.current[0]`), for checks and errors.
+    pub fn named(&self) -> impl Iterator<Item = (String, &str)> {
+        [("invalidate", &self.invalidate), ("current", &self.current), ("previous", &self.previous)]
+            .into_iter()
+            .flat_map(|(list, items)| items.iter().enumerate().map(move |(i, r)| (format!("routes.{list}[{i}]"), r.as_str())))
+    }
+}
+
+// The wire names of the change enums (src/change.rs): an unknown `op` is refused, an unknown `operation` (a
+// newer Sanity name) reads as `unknown`, since nothing is decided by it.
+impl<'de> Deserialize<'de> for Op {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "upsert" => Ok(Op::Upsert),
+            "delete" => Ok(Op::Delete),
+            _ => Err(de::Error::invalid_value(de::Unexpected::Other("another operation"), &"`upsert` or `delete`")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Operation {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match String::deserialize(d)?.as_str() {
+            "create" => Operation::Create,
+            "update" => Operation::Update,
+            "delete" => Operation::Delete,
+            _ => Operation::Unknown,
+        })
+    }
 }
 
 pub fn routes(change: &ContentChange, target: &Target) -> Routes {
@@ -102,24 +162,25 @@ pub fn tags(change: &ContentChange) -> Vec<String> {
     tags
 }
 
-pub fn payload<'a>(change: &'a ContentChange, target: &'a Target) -> SyncPayload<'a> {
+pub fn payload(change: &ContentChange, target: &Target) -> SyncPayload {
     SyncPayload {
-        protocol: PROTOCOL,
-        target: &target.name,
+        protocol: PROTOCOL.to_string(),
+        target: target.name.clone(),
         op: change.op,
         operation: change.operation,
-        id: &change.id,
-        doc_type: &change.doc_type,
-        rev: &change.rev,
-        updated_at: &change.updated_at,
-        slug: change.slug.as_deref(),
-        previous_slug: change.previous_slug.as_deref(),
+        id: change.id.clone(),
+        doc_type: change.doc_type.clone(),
+        rev: change.rev.clone(),
+        updated_at: change.updated_at.clone(),
+        slug: change.slug.clone(),
+        previous_slug: change.previous_slug.clone(),
         routes: routes(change, target),
         tags: tags(change),
-        locale: change.locale.as_deref(),
-        market: change.market.as_deref(),
-        document: (change.op == Op::Upsert).then_some(&change.data),
-        idempotency_key: &change.idempotency_key,
+        locale: change.locale.clone(),
+        market: change.market.clone(),
+        document: (change.op == Op::Upsert)
+            .then(|| serde_json::value::to_raw_value(&change.data).expect("a JSON object serialises")),
+        idempotency_key: change.idempotency_key.clone(),
     }
 }
 
@@ -128,14 +189,263 @@ pub fn payload_body(change: &ContentChange, target: &Target) -> String {
     serde_json::to_string(&payload(change, target)).expect("payload serialises: plain data")
 }
 
+/// What each payload field holds, for errors (`routes.current[]` stands for every item of the list).
+fn payload_expects(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "" => "a sync payload (JSON object)",
+        "protocol" => "`sanity-fly-sync/1`",
+        "op" => "`upsert` or `delete`",
+        "id" => "the document id",
+        "type" => "the document type",
+        "rev" => "the document revision",
+        "updatedAt" => "an RFC 3339 UTC time",
+        "idempotencyKey" => "the idempotency key",
+        "document" => "the document (an object) on an upsert",
+        "target" | "operation" | "slug" | "previousSlug" | "locale" | "market" => "a string or null",
+        "routes" => "an object with the lists `invalidate`, `current` and `previous`",
+        "routes.invalidate" | "routes.current" | "routes.previous" => "a list of paths",
+        "routes.invalidate[]" | "routes.current[]" | "routes.previous[]" => "a path (a string)",
+        "tags" => "a list of strings",
+        "tags[]" => "a string",
+        _ => return None,
+    })
+}
+
+/// Parse a pushed body into a payload: UTF-8 JSON nested at most `limits::MAX_JSON_DEPTH` deep, this protocol
+/// version, every field of its type, the required strings non-empty, the document an object on an upsert.
+/// Errors name the field and never echo a value. Revision times and routes are the receiver's to check.
+pub fn parse_payload(body: &[u8]) -> Result<SyncPayload, SyncError> {
+    const WHOLE: &str = "a sync payload (JSON object)";
+    let text = std::str::from_utf8(body).map_err(|_| SyncError::expected("body", "UTF-8 JSON", "bytes that are not UTF-8"))?;
+    check_depth("body", text, WHOLE)?;
+    check_object("body", text, WHOLE)?;
+    // The version first: a payload of another version may differ in any other field.
+    #[derive(Deserialize)]
+    struct Version {
+        #[serde(default)]
+        protocol: Option<Value>,
+    }
+    let version: Version = read_flat("body", text, &payload_expects)?;
+    match version.protocol {
+        Some(Value::String(p)) if p == PROTOCOL => {}
+        // A Function of another version (docs/protocol.md, "Versions"): refused whole, never half-understood.
+        Some(Value::String(_)) => {
+            return Err(SyncError::expected(
+                "protocol",
+                format!("`{PROTOCOL}`, the version this receiver speaks"),
+                "another protocol version (the Function and its receivers must speak one: update sanity-fly-sync on the older side)",
+            ))
+        }
+        Some(other) => return Err(SyncError::expected("protocol", format!("`{PROTOCOL}`"), crate::error::kind_of(&other))),
+        None => return Err(SyncError::expected("protocol", format!("`{PROTOCOL}`"), "nothing")),
+    }
+    let payload: SyncPayload = read_typed("", "body", text, &payload_expects)?;
+    payload.check_shape()?;
+    Ok(payload)
+}
+
+impl SyncPayload {
+    /// The required strings are not blank and an upsert carries its document as an object.
+    pub fn check_shape(&self) -> Result<(), SyncError> {
+        for (field, value) in [("id", &self.id), ("type", &self.doc_type), ("rev", &self.rev), ("idempotencyKey", &self.idempotency_key)] {
+            if value.trim().is_empty() {
+                let got = if value.is_empty() { "an empty string" } else { "only spaces" };
+                return Err(SyncError::expected(field, payload_expects(field).unwrap_or("a string"), got));
+            }
+        }
+        if self.op == Op::Upsert {
+            let got = self.document.as_deref().map_or("nothing", raw_kind);
+            if got != "an object" {
+                return Err(SyncError::expected("document", payload_expects("document").unwrap_or("an object"), got));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The kind of a JSON text, from its first character (the text is valid JSON).
+pub fn raw_kind(raw: &RawValue) -> &'static str {
+    let text = raw.get().trim_start();
+    match text.as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') if text == "\"\"" => "an empty string",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+/// Refuse JSON text (valid, depth-checked) that is not an object. Needed before reading a struct: serde also
+/// reads a struct from an array of its fields in order, which no sender of ours writes.
+pub fn check_object(field: &str, text: &str, expected: &str) -> Result<(), SyncError> {
+    let raw: &RawValue = serde_json::from_str(text).map_err(|e| limits::json_error(field, expected, &e))?;
+    match raw_kind(raw) {
+        "an object" => Ok(()),
+        other => Err(SyncError::expected(field, expected, other)),
+    }
+}
+
+/// Refuse JSON nested deeper than `limits::MAX_JSON_DEPTH` without building it: a walk under serde_json's own
+/// recursion limit. Needed wherever a part of the input is kept as text (`RawValue`), which carries any depth.
+pub fn check_depth(field: &str, text: &str, expected: &str) -> Result<(), SyncError> {
+    struct Walk;
+    impl<'de> Deserialize<'de> for Walk {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Walk)
+        }
+    }
+    impl<'de> Visitor<'de> for Walk {
+        type Value = Walk;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_unit<E>(self) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Walk, A::Error> {
+            while seq.next_element::<Walk>()?.is_some() {}
+            Ok(Walk)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Walk, A::Error> {
+            while map.next_entry::<IgnoredAny, Walk>()?.is_some() {}
+            Ok(Walk)
+        }
+    }
+    serde_json::from_str::<Walk>(text).map(drop).map_err(|e| limits::json_error(field, expected, &e))
+}
+
+/// Read JSON `text` (already depth-checked) into `T`. Errors name the field (`prefix` + the path inside the
+/// text; `root` for the text as a whole), say what `expects` says the field holds, and describe what was
+/// found by its kind only.
+pub fn read_typed<T: DeserializeOwned>(
+    prefix: &str,
+    root: &str,
+    text: &str,
+    expects: &dyn Fn(&str) -> Option<&'static str>,
+) -> Result<T, SyncError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| typed_error(prefix, root, &e.path().to_string(), e.inner(), expects))?;
+    de.end().map_err(|e| limits::json_error(root, expects("").unwrap_or("JSON"), &e))?;
+    Ok(value)
+}
+
+/// `read_typed` for a value whose errors can only be about the text as a whole or a missing top-level field
+/// (a list of raw values, a one-field probe): no field paths to track.
+pub fn read_flat<'a, T: Deserialize<'a>>(root: &str, text: &'a str, expects: &dyn Fn(&str) -> Option<&'static str>) -> Result<T, SyncError> {
+    serde_json::from_str(text).map_err(|e| typed_error("", root, ".", &e, expects))
+}
+
+fn typed_error(prefix: &str, root: &str, path: &str, e: &serde_json::Error, expects: &dyn Fn(&str) -> Option<&'static str>) -> SyncError {
+    let whole = expects("").unwrap_or("JSON");
+    if !e.is_data() {
+        return limits::json_error(root, whole, e);
+    }
+    // serde's message: "<what> at line L column C". Only fixed words of it are used, never the value it quotes.
+    let full = e.to_string();
+    let message = full.rsplit_once(" at line ").map_or(full.as_str(), |(m, _)| m);
+    let path = if path == "." { "" } else { path };
+    let named = |prefix_text: &str| message.strip_prefix(prefix_text).and_then(|rest| rest.split('`').next());
+    let (inner, got) = if let Some(name) = named("missing field `") {
+        (join(path, name), "nothing (the field is missing)")
+    } else if let Some(name) = named("duplicate field `") {
+        (join(path, name), "the field more than once")
+    } else if let Some(rest) = message.strip_prefix("invalid type: ") {
+        let got = [
+            ("string", "a string"),
+            ("integer", "a number"),
+            ("floating point", "a number"),
+            ("boolean", "a boolean"),
+            ("null", "null"),
+            ("unit", "null"),
+            ("sequence", "an array"),
+            ("map", "an object"),
+        ]
+        .iter()
+        .find(|(word, _)| rest.starts_with(word))
+        .map_or("another value", |(_, kind)| kind);
+        (path.to_string(), got)
+    } else {
+        (path.to_string(), "another value")
+    };
+    let shape: String = {
+        // `routes.current[3]` → `routes.current[]`: one expectation for every item of a list.
+        let mut out = String::with_capacity(inner.len());
+        let mut in_index = false;
+        for c in inner.chars() {
+            match c {
+                '[' => in_index = true,
+                ']' => in_index = false,
+                _ if in_index => continue,
+                _ => {}
+            }
+            out.push(c);
+        }
+        out
+    };
+    let serde_expected = message.rsplit_once(", expected ").map(|(_, x)| x.to_string());
+    let expected = expects(&shape).map(String::from).or(serde_expected).unwrap_or_else(|| "another value".into());
+    let field = if inner.is_empty() { root.to_string() } else { format!("{prefix}{inner}") };
+    SyncError::expected(field, expected, got)
+}
+
+fn join(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+/// How a receiver answered a push (docs/protocol.md, "Answer"). All three are success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+#[serde(rename_all = "snake_case")]
+pub enum AckStatus {
+    Applied,
+    Duplicate,
+    Stale,
+}
+
+impl AckStatus {
+    pub const ALL: [AckStatus; 3] = [AckStatus::Applied, AckStatus::Duplicate, AckStatus::Stale];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckStatus::Applied => "applied",
+            AckStatus::Duplicate => "duplicate",
+            AckStatus::Stale => "stale",
+        }
+    }
+}
+
 /// The receiver's answer: `{"machine": "<FLY_MACHINE_ID>", "status": "applied"|"duplicate"|"stale", "restart": "required"?}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {
     pub machine: String,
-    pub status: String,
+    pub status: AckStatus,
     pub restart_required: bool,
 }
 
+/// Read an ack. A `status` other than the protocol's three is an error naming it (shortened): an app that
+/// answers 200 with `"rejected"` has not synced. An absent `status` reads as `applied` (the field is optional
+/// in version 1's first receivers).
 pub fn parse_ack(body: &str) -> Result<Ack, SyncError> {
     let value: Value = serde_json::from_str(body)
         .map_err(|_| SyncError::fatal("the receiver's answer is not JSON: is the sync path served by the sanity-fly-sync receiver?"))?;
@@ -144,9 +454,24 @@ pub fn parse_ack(body: &str) -> Result<Ack, SyncError> {
         .and_then(Value::as_str)
         .filter(|m| !m.is_empty())
         .ok_or_else(|| SyncError::fatal("the receiver's answer names no `machine` (it must echo FLY_MACHINE_ID)"))?;
-    let status = value.get("status").and_then(Value::as_str).unwrap_or("applied");
+    let status = match value.get("status") {
+        None | Some(Value::Null) => AckStatus::Applied,
+        Some(Value::String(s)) => AckStatus::ALL.into_iter().find(|a| a.as_str() == s).ok_or_else(|| {
+            let shown: String = s.chars().take(40).flat_map(char::escape_default).collect();
+            let more = if s.chars().count() > 40 { "…" } else { "" };
+            SyncError::fatal(format!(
+                "the receiver's answer has status `{shown}{more}`; expected `applied`, `duplicate` or `stale` (docs/protocol.md)"
+            ))
+        })?,
+        Some(other) => {
+            return Err(SyncError::fatal(format!(
+                "the receiver's answer has a `status` that is {}; expected `applied`, `duplicate` or `stale`",
+                crate::error::kind_of(other)
+            )))
+        }
+    };
     let restart_required = value.get("restart").and_then(Value::as_str) == Some("required");
-    Ok(Ack { machine: machine.to_string(), status: status.to_string(), restart_required })
+    Ok(Ack { machine: machine.to_string(), status, restart_required })
 }
 
 #[cfg(test)]
@@ -154,6 +479,7 @@ mod tests {
     use super::*;
     use crate::config::tests::{env, SECRET};
     use crate::config::Config;
+    use crate::error::ErrorClass;
     use crate::event::from_function_event;
     use serde_json::json;
 
@@ -214,11 +540,130 @@ mod tests {
     }
 
     #[test]
+    fn the_wire_shape_is_the_documented_one_and_parses_back_to_the_same_bytes() {
+        let c = change(json!({"op":"update","slug":"new","previousSlug":"old","market":"eu"}));
+        let body = payload_body(&c, &target());
+        let keys: Vec<String> = serde_json::from_str::<serde_json::Map<String, Value>>(&body).unwrap().keys().cloned().collect();
+        let mut documented = ["protocol", "target", "op", "operation", "id", "type", "rev", "updatedAt", "slug", "previousSlug", "routes",
+            "tags", "locale", "market", "document", "idempotencyKey"];
+        documented.sort();
+        assert_eq!(keys, documented, "the fields of docs/protocol.md");
+        assert!(body.starts_with(r#"{"protocol":"sanity-fly-sync/1","target":"web","op":"upsert","operation":"update","id":"article-1","type":"article""#), "{body}");
+        let parsed = parse_payload(body.as_bytes()).unwrap();
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), body, "parse then serialise changes no byte");
+    }
+
+    fn push(extra: Value) -> Value {
+        let mut p = json!({"protocol": PROTOCOL, "op": "upsert", "id": "p", "type": "page", "rev": "r1",
+            "updatedAt": "2026-11-27T10:00:00Z", "idempotencyKey": "upsert:p:r1", "document": {"_id": "p"}});
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                p.as_object_mut().unwrap().remove(k);
+            } else {
+                p[k] = v.clone();
+            }
+        }
+        p
+    }
+
+    fn refused(body: &str) -> (String, String) {
+        let e = parse_payload(body.as_bytes()).unwrap_err();
+        assert_eq!(e.class, ErrorClass::BadInput);
+        let field = e.field.clone().unwrap();
+        assert!(e.message.starts_with(&format!("`{field}`: expected ")), "{}", e.message);
+        (field, e.message)
+    }
+
+    #[test]
+    fn a_push_is_read_with_serde_naming_every_bad_field_without_echoing_it() {
+        // Unknown fields (a newer sender) are ignored; optional ones default.
+        let p = parse_payload(push(json!({"addedLater": {"x": [1, 2]}})).to_string().as_bytes()).unwrap();
+        assert_eq!((p.id.as_str(), p.operation, p.routes.clone(), p.tags.len()), ("p", Operation::Unknown, Routes::default(), 0));
+        let p = parse_payload(push(json!({"operation": "publish-v3"})).to_string().as_bytes()).unwrap();
+        assert_eq!(p.operation, Operation::Unknown, "an operation name we do not know decides nothing");
+        for (extra, field, fragment) in [
+            (json!({"id": null}), "id", "expected the document id, got nothing"),
+            (json!({"id": 7}), "id", "got a number"),
+            (json!({"id": ""}), "id", "got an empty string"),
+            (json!({"rev": "  "}), "rev", "the document revision, got only spaces"),
+            (json!({"op": "destroy-secret-value"}), "op", "expected `upsert` or `delete`, got another value"),
+            (json!({"updatedAt": ["2026"]}), "updatedAt", "got an array"),
+            (json!({"routes": {"current": ["/a", {"secret-value": 1}]}}), "routes.current[1]", "expected a path (a string), got an object"),
+            (json!({"routes": "secret-value"}), "routes", "got a string"),
+            (json!({"tags": [true]}), "tags[0]", "got a boolean"),
+            (json!({"slug": 12}), "slug", "a string or null, got a number"),
+            (json!({"document": "secret-value"}), "document", "got a string"),
+            (json!({"document": []}), "document", "got an array"),
+            (json!({"document": null}), "document", "on an upsert, got nothing"),
+            (json!({"protocol": "sanity-fly-sync/2"}), "protocol", "another protocol version"),
+            (json!({"protocol": null, "id": 5}), "protocol", "got nothing"),
+        ] {
+            let (f, m) = refused(&push(extra.clone()).to_string());
+            assert_eq!(f, field, "{extra}: {m}");
+            assert!(m.contains(fragment), "{extra}: {m}");
+            assert!(!m.contains("secret-value") && !m.contains("destroy"), "never echoes the value: {m}");
+        }
+        let (f, m) = refused(r#"{"protocol":"sanity-fly-sync/1","id":"a","id":"b"}"#);
+        assert_eq!(f, "id", "{m}");
+        assert!(m.contains("more than once"), "{m}");
+        assert_eq!(refused("[1]"), ("body".into(), "`body`: expected a sync payload (JSON object), got an array".into()));
+        assert!(refused(r#"{"protocol":"#).1.contains("invalid JSON at line 1"));
+        assert!(refused(&format!("{} x", push(json!({})))).1.contains("invalid JSON"), "trailing characters");
+        let e = parse_payload(&[0xff, b'{']).unwrap_err();
+        assert!(e.message.contains("not UTF-8"));
+        // A delete needs no document.
+        assert!(parse_payload(push(json!({"op": "delete", "document": null})).to_string().as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_even_inside_the_document_kept_as_text() {
+        let deep = format!(r#"{{"protocol":"{PROTOCOL}","document":{}1{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        let (field, message) = refused(&deep);
+        assert_eq!(field, "body");
+        assert!(message.contains("nested at most 128 levels deep"), "{message}");
+        // Within the bound it passes, and a document at Sanity's own limit (20 levels) is far inside it.
+        let ok = push(json!({"document": serde_json::from_str::<Value>(&format!("{{\"a\":{}1{}}}", "[".repeat(100), "]".repeat(100))).unwrap()}));
+        assert!(parse_payload(ok.to_string().as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn the_document_travels_as_its_exact_text() {
+        let body = format!(
+            r#"{{"protocol":"{PROTOCOL}","op":"upsert","id":"p","type":"page","rev":"r","updatedAt":"2026-11-27T10:00:00Z","idempotencyKey":"k","document":{{"big":9007199254740993,"huge":123456789012345678901234567890,"__proto__":{{"polluted":true}},"f":1.0000000000000002}}}}"#
+        );
+        let p = parse_payload(body.as_bytes()).unwrap();
+        assert_eq!(
+            p.document.as_deref().unwrap().get(),
+            r#"{"big":9007199254740993,"huge":123456789012345678901234567890,"__proto__":{"polluted":true},"f":1.0000000000000002}"#
+        );
+        assert!(serde_json::to_string(&p).unwrap().contains(r#""huge":123456789012345678901234567890"#));
+    }
+
+    #[test]
     fn ack_parsing() {
         let a = parse_ack(r#"{"machine":"m1","status":"applied","restart":"required"}"#).unwrap();
-        assert_eq!(a, Ack { machine: "m1".into(), status: "applied".into(), restart_required: true });
+        assert_eq!(a, Ack { machine: "m1".into(), status: AckStatus::Applied, restart_required: true });
         assert!(!parse_ack(r#"{"machine":"m1"}"#).unwrap().restart_required);
+        for status in AckStatus::ALL {
+            let body = format!(r#"{{"machine":"m1","status":"{}"}}"#, status.as_str());
+            assert_eq!(parse_ack(&body).unwrap().status, status);
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
         assert!(parse_ack(r#"{"ok":true}"#).unwrap_err().message.contains("FLY_MACHINE_ID"));
         assert!(parse_ack("OK").is_err());
+    }
+
+    #[test]
+    fn an_ack_with_another_status_is_a_fatal_error_naming_it() {
+        let e = parse_ack(r#"{"machine":"m1","status":"rejected"}"#).unwrap_err();
+        assert_eq!(e.class, ErrorClass::Fatal);
+        assert!(e.message.contains("status `rejected`; expected `applied`, `duplicate` or `stale`"), "{}", e.message);
+        let long = format!(r#"{{"machine":"m1","status":"{}\n"}}"#, "x".repeat(500));
+        let e = parse_ack(&long).unwrap_err();
+        assert!(e.message.contains(&format!("`{}…`", "x".repeat(40))), "shortened: {}", e.message);
+        assert!(e.message.len() < 200);
+        let e = parse_ack(r#"{"machine":"m1","status":3}"#).unwrap_err();
+        assert!(e.message.contains("a number"), "{}", e.message);
+        assert!(parse_ack(r#"{"machine":"m1","status":"Applied"}"#).is_err(), "exact names only");
     }
 }

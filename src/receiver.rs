@@ -2,20 +2,38 @@
 //! signature and its age, drop duplicates by idempotency key, apply only newer revisions (tombstones for deletes,
 //! so a late update cannot resurrect a deleted document), and shape the ack.
 //!
-//! Two steps around the app's own hooks: `check` decides, the app stores the change, then `commit` records it.
-//! A change whose hooks fail is not committed, so the Function's retry applies it.
+//! A push passes four steps, and nothing is recorded before the third:
+//! 1. `intake`: the headers alone, then the body as it streams in. A request without a signature header is
+//!    refused before its body is read; a body over the size cap is refused as soon as it is over; the MAC is
+//!    computed chunk by chunk, so a forged body is never held whole (nor copied into the core).
+//! 2. `verify`: the whole body, pure: signature and age, the payload (`protocol::parse_payload`), a revision
+//!    time no further ahead than `limits::MAX_FUTURE_SKEW_MS`, same-origin routes, drafts only where accepted.
+//! 3. `begin_verified`: ordering against what this Machine holds. A change to apply gets a ticket; the app's
+//!    hooks run on it (the handler runs one change per document at a time; a second change of a document whose
+//!    ticket is open is answered 503, retryable).
+//! 4. `finish`: the hooks' outcome. Only success commits (marks, idempotency keys); a failure or a timeout
+//!    leaves the change uncommitted, so the Function's retry applies it.
 
-use crate::error::{kind_of, SyncError};
-use crate::event::{rfc3339_ms, Headers};
-use crate::json_read::Obj;
-use crate::protocol::{PROTOCOL, SIGNATURE_HEADER};
+use crate::error::SyncError;
+use crate::event::Headers;
+use crate::limits;
+use crate::protocol::{self, AckStatus, Routes, SyncPayload, PROTOCOL, SIGNATURE_HEADER};
+use crate::routes;
 use crate::signature;
+use hmac::{Hmac, Mac};
 use serde::Serialize;
 use serde_json::Value;
+use sha2::Sha256;
 use std::collections::{HashMap, HashSet, VecDeque};
+
+/// Default cap on a push body: Sanity's largest document (32 MB of JSON) plus room for the payload around it.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 40_000_000;
+/// Default time the app's hooks get per call before the change is answered 503 (uncommitted, retried).
+pub const DEFAULT_HOOK_TIMEOUT_MS: u64 = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct ReceiverOptions {
+    /// The FLY_SYNC_SECRET, used exactly as given (surrounding whitespace is refused, as the Function does).
     pub secret: String,
     /// This Machine's `FLY_MACHINE_ID`, echoed in every ack.
     pub machine_id: String,
@@ -24,33 +42,81 @@ pub struct ReceiverOptions {
     pub accept_drafts: bool,
     /// How many idempotency keys to remember for duplicate detection.
     pub remember_keys: usize,
+    /// A push body larger than this is refused (413) before it is read whole.
+    pub max_body_bytes: u64,
+    /// How long each call of an app hook may take (the handler's timer; the core only carries the setting).
+    pub hook_timeout_ms: u64,
 }
 
+const OPTION_KEYS: [&str; 7] = ["secret", "machineId", "maxAgeSeconds", "acceptDrafts", "rememberKeys", "maxBodyBytes", "hookTimeoutMs"];
+
 impl ReceiverOptions {
-    /// From the options object the app passes (`{secret, machineId, maxAgeSeconds?, acceptDrafts?, rememberKeys?}`).
+    /// The defaults for everything but the secret and the Machine id.
+    pub fn new(secret: impl Into<String>, machine_id: impl Into<String>) -> ReceiverOptions {
+        ReceiverOptions {
+            secret: secret.into(),
+            machine_id: machine_id.into(),
+            max_age_ms: signature::DEFAULT_MAX_AGE_MS,
+            accept_drafts: false,
+            remember_keys: 100_000,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            hook_timeout_ms: DEFAULT_HOOK_TIMEOUT_MS,
+        }
+    }
+
+    /// From the options object the app passes (`{secret, machineId, maxAgeSeconds?, acceptDrafts?, rememberKeys?,
+    /// maxBodyBytes?, hookTimeoutMs?}`).
     pub fn from_json(value: &Value) -> Result<ReceiverOptions, SyncError> {
-        let obj = Obj::root(value, "", "receiver options")?;
-        obj.deny_unknown(&["secret", "machineId", "maxAgeSeconds", "acceptDrafts", "rememberKeys"])?;
+        let obj = crate::json_read::Obj::root(value, "", "receiver options")?;
+        obj.deny_unknown(&OPTION_KEYS)?;
+        let defaults = ReceiverOptions::new(String::new(), String::new());
         let options = ReceiverOptions {
-            secret: obj.str_req("secret", "the FLY_SYNC_SECRET shared with the Function")?.to_string(),
+            // Not `str_req`: that trims, and the secret is used exactly as given.
+            secret: match obj.get("secret") {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => return Err(SyncError::expected("secret", "the FLY_SYNC_SECRET shared with the Function", crate::error::kind_of(other))),
+                None => return Err(SyncError::expected("secret", "the FLY_SYNC_SECRET shared with the Function", "nothing")),
+            },
             machine_id: obj.str_req("machineId", "this Machine's FLY_MACHINE_ID")?.to_string(),
-            max_age_ms: obj.u64_opt("maxAgeSeconds", 1, 86_400)?.map_or(signature::DEFAULT_MAX_AGE_MS, |s| s * 1000),
-            accept_drafts: obj.bool_opt("acceptDrafts")?.unwrap_or(false),
-            remember_keys: obj.u64_opt("rememberKeys", 1, 10_000_000)?.unwrap_or(100_000) as usize,
+            max_age_ms: obj.u64_opt("maxAgeSeconds", 1, 86_400)?.map_or(defaults.max_age_ms, |s| s * 1000),
+            accept_drafts: obj.bool_opt("acceptDrafts")?.unwrap_or(defaults.accept_drafts),
+            remember_keys: obj.u64_opt("rememberKeys", 1, 10_000_000)?.map_or(defaults.remember_keys, |n| n as usize),
+            max_body_bytes: obj.u64_opt("maxBodyBytes", 1_024, 1 << 30)?.unwrap_or(defaults.max_body_bytes),
+            hook_timeout_ms: obj.u64_opt("hookTimeoutMs", 10, 600_000)?.unwrap_or(defaults.hook_timeout_ms),
         };
         options.validate()?;
         Ok(options)
     }
 
     pub fn validate(&self) -> Result<(), SyncError> {
+        const SECRET: &str = "the FLY_SYNC_SECRET shared with the Function";
+        if self.secret.trim() != self.secret {
+            // One rule on every side: the Function refuses the same padding in FLY_SYNC_SECRET.
+            return Err(SyncError::expected(
+                "secret",
+                format!("{SECRET} without surrounding spaces or line breaks (it is used exactly as given)"),
+                "a value with surrounding whitespace",
+            ));
+        }
         if self.secret.chars().count() < 16 {
-            return Err(SyncError::expected("secret", "the FLY_SYNC_SECRET shared with the Function (at least 16 characters)", "a shorter value"));
+            return Err(SyncError::expected("secret", format!("{SECRET} (at least 16 characters)"), "a shorter value"));
         }
         if self.machine_id.trim().is_empty() {
             return Err(SyncError::expected("machineId", "this Machine's FLY_MACHINE_ID", "nothing"));
         }
         Ok(())
     }
+}
+
+/// The bounds the handler enforces with its own I/O: the body cap while reading, the timer around each hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+#[serde(rename_all = "camelCase")]
+pub struct HandlerLimits {
+    #[cfg_attr(test, ts(type = "number"))]
+    pub max_body_bytes: u64,
+    #[cfg_attr(test, ts(type = "number"))]
+    pub hook_timeout_ms: u64,
 }
 
 /// What the receiver remembers of a document: the newest revision applied, and whether it is deleted.
@@ -66,33 +132,41 @@ struct Mark {
     routes: Vec<String>,
 }
 
-/// A verified, in-order change to hand to the app's hooks, then to `commit`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Incoming {
-    pub payload: Value,
-    pub id: String,
-    pub delete: bool,
+/// A change whose hooks are running.
+#[derive(Debug)]
+struct Pending {
+    id: String,
     key: String,
+    mark: Mark,
+}
+
+/// A verified change (its payload accepted whole), to order with `begin_verified`.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub payload: SyncPayload,
     mark: Mark,
     /// Read from Sanity by reconciliation: its routes are unknown (empty), not "none".
     pulled: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
-#[serde(rename_all = "snake_case")]
-pub enum AckStatus {
-    Applied,
-    Duplicate,
-    Stale,
+impl Incoming {
+    pub fn id(&self) -> &str {
+        &self.payload.id
+    }
+
+    /// Its revision time (ms since the epoch), checked against the skew bound.
+    pub fn updated_ms(&self) -> u64 {
+        self.mark.updated_ms
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Decision {
     Apply(Box<Incoming>),
     /// Nothing to do, and success: the Machine already holds this revision or a newer one.
     Ignore(AckStatus),
-    /// Refuse with this HTTP status (400 malformed, 401 signature, 422 not accepted here).
+    /// Refuse with this HTTP status (400 malformed, 401 signature, 413 too large, 422 not accepted here,
+    /// 503 another change of the document is being applied).
     Reject { http_status: u16, error: SyncError },
 }
 
@@ -112,7 +186,8 @@ pub struct Receiver {
     marks: HashMap<String, Mark>,
     keys: HashSet<String>,
     key_order: VecDeque<String>,
-    pending: HashMap<u32, Incoming>,
+    /// Changes handed to the app's hooks, by ticket: what `finish` records (the payload went to the handler).
+    pending: HashMap<u32, Pending>,
     next_ticket: u32,
 }
 
@@ -123,11 +198,7 @@ pub struct Receiver {
 #[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum Step {
     Respond(Reply),
-    Apply {
-        ticket: u32,
-        #[cfg_attr(test, ts(type = "import(\"./SyncPayload.js\").SyncPayload"))]
-        change: Value,
-    },
+    Apply { ticket: u32, change: Box<SyncPayload> },
 }
 
 /// An HTTP answer: status and JSON body.
@@ -139,9 +210,52 @@ pub struct Reply {
     pub body: String,
 }
 
-fn error_reply(http_status: u16, error: &SyncError) -> Reply {
+pub fn error_reply(http_status: u16, error: &SyncError) -> Reply {
     let body = serde_json::json!({"error": error.message, "field": error.field, "class": error.class}).to_string();
     Reply { http_status, body }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// A push body as it streams in (step 1): counted against the cap and MACed chunk by chunk, so the handler
+/// holds it whole only once it is known to be signed with our secret. `verify` checks it again, whole.
+pub struct BodyIntake {
+    mac: HmacSha256,
+    expected: Vec<u8>,
+    read: u64,
+    max: u64,
+}
+
+fn too_large(max: u64) -> SyncError {
+    SyncError::expected("body", format!("a body of at most {max} bytes (the receiver's maxBodyBytes)"), "a larger one")
+}
+
+impl BodyIntake {
+    /// The next chunk; a 413 once the body is over the cap (stop reading).
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), Reply> {
+        self.read = self.read.saturating_add(chunk.len() as u64);
+        if self.read > self.max {
+            return Err(error_reply(413, &too_large(self.max)));
+        }
+        self.mac.update(chunk);
+        Ok(())
+    }
+
+    /// The body is complete: a 401 unless it is signed with our secret.
+    pub fn finish(self) -> Result<(), Reply> {
+        self.mac.verify_slice(&self.expected).map_err(|_| {
+            let error = SyncError::bad_field(SIGNATURE_HEADER, "signature does not match the body (wrong secret, or the body was changed)");
+            error_reply(401, &error)
+        })
+    }
+}
+
+fn signature_header(headers: &Headers) -> Result<&str, (u16, SyncError)> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(SIGNATURE_HEADER))
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| (401, SyncError::expected(SIGNATURE_HEADER, "the signature of the sync request", "no header")))
 }
 
 impl Receiver {
@@ -150,15 +264,93 @@ impl Receiver {
         Ok(Receiver { options, marks: HashMap::new(), keys: HashSet::new(), key_order: VecDeque::new(), pending: HashMap::new(), next_ticket: 1 })
     }
 
-    /// Step one of a pushed request. Requests must be handled one at a time (begin … finish), so that two
-    /// deliveries of one change cannot both be applied.
+    pub fn limits(&self) -> HandlerLimits {
+        HandlerLimits { max_body_bytes: self.options.max_body_bytes, hook_timeout_ms: self.options.hook_timeout_ms }
+    }
+
+    /// Step 1: before the body is read. Refuses a request without a well-formed signature header (401) or whose
+    /// declared `content-length` is over the cap (413); otherwise the intake to feed the body through.
+    pub fn intake(&self, headers: &Headers) -> Result<BodyIntake, Reply> {
+        let header = signature_header(headers).map_err(|(status, e)| error_reply(status, &e))?;
+        let parsed = signature::parse_header(SIGNATURE_HEADER, header).map_err(|e| error_reply(401, &e))?;
+        self.check_size(headers, 0).map_err(|e| error_reply(413, &e))?;
+        // The MAC of "<t>.<body>", as `signature::verify` computes it, fed as the body arrives.
+        let mut mac = HmacSha256::new_from_slice(self.options.secret.as_bytes()).expect("HMAC takes keys of any size");
+        mac.update(parsed.timestamp_ms.to_string().as_bytes());
+        mac.update(b".");
+        Ok(BodyIntake { mac, expected: parsed.mac, read: 0, max: self.options.max_body_bytes })
+    }
+
+    /// The body cap, against the declared `content-length` and the bytes at hand.
+    fn check_size(&self, headers: &Headers, have: u64) -> Result<(), SyncError> {
+        let declared = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.trim().parse::<u64>().ok());
+        if declared.unwrap_or(0).max(have) > self.options.max_body_bytes {
+            return Err(too_large(self.options.max_body_bytes));
+        }
+        Ok(())
+    }
+
+    /// Step 2, pure: the whole request verified and its payload accepted, or the answer that refuses it.
+    pub fn verify(&self, headers: &Headers, body: &[u8], now_ms: u64) -> Result<Incoming, (u16, SyncError)> {
+        let header = signature_header(headers)?;
+        self.check_size(headers, body.len() as u64).map_err(|e| (413, e))?;
+        signature::verify(SIGNATURE_HEADER, header, body, &self.options.secret, now_ms, self.options.max_age_ms).map_err(|e| (401, e))?;
+        let payload = protocol::parse_payload(body).map_err(|e| (400, e))?;
+        if !self.options.accept_drafts && (payload.id.starts_with("drafts.") || payload.id.starts_with("versions.")) {
+            let error = SyncError::bad_field("id", "draft and version ids are not accepted by this receiver (set acceptDrafts for a preview app)");
+            return Err((422, error));
+        }
+        self.accept(payload, false, now_ms).map_err(|e| (400, e))
+    }
+
+    /// A payload built from a document pulled from Sanity (catch-up), checked like a push but unsigned.
+    pub fn verify_pulled(&self, payload: SyncPayload, now_ms: u64) -> Result<Incoming, SyncError> {
+        self.accept(payload, true, now_ms)
+    }
+
+    fn accept(&self, payload: SyncPayload, pulled: bool, now_ms: u64) -> Result<Incoming, SyncError> {
+        payload.check_shape()?;
+        // One bad revision time must not freeze the document: a time further ahead than the skew bound would
+        // rank above every later real edit.
+        let updated_ms = limits::revision_ms("updatedAt", &payload.updated_at, now_ms)?;
+        for (field, route) in payload.routes.named() {
+            routes::check_route(&field, route)?;
+        }
+        let mark = Mark {
+            updated_ms,
+            rev: payload.rev.clone(),
+            deleted: payload.op == crate::change::Op::Delete,
+            doc_type: payload.doc_type.clone(),
+            updated_at: payload.updated_at.clone(),
+            routes: payload.routes.current.clone(),
+        };
+        Ok(Incoming { payload, mark, pulled })
+    }
+
+    /// Decide what to do with a pushed request (headers with any case, raw body bytes). Pure: see `begin`.
+    pub fn check(&self, headers: &Headers, body: &[u8], now_ms: u64) -> Decision {
+        match self.verify(headers, body, now_ms) {
+            Ok(incoming) => self.order(incoming),
+            Err((http_status, error)) => Decision::Reject { http_status, error },
+        }
+    }
+
+    /// Steps 2 and 3 at once, for callers that hold the whole body already.
     pub fn begin(&mut self, headers: &Headers, body: &[u8], now_ms: u64) -> Step {
         self.step(self.check(headers, body, now_ms))
     }
 
-    /// Step one of a pulled document (catch-up): same ordering, no signature.
-    pub fn begin_pulled(&mut self, payload: Value) -> Step {
-        self.step(self.check_pulled(payload))
+    /// Step 3: order a verified change against what is held.
+    pub fn begin_verified(&mut self, incoming: Incoming) -> Step {
+        self.step(self.order(incoming))
+    }
+
+    /// A pulled document (catch-up): the same checks and ordering, without the signature.
+    pub fn begin_pulled(&mut self, payload: SyncPayload, now_ms: u64) -> Step {
+        match self.verify_pulled(payload, now_ms) {
+            Ok(incoming) => self.begin_verified(incoming),
+            Err(error) => Step::Respond(error_reply(400, &error)),
+        }
     }
 
     fn step(&mut self, decision: Decision) -> Step {
@@ -168,70 +360,42 @@ impl Receiver {
             Decision::Apply(incoming) => {
                 let ticket = self.next_ticket;
                 self.next_ticket = self.next_ticket.wrapping_add(1);
-                let change = incoming.payload.clone();
-                self.pending.insert(ticket, *incoming);
-                Step::Apply { ticket, change }
+                let Incoming { payload, mark, .. } = *incoming;
+                self.pending.insert(ticket, Pending { id: payload.id.clone(), key: payload.idempotency_key.clone(), mark });
+                Step::Apply { ticket, change: Box::new(payload) }
             }
         }
     }
 
-    /// Step two: the app's hooks finished. `Ok(restart_required)` commits the change; `Err(message)` leaves it
-    /// uncommitted and answers 503, so the Function retries.
+    /// Step 4: the app's hooks finished. `Ok(restart_required)` commits the change; `Err(message)` (a failure or
+    /// the handler's timeout) leaves it uncommitted and answers 503, so the Function retries.
     pub fn finish(&mut self, ticket: u32, outcome: Result<bool, String>) -> Reply {
-        let Some(incoming) = self.pending.remove(&ticket) else {
+        let Some(pending) = self.pending.remove(&ticket) else {
             return error_reply(500, &SyncError::fatal(format!("unknown ticket {ticket}")));
         };
         match outcome {
             Ok(restart_required) => {
-                self.commit(&incoming);
+                self.record(pending.id, pending.key, pending.mark);
                 Reply { http_status: 200, body: self.ack(AckStatus::Applied, restart_required) }
             }
             Err(message) => {
-                let error = SyncError::retryable(format!("the app could not apply {}: {}", incoming.id, crate::error::shorten(&message, 300)));
+                let error = SyncError::retryable(format!("the app could not apply {}: {}", pending.id, crate::error::shorten(&message, 300)));
                 error_reply(503, &error)
             }
         }
     }
 
-    pub fn machine_id(&self) -> &str {
-        &self.options.machine_id
-    }
-
-    /// Decide what to do with a pushed request (headers with any case, raw body bytes). Pure: see `begin`.
-    pub fn check(&self, headers: &Headers, body: &[u8], now_ms: u64) -> Decision {
-        let header = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(SIGNATURE_HEADER)).map(|(_, v)| v.as_str());
-        let Some(header) = header else {
-            let error = SyncError::expected(SIGNATURE_HEADER, "the signature of the sync request", "no header");
-            return Decision::Reject { http_status: 401, error };
-        };
-        if let Err(error) = signature::verify(SIGNATURE_HEADER, header, body, &self.options.secret, now_ms, self.options.max_age_ms) {
-            return Decision::Reject { http_status: 401, error };
-        }
-        let incoming = match parse_payload(body) {
-            Ok(i) => i,
-            Err(error) => return Decision::Reject { http_status: 400, error },
-        };
-        if !self.options.accept_drafts && (incoming.id.starts_with("drafts.") || incoming.id.starts_with("versions.")) {
-            let error = SyncError::bad_field("id", "draft and version ids are not accepted by this receiver (set acceptDrafts for a preview app)");
-            return Decision::Reject { http_status: 422, error };
-        }
-        self.order(incoming)
-    }
-
-    /// A pulled document (catch-up): the same ordering, without the signature (it came from Sanity's API).
-    pub fn check_pulled(&self, payload: Value) -> Decision {
-        let body = payload.to_string();
-        match parse_payload(body.as_bytes()) {
-            Ok(incoming) => self.order(Incoming { pulled: true, ..incoming }),
-            Err(error) => Decision::Reject { http_status: 400, error },
-        }
-    }
-
     fn order(&self, mut incoming: Incoming) -> Decision {
-        if self.keys.contains(&incoming.key) {
+        if self.keys.contains(&incoming.payload.idempotency_key) {
             return Decision::Ignore(AckStatus::Duplicate);
         }
-        if let Some(mark) = self.marks.get(&incoming.id) {
+        if self.pending.values().any(|p| p.id == incoming.id()) {
+            // Its hooks are still running (the handler orders per document, so only a caller that does not can
+            // get here): deciding now could apply the same change twice or an older one last.
+            let error = SyncError::retryable(format!("another change of {} is being applied; retry", incoming.id()));
+            return Decision::Reject { http_status: 503, error };
+        }
+        if let Some(mark) = self.marks.get(incoming.id()) {
             let new = &incoming.mark;
             // Newer instant wins. At the same instant: a delete beats an upsert (a late update must not bring a
             // deleted document back); the same revision is already here; two different revisions within Sanity's
@@ -247,10 +411,10 @@ impl Receiver {
             let gone: Vec<String> = mark.routes.iter().filter(|r| !incoming.mark.routes.contains(r)).cloned().collect();
             if incoming.pulled {
                 // Its routes are unknown: purge the held ones, keep them as the document's routes.
-                retire(&mut incoming.payload, &gone, false);
+                retire(&mut incoming.payload.routes, &gone, false);
                 incoming.mark.routes = mark.routes.clone();
             } else {
-                retire(&mut incoming.payload, &gone, true);
+                retire(&mut incoming.payload.routes, &gone, true);
             }
         }
         Decision::Apply(Box::new(incoming))
@@ -258,9 +422,13 @@ impl Receiver {
 
     /// Record an applied change (call after the app's hooks succeeded).
     pub fn commit(&mut self, incoming: &Incoming) {
-        self.marks.insert(incoming.id.clone(), incoming.mark.clone());
-        if self.keys.insert(incoming.key.clone()) {
-            self.key_order.push_back(incoming.key.clone());
+        self.record(incoming.payload.id.clone(), incoming.payload.idempotency_key.clone(), incoming.mark.clone());
+    }
+
+    fn record(&mut self, id: String, key: String, mark: Mark) {
+        self.marks.insert(id, mark);
+        if self.keys.insert(key.clone()) {
+            self.key_order.push_back(key);
             while self.key_order.len() > self.options.remember_keys.max(1) {
                 if let Some(old) = self.key_order.pop_front() {
                     self.keys.remove(&old);
@@ -279,6 +447,16 @@ impl Receiver {
         self.marks.get(id).filter(|m| !m.deleted).map(|m| (m.doc_type.as_str(), m.rev.as_str(), m.updated_at.as_str()))
     }
 
+    /// When the newest revision held of a live document was made (ms), for reconciliation.
+    pub fn held_since_ms(&self, id: &str) -> Option<u64> {
+        self.marks.get(id).filter(|m| !m.deleted).map(|m| m.updated_ms)
+    }
+
+    /// Whether anything is recorded or pending (for tests of "nothing before acceptance").
+    pub fn is_untouched(&self) -> bool {
+        self.marks.is_empty() && self.keys.is_empty() && self.pending.is_empty()
+    }
+
     pub fn ack(&self, status: AckStatus, restart_required: bool) -> String {
         let body = AckBody {
             protocol: PROTOCOL,
@@ -291,59 +469,17 @@ impl Receiver {
 }
 
 /// Add `gone` routes to the payload's `invalidate` (and `previous`), each once.
-fn retire(payload: &mut Value, gone: &[String], as_previous: bool) {
-    let Some(routes) = payload.get_mut("routes").and_then(Value::as_object_mut) else { return };
-    let lists: &[&str] = if as_previous { &["previous", "invalidate"] } else { &["invalidate"] };
-    for list in lists {
-        if let Some(Value::Array(items)) = routes.get_mut(*list) {
-            for route in gone {
-                if !items.iter().any(|i| i.as_str() == Some(route.as_str())) {
-                    items.push(Value::String(route.clone()));
-                }
-            }
+fn retire(routes: &mut Routes, gone: &[String], as_previous: bool) {
+    for route in gone {
+        if as_previous && !routes.previous.contains(route) {
+            routes.previous.push(route.clone());
         }
     }
-}
-
-fn parse_payload(body: &[u8]) -> Result<Incoming, SyncError> {
-    let text = std::str::from_utf8(body).map_err(|_| SyncError::expected("body", "UTF-8 JSON", "bytes that are not UTF-8"))?;
-    let payload: Value = serde_json::from_str(text)
-        .map_err(|e| SyncError::expected("body", "a sync payload (JSON object)", format!("invalid JSON at line {} column {}", e.line(), e.column())))?;
-    let obj = Obj::root(&payload, "", "body")?;
-    match obj.get("protocol") {
-        Some(Value::String(p)) if p == PROTOCOL => {}
-        // A Function of another version (docs/protocol.md, "Versions"): refused whole, never half-understood.
-        Some(Value::String(_)) => {
-            return Err(SyncError::expected(
-                "protocol",
-                format!("`{PROTOCOL}`, the version this receiver speaks"),
-                "another protocol version (the Function and its receivers must speak one: update sanity-fly-sync on the older side)",
-            ))
+    for route in gone {
+        if !routes.invalidate.contains(route) {
+            routes.invalidate.push(route.clone());
         }
-        Some(other) => return Err(SyncError::expected("protocol", format!("`{PROTOCOL}`"), kind_of(other))),
-        None => return Err(SyncError::expected("protocol", format!("`{PROTOCOL}`"), "nothing")),
     }
-    let delete = match obj.str_req("op", "`upsert` or `delete`")? {
-        "upsert" => false,
-        "delete" => true,
-        _ => return Err(SyncError::expected("op", "`upsert` or `delete`", "another operation")),
-    };
-    let id = obj.str_req("id", "the document id")?.to_string();
-    let doc_type = obj.str_req("type", "the document type")?.to_string();
-    let rev = obj.str_req("rev", "the document revision")?.to_string();
-    let updated_at = obj.str_req("updatedAt", "an RFC 3339 UTC time")?;
-    let updated_ms = rfc3339_ms(updated_at).ok_or_else(|| SyncError::expected("updatedAt", "an RFC 3339 UTC time", "another value"))?;
-    let key = obj.str_req("idempotencyKey", "the idempotency key")?.to_string();
-    if !delete && !matches!(obj.get("document"), Some(Value::Object(_))) {
-        return Err(SyncError::expected("document", "the document (an object) on an upsert", obj.get("document").map_or("nothing", kind_of)));
-    }
-    let updated_at = updated_at.to_string();
-    let routes: Vec<String> = payload
-        .pointer("/routes/current")
-        .and_then(Value::as_array)
-        .map(|items| items.iter().filter_map(Value::as_str).map(String::from).collect())
-        .unwrap_or_default();
-    Ok(Incoming { mark: Mark { updated_ms, rev, deleted: delete, doc_type, updated_at, routes }, id, delete, key, payload, pulled: false })
 }
 
 #[cfg(test)]
@@ -352,10 +488,10 @@ mod tests {
     use serde_json::json;
 
     const SECRET: &str = "0123456789abcdef-sync";
-    const NOW: u64 = 1_800_000_000_000;
+    const NOW: u64 = 1_800_000_000_000; // 2027-01-15T08:00:00Z
 
     fn receiver() -> Receiver {
-        Receiver::new(ReceiverOptions { secret: SECRET.into(), machine_id: "m1".into(), max_age_ms: 300_000, accept_drafts: false, remember_keys: 3 }).unwrap()
+        Receiver::new(ReceiverOptions { max_age_ms: 300_000, remember_keys: 3, ..ReceiverOptions::new(SECRET, "m1") }).unwrap()
     }
 
     fn payload(op: &str, id: &str, rev: &str, at: &str) -> Value {
@@ -381,6 +517,14 @@ mod tests {
             }
             Decision::Ignore(s) => Ok(s),
             Decision::Reject { http_status, error } => Err((http_status, error.message)),
+        }
+    }
+
+    fn reject(r: &Receiver, p: &Value) -> (u16, String, String) {
+        let body = p.to_string();
+        match r.check(&signed(&body, NOW), body.as_bytes(), NOW) {
+            Decision::Reject { http_status, error } => (http_status, error.field.unwrap_or_default(), error.message),
+            other => panic!("accepted: {other:?}"),
         }
     }
 
@@ -428,8 +572,8 @@ mod tests {
         // r3 (b → c) arrives before r2 (a → b): r3 must also retire /a, which only r2 named.
         let body = with_routes("r3", "2026-11-27T10:00:10Z", "c", "b").to_string();
         let Step::Apply { ticket, change } = r.begin(&signed(&body, NOW), body.as_bytes(), NOW) else { panic!() };
-        assert_eq!(change["routes"]["previous"], json!(["/b", "/a"]));
-        assert_eq!(change["routes"]["invalidate"], json!(["/c", "/b", "/a"]));
+        assert_eq!(change.routes.previous, ["/b", "/a"]);
+        assert_eq!(change.routes.invalidate, ["/c", "/b", "/a"]);
         r.finish(ticket, Ok(false));
         assert_eq!(deliver(&mut r, &with_routes("r2", "2026-11-27T10:00:05Z", "b", "a")), Ok(AckStatus::Stale));
         // A delete retires every route the held revision had.
@@ -437,7 +581,7 @@ mod tests {
         del["routes"] = json!({"invalidate": [], "current": [], "previous": []});
         let body = del.to_string();
         let Step::Apply { change, .. } = r.begin(&signed(&body, NOW), body.as_bytes(), NOW) else { panic!() };
-        assert_eq!(change["routes"]["previous"], json!(["/c"]));
+        assert_eq!(change.routes.previous, ["/c"]);
     }
 
     #[test]
@@ -480,6 +624,39 @@ mod tests {
     }
 
     #[test]
+    fn a_revision_time_beyond_the_skew_bound_is_refused_and_nothing_is_recorded() {
+        let mut r = receiver();
+        // NOW is 2027-01-15T08:00:00Z: two minutes ahead is the bound.
+        let at_bound = payload("upsert", "p", "r1", "2027-01-15T08:02:00Z");
+        assert_eq!(reject(&r, &payload("upsert", "p", "r2", "2027-01-15T08:02:01Z")), (400, "updatedAt".into(),
+            "`updatedAt`: expected a revision time at most 120 s ahead of this clock, got a time 121 s in the future".into()));
+        let (status, field, _) = reject(&r, &payload("delete", "p", "r9", "2099-01-01T00:00:00Z"));
+        assert_eq!((status, field.as_str()), (400, "updatedAt"), "a delete from 2099 cannot freeze the document");
+        assert!(r.is_untouched());
+        assert_eq!(deliver(&mut r, &at_bound), Ok(AckStatus::Applied));
+        // And a pulled document is held to the same bound.
+        let pulled: SyncPayload = serde_json::from_value(payload("upsert", "q", "r1", "2099-01-01T00:00:00Z")).unwrap();
+        let Step::Respond(reply) = r.begin_pulled(pulled, NOW) else { panic!("a future pulled document applied") };
+        assert_eq!(reply.http_status, 400);
+        assert!(reply.body.contains("updatedAt"));
+    }
+
+    #[test]
+    fn routes_must_be_same_origin_paths_and_the_error_names_the_field() {
+        let r = receiver();
+        for (list, bad) in [("current", "https://evil.example/x"), ("previous", "/blog/../../admin"), ("invalidate", "/a\r\nset-cookie: x"), ("current", "//evil.example")] {
+            let mut p = payload("upsert", "p", "r1", "2026-11-27T10:00:00Z");
+            p["routes"] = json!({"invalidate": ["/ok"], "current": ["/ok"], "previous": ["/ok"]});
+            p["routes"][list].as_array_mut().unwrap().push(json!(bad));
+            let (status, field, message) = reject(&r, &p);
+            assert_eq!((status, field.as_str()), (400, format!("routes.{list}[1]").as_str()), "{message}");
+            assert!(message.contains("a path on the app's own origin"), "{message}");
+            assert!(!message.contains("evil") && !message.contains("admin"), "never echoes: {message}");
+        }
+        assert!(r.is_untouched());
+    }
+
+    #[test]
     fn ack_names_the_machine() {
         let ack: Value = serde_json::from_str(&receiver().ack(AckStatus::Stale, true)).unwrap();
         assert_eq!(ack, json!({"protocol": PROTOCOL, "machine": "m1", "status": "stale", "restart": "required"}));
@@ -490,10 +667,11 @@ mod tests {
         let mut r = receiver();
         let body = payload("upsert", "p", "r1", "2026-11-27T10:00:00Z").to_string();
         let Step::Apply { ticket, change } = r.begin(&signed(&body, NOW), body.as_bytes(), NOW) else { panic!() };
-        assert_eq!(change["id"], "p");
+        assert_eq!(change.id, "p");
         let failed = r.finish(ticket, Err("disk full".into()));
         assert_eq!(failed.http_status, 503);
         assert!(failed.body.contains("disk full") && failed.body.contains("retryable"));
+        assert!(r.is_untouched(), "a failed apply records nothing");
         // Not committed: the retry applies.
         let Step::Apply { ticket, .. } = r.begin(&signed(&body, NOW), body.as_bytes(), NOW) else { panic!("retry applies") };
         let ok = r.finish(ticket, Ok(true));
@@ -505,6 +683,59 @@ mod tests {
     }
 
     #[test]
+    fn a_document_whose_change_is_being_applied_is_not_decided_again_until_it_finishes() {
+        let mut r = receiver();
+        let v1 = payload("upsert", "p", "r1", "2026-11-27T10:00:00Z").to_string();
+        let Step::Apply { ticket, .. } = r.begin(&signed(&v1, NOW), v1.as_bytes(), NOW) else { panic!() };
+        // The same change again, and a newer one: neither may start while the first is open.
+        let v2 = payload("upsert", "p", "r2", "2026-11-27T10:00:05Z").to_string();
+        for body in [&v1, &v2] {
+            let Step::Respond(busy) = r.begin(&signed(body, NOW), body.as_bytes(), NOW) else { panic!("decided twice") };
+            assert_eq!(busy.http_status, 503);
+            assert!(busy.body.contains("being applied") && busy.body.contains("retryable"), "{}", busy.body);
+        }
+        // Another document is independent.
+        let other = payload("upsert", "q", "r1", "2026-11-27T10:00:00Z").to_string();
+        assert!(matches!(r.begin(&signed(&other, NOW), other.as_bytes(), NOW), Step::Apply { .. }));
+        // Timed out (the handler says so): uncommitted, and the retry applies it, once.
+        assert_eq!(r.finish(ticket, Err("the apply hook did not settle within 10000 ms".into())).http_status, 503);
+        let Step::Apply { ticket, .. } = r.begin(&signed(&v1, NOW), v1.as_bytes(), NOW) else { panic!("the retry applies") };
+        assert_eq!(r.finish(ticket, Ok(false)).http_status, 200);
+        assert!(matches!(r.begin(&signed(&v1, NOW), v1.as_bytes(), NOW), Step::Respond(ref a) if a.body.contains("duplicate")));
+    }
+
+    #[test]
+    fn intake_refuses_unsigned_and_oversized_bodies_before_holding_them() {
+        let r = Receiver::new(ReceiverOptions { max_body_bytes: 1_024, ..ReceiverOptions::new(SECRET, "m1") }).unwrap();
+        let Err(unsigned) = r.intake(&[("content-length".to_string(), "999999999".to_string())].into()) else { panic!() };
+        assert_eq!(unsigned.http_status, 401, "no signature: refused before the body, whatever its size");
+        let Err(garbled) = r.intake(&[(SIGNATURE_HEADER.to_string(), "v1=x".to_string())].into()) else { panic!() };
+        assert_eq!(garbled.http_status, 401);
+        let body = payload("upsert", "p", "r1", "2026-11-27T10:00:00Z").to_string();
+        let mut headers = signed(&body, NOW);
+        headers.insert("Content-Length".into(), "1025".into());
+        let Err(declared) = r.intake(&headers) else { panic!() };
+        assert_eq!(declared.http_status, 413);
+        assert!(declared.body.contains("at most 1024 bytes"), "{}", declared.body);
+        // Streamed: counted as it comes, refused as soon as it is over.
+        let headers = signed(&body, NOW);
+        let mut intake = r.intake(&headers).unwrap();
+        intake.push(&[b' '; 1_000]).unwrap();
+        assert_eq!(intake.push(&[b' '; 25]).unwrap_err().http_status, 413);
+        // Within the cap: the MAC decides, chunk by chunk, exactly as `verify` does.
+        let mut intake = r.intake(&headers).unwrap();
+        for chunk in body.as_bytes().chunks(7) {
+            intake.push(chunk).unwrap();
+        }
+        intake.finish().unwrap();
+        let mut forged = r.intake(&headers).unwrap();
+        forged.push(body.replace("r1", "r2").as_bytes()).unwrap();
+        assert_eq!(forged.finish().unwrap_err().http_status, 401);
+        assert!(r.verify(&headers, body.as_bytes(), NOW).is_ok());
+        assert_eq!(r.verify(&headers, format!("{body:1100}").as_bytes(), NOW).unwrap_err().0, 413, "verify holds the cap too");
+    }
+
+    #[test]
     fn options_from_json_name_the_field() {
         let e = ReceiverOptions::from_json(&json!({"secret": SECRET})).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("machineId"));
@@ -512,11 +743,37 @@ mod tests {
         assert!(e.message.contains("unknown setting"));
         let o = ReceiverOptions::from_json(&json!({"secret": SECRET, "machineId": "m", "maxAgeSeconds": 60})).unwrap();
         assert_eq!(o.max_age_ms, 60_000);
+        assert_eq!((o.max_body_bytes, o.hook_timeout_ms), (DEFAULT_MAX_BODY_BYTES, DEFAULT_HOOK_TIMEOUT_MS));
+        let o = ReceiverOptions::from_json(&json!({"secret": SECRET, "machineId": "m", "maxBodyBytes": 2048, "hookTimeoutMs": 250})).unwrap();
+        assert_eq!(Receiver::new(o).unwrap().limits(), HandlerLimits { max_body_bytes: 2048, hook_timeout_ms: 250 });
+        for (key, bad) in [("maxBodyBytes", json!(10)), ("hookTimeoutMs", json!(0)), ("hookTimeoutMs", json!("10s")), ("secret", json!(5))] {
+            let mut o = json!({"secret": SECRET, "machineId": "m"});
+            o[key] = bad;
+            assert_eq!(ReceiverOptions::from_json(&o).unwrap_err().field.as_deref(), Some(key));
+        }
     }
 
     #[test]
     fn options_are_validated() {
-        let o = ReceiverOptions { secret: "short".into(), machine_id: "m".into(), max_age_ms: 1, accept_drafts: false, remember_keys: 1 };
+        let o = ReceiverOptions::new("short", "m");
         assert_eq!(Receiver::new(o).err().unwrap().field.as_deref(), Some("secret"));
+    }
+
+    #[test]
+    fn the_secret_is_used_exactly_as_given_and_padding_is_a_configuration_error() {
+        for padded in [format!(" {SECRET}"), format!("{SECRET}\n"), format!("{SECRET}\r\n"), format!("\t{SECRET}")] {
+            let e = ReceiverOptions::from_json(&json!({"secret": padded, "machineId": "m"})).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("secret"));
+            assert!(e.message.starts_with("`secret`: expected the FLY_SYNC_SECRET shared with the Function without surrounding spaces or line breaks"), "{}", e.message);
+            assert!(!e.message.contains(SECRET), "never echoes the secret");
+        }
+        // Inner spaces are part of the secret, used as given on both sides.
+        let inner = "0123456789 abcdef sync";
+        let mut r = Receiver::new(ReceiverOptions::new(inner, "m")).unwrap();
+        let body = payload("upsert", "p", "r1", "2026-11-27T10:00:00Z").to_string();
+        let headers: Headers = [(SIGNATURE_HEADER.to_string(), signature::sign(body.as_bytes(), NOW, inner))].into();
+        assert!(matches!(r.begin(&headers, body.as_bytes(), NOW), Step::Apply { .. }));
+        let squeezed: Headers = [(SIGNATURE_HEADER.to_string(), signature::sign(body.as_bytes(), NOW, &inner.replace(' ', "")))].into();
+        assert!(matches!(r.begin(&squeezed, body.as_bytes(), NOW), Step::Respond(ref a) if a.http_status == 401));
     }
 }

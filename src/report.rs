@@ -369,7 +369,7 @@ fn machine_report(m: &MachineRun) -> MachineReport {
             (SyncOutcome::Skipped, Some(skip.code()), Some(format!("no longer serving when pushed: {}", skip.reason())), None, None)
         }
         SyncState::Pending => (SyncOutcome::Failed, None, None, None, Some(SyncError::retryable("not synced: the run ended first"))),
-        SyncState::Synced(ack) => (SyncOutcome::Synced, None, None, Some(ack.status.clone()), None),
+        SyncState::Synced(ack) => (SyncOutcome::Synced, None, None, Some(ack.status.as_str().to_string()), None),
         SyncState::SharedStore => (SyncOutcome::SharedStore, None, Some("fan-out `one`: shares the store of the Machine that acked".into()), None, None),
         SyncState::Failed(e) => (SyncOutcome::Failed, None, None, None, Some(e.clone())),
         SyncState::WouldSync => (SyncOutcome::WouldSync, None, None, None, None),

@@ -69,17 +69,14 @@ fn run(case: &Value) -> Result<(), (Option<&'static str>, SyncError)> {
                 let header = signature::sign(&body, sign["atMs"].as_u64().unwrap(), sign["secret"].as_str().unwrap());
                 headers.insert("sanity-fly-sync-signature".into(), header);
             }
-            let options = ReceiverOptions {
-                secret: "0123456789abcdef-receiver".into(),
-                machine_id: "machine-1".into(),
-                max_age_ms: 300_000,
-                accept_drafts: false,
-                remember_keys: 100,
-            };
+            let options = ReceiverOptions { max_age_ms: 300_000, remember_keys: 100, ..ReceiverOptions::new("0123456789abcdef-receiver", "machine-1") };
             let mut receiver = Receiver::new(options).unwrap();
             let step = receiver.begin(&headers, &body, case["nowMs"].as_u64().unwrap());
             // No side effect before validation: nothing to apply, nothing held.
             assert_eq!(receiver.live_ids().count(), 0);
+            if let Step::Respond(_) = step {
+                assert!(receiver.is_untouched(), "a refused request records nothing (pending, keys, marks)");
+            }
             match step {
                 Step::Apply { .. } => Ok(()),
                 Step::Respond(reply) => {

@@ -229,13 +229,7 @@ struct Machine {
 
 impl Machine {
     fn new(n: usize, remember_keys: usize) -> Machine {
-        let options = ReceiverOptions {
-            secret: SECRET.into(),
-            machine_id: format!("m-{n}"),
-            max_age_ms: 300_000,
-            accept_drafts: false,
-            remember_keys,
-        };
+        let options = ReceiverOptions { max_age_ms: 300_000, remember_keys, ..ReceiverOptions::new(SECRET, format!("m-{n}")) };
         Machine { receiver: Receiver::new(options).expect("receiver"), store: BTreeMap::new(), routes: BTreeMap::new(), applied: vec![] }
     }
 
@@ -258,7 +252,7 @@ impl Machine {
                 if fate == Fate::HookFails {
                     return self.receiver.finish(ticket, Err("store unavailable".into())).http_status;
                 }
-                self.apply(&change);
+                self.apply(&serde_json::to_value(&change).expect("the payload as JSON"));
                 self.applied.push(index);
                 let reply = self.receiver.finish(ticket, Ok(false));
                 assert_eq!(reply.http_status, 200);

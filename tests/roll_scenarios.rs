@@ -272,3 +272,18 @@ fn a_machine_stuck_since_an_earlier_run_is_failed_past_the_restart_timeout() {
     assert!(!late.report.ok);
     assert_eq!(fly.machine("m000").restarts, 1, "never restarted twice");
 }
+
+#[test]
+fn calls_scheduled_past_the_deadline_end_the_run_instead_of_spinning() {
+    // Found by the engine-invariants property (tests/ordering_props.rs): slow answers put a lease renewal after the
+    // budget's end; the run used to wait at its deadline without ever sending or dropping it. The driver asserts
+    // every wait moves time.
+    let mut fly = fleet_of(3, &["ord", "fra"]);
+    fly.latency_ms = 1_500;
+    fly.fault("list", "", sanity_fly_sync::http::Response::json(429, r#"{"error":"rate limited"}"#));
+    fly.fault("release", "m000", sanity_fly_sync::http::Response::json(429, r#"{"error":"rate limited"}"#));
+    let env = settings_env(&[("FLY_SYNC_BUDGET_MS", "30000"), ("FLY_RESTART_TIMEOUT_MS", "10000")]);
+    let run = drive(&env, change("settings", json!({})), &mut fly);
+    assert!(run.ended_at <= T0 + 30_000);
+    assert!(fly.sent.iter().all(|s| s.at < T0 + 30_000));
+}

@@ -2,10 +2,12 @@
 //! against one receiver so ordering, duplicates, tombstones and the bounded key memory are exercised.
 //! Input: requests separated by a line `~~~`; each request is one flag byte (bit 0: the harness signs the body
 //! with the receiver's secret, so the payload parser is reached; bit 1: the app's hook fails; bit 2: the hook asks
-//! for a restart; bit 3: also offer the body as a pulled document), header lines, an empty line, the body.
+//! for a restart; bit 3: also offer the body as a pulled document; bit 4: feed the body through `intake` in
+//! chunks first, as the handler does), header lines, an empty line, the body.
 //! Invariants: no panic; an unsigned request never reaches the app (401); every answer is JSON with a known
 //! status, a 200 names this Machine, an error names its field and never holds the secret; an applied change
-//! delivered again is never applied twice.
+//! delivered again is never applied twice; `intake` refuses no body that `verify` accepts; nothing is recorded
+//! for a refused request.
 #![no_main]
 
 mod common;
@@ -33,7 +35,7 @@ fn check_reply(reply: &Reply, expect_applied: bool) {
                 assert!(status == "duplicate" || status == "stale", "{status}");
             }
         }
-        400 | 401 | 422 | 503 => {
+        400 | 401 | 413 | 422 | 503 => {
             assert!(body["error"].is_string(), "{}", reply.body);
             if reply.http_status != 503 {
                 let field = body["field"].as_str().expect("an error names its field");
@@ -46,11 +48,11 @@ fn check_reply(reply: &Reply, expect_applied: bool) {
 
 fuzz_target!(|data: &[u8]| {
     let options = ReceiverOptions {
-        secret: common::SYNC_SECRET.into(),
-        machine_id: MACHINE.into(),
         max_age_ms: 300_000,
         accept_drafts: data.first().is_some_and(|b| b & 0x80 != 0),
         remember_keys: 4,
+        max_body_bytes: 64 * 1024,
+        ..ReceiverOptions::new(common::SYNC_SECRET, MACHINE)
     };
     let mut receiver = Receiver::new(options).expect("options");
     let mut now = common::NOW;
@@ -69,6 +71,20 @@ fuzz_target!(|data: &[u8]| {
         if signed {
             headers.insert(SIGNATURE_HEADER.into(), signature::sign(body, now - 1_000, common::SYNC_SECRET));
         }
+        if flags & 16 != 0 {
+            // The streaming intake is a filter in front of `verify`: it may refuse only what `verify` refuses.
+            let streamed = receiver.intake(&headers).and_then(|mut intake| {
+                for chunk in body.chunks(3) {
+                    intake.push(chunk)?;
+                }
+                intake.finish()
+            });
+            if let Err(reply) = streamed {
+                check_reply(&reply, false);
+                assert!(receiver.verify(&headers, body, now).is_err(), "intake refused a request verify accepts: {}", reply.body);
+                continue;
+            }
+        }
         match receiver.begin(&headers, body, now) {
             Step::Respond(reply) => {
                 check_reply(&reply, false);
@@ -78,7 +94,10 @@ fuzz_target!(|data: &[u8]| {
             }
             Step::Apply { ticket, change } => {
                 assert!(signed, "an unsigned request reached the app");
-                assert!(change["id"].is_string() && change["op"].is_string() && change["idempotencyKey"].is_string());
+                assert!(!change.id.is_empty() && !change.idempotency_key.is_empty());
+                for (field, route) in change.routes.named() {
+                    assert!(sanity_fly_sync::routes::is_same_origin_path(route), "{field} reached the app: {route:?}");
+                }
                 let outcome = if flags & 2 != 0 { Err("hook failed".to_string()) } else { Ok(flags & 4 != 0) };
                 let failed = outcome.is_err();
                 let reply = receiver.finish(ticket, outcome);
@@ -101,8 +120,8 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         if flags & 8 != 0 {
-            if let Ok(payload) = serde_json::from_slice::<Value>(body) {
-                match receiver.begin_pulled(payload) {
+            if let Ok(payload) = sanity_fly_sync::protocol::parse_payload(body) {
+                match receiver.begin_pulled(payload, now) {
                     Step::Respond(reply) => check_reply(&reply, false),
                     Step::Apply { ticket, .. } => check_reply(&receiver.finish(ticket, Ok(false)), true),
                 }

@@ -39,10 +39,10 @@ export function createNextRoute(options: NextRouteOptions): NextRoute {
   const get = () =>
     (receiver ??= createReceiver({
       ...receiverOptions,
-      async invalidate(routes, tags, change) {
+      async invalidate(routes, tags, change, context) {
         for (const route of routes) revalidatePath(route)
         for (const tag of tags) revalidateTag(tag, tagProfile)
-        await invalidate?.(routes, tags, change)
+        await invalidate?.(routes, tags, change, context)
       },
     }))
   const route = async (request: Request): Promise<Response> => {

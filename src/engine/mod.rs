@@ -230,15 +230,16 @@ impl Engine {
         let mut expired = Vec::new();
         for c in 0..self.calls.len() {
             let call = &self.calls[c];
-            if call.in_flight.is_some() || call.not_before > now {
+            if call.in_flight.is_some() {
                 continue;
             }
             let limit = self.limit(call.step);
-            if now + SEND_MARGIN_MS > limit {
+            // Due now or later, a call that cannot be sent inside its limit will never be: it ends now.
+            if call.not_before.max(now) + SEND_MARGIN_MS > limit {
                 expired.push(c);
-                continue;
+            } else if call.not_before <= now {
+                requests.push(self.request_for(c, now, limit));
             }
-            requests.push(self.request_for(c, now, limit));
         }
         // Calls that can no longer be sent inside the budget end as failures, newest index first.
         for c in expired.into_iter().rev() {
@@ -248,6 +249,10 @@ impl Engine {
         }
         if !requests.is_empty() {
             return Action::Send { requests };
+        }
+        // A call given up just now may have scheduled another for now (a release after an expired restart).
+        if self.calls.iter().any(|c| c.in_flight.is_none() && c.not_before <= now) {
+            return self.poll(now);
         }
         if self.calls.is_empty() {
             // A finished call may have moved a target to its next phase: let it plan before deciding we are done.

@@ -145,3 +145,39 @@ test('settings instead of a client: the built-in HTTP client with a read token',
     await t.close()
   }
 })
+
+test('a document dated beyond the skew bound is skipped with its reason; the mark never passes now + skew', async () => {
+  const now = Date.now()
+  const iso = (ms) => new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z')
+  const docs = [
+    {_id: 'page-a', _type: 'page', _rev: 'r1', _updatedAt: iso(now - 3_600_000), title: 'A'},
+    {_id: 'page-b', _type: 'page', _rev: 'r1', _updatedAt: iso(now + 60_000), title: 'B, a minute ahead (clock skew)'},
+    {_id: 'page-frozen', _type: 'page', _rev: 'r9', _updatedAt: '2099-01-01T00:00:00Z', title: 'would freeze the document'},
+  ]
+  const held = new Map()
+  const receiver = createReceiver({
+    secret,
+    machineId: 'machine-1',
+    apply: (c) => void held.set(c.id, c.document),
+    catchUp: {types: ['page'], intervalSeconds: 3600, client: {fetch: async (query) => (query.endsWith('._id') ? docs.map((d) => d._id) : docs)}},
+  })
+  try {
+    const run = await receiver.ready
+    assert.equal(run.error, undefined)
+    assert.equal(run.applied, 2)
+    assert.deepEqual([...held.keys()].sort(), ['page-a', 'page-b'])
+    assert.equal(run.skipped.length, 1)
+    assert.match(run.skipped[0], /^result\[2\]: `updatedAt`: expected a revision time at most 120 s ahead of this clock, got a time \d+ s in the future$/)
+    assert.equal(run.mark, iso(now + 60_000), 'the newest accepted time, which is within the bound')
+    assert.ok(Date.parse(run.mark) <= Date.now() + 120_000)
+    // A push of the real next edit is not "stale" against the refused 2099 revision.
+    const edit = JSON.stringify({protocol: 'sanity-fly-sync/1', target: 'web', op: 'upsert', operation: 'update', id: 'page-frozen', type: 'page',
+      rev: 'r10', updatedAt: iso(now - 1_000), routes: {invalidate: [], current: [], previous: []}, tags: [], document: {_id: 'page-frozen'},
+      idempotencyKey: 'upsert:page-frozen:r10'})
+    const response = await receiver(new Request('http://m/internal/content-sync', {method: 'POST', body: edit,
+      headers: {'sanity-fly-sync-signature': await encodeSignatureHeader(edit, Date.now(), secret)}}))
+    assert.equal((await response.json()).status, 'applied')
+  } finally {
+    receiver.close()
+  }
+})

@@ -86,6 +86,8 @@ function baseEnv() {
 function scratchProject() {
   const dir = mkdtempSync(join(tmpdir(), 'fly-sync-readme-'))
   for (const file of ['sanity.blueprint.ts', 'package.json', 'package-lock.json']) copyFileSync(join(ROOT, file), join(dir, file))
+  // sanity.blueprint.ts builds its resources with the package's blueprint helper.
+  cpSync(join(ROOT, 'blueprint'), join(dir, 'blueprint'), {recursive: true})
   mkdirSync(join(dir, 'dist/functions/fly-sync'), {recursive: true})
   copyFileSync(join(ROOT, 'dist/functions/fly-sync/index.js'), join(dir, 'dist/functions/fly-sync/index.js'))
   cpSync(join(ROOT, 'examples'), join(dir, 'examples'), {recursive: true})
@@ -240,6 +242,26 @@ const RULES = [
       for (const out of ['pkg/sanity_fly_sync.js', 'dist/functions/fly-sync/index.js', 'dist/receiver/index.js']) {
         assert.ok(statSync(join(ROOT, out)).size > 0, `${out} built`)
       }
+    },
+  },
+  {
+    id: 'npm run pack',
+    match: /^npm run pack$/,
+    kind: 'elsewhere',
+    why: 'tests/node/package.test.mjs runs it (after the build npm test ran) and installs the tarball it makes',
+    async check() {
+      assert.match(packageJson().scripts.pack, /npm pack \.\/pkg/)
+      assert.match(readFileSync(join(ROOT, 'tests/node/package.test.mjs'), 'utf8'), /NPM_CLI, 'run', 'pack'/)
+    },
+  },
+  {
+    id: 'npm install the tarball',
+    match: /^npm install \.\.\/sanity-fly-sync\/out\/sanity-fly-sync-[\d.]+\.tgz$/,
+    kind: 'elsewhere',
+    why: 'tests/node/package.test.mjs and blueprint-project.test.mjs install that tarball in scratch projects (offline, Node 20 and 24)',
+    async check(cmd) {
+      assert.ok(cmd.normalized.endsWith(`/out/sanity-fly-sync-${packageJson().version}.tgz`), 'the version the build packs')
+      for (const file of ['package.test.mjs', 'blueprint-project.test.mjs']) assert.match(readFileSync(join(ROOT, 'tests/node', file), 'utf8'), /npmInstall\(/)
     },
   },
   {

@@ -113,6 +113,55 @@ test('concurrent deliveries of one change apply it once', async () => {
 test('bad options are refused up front with the field named', () => {
   assert.throws(() => createReceiver({secret: 'short', machineId: 'm', apply() {}}), (e) => e.field === 'secret')
   assert.throws(() => createReceiver({secret, apply() {}}), (e) => e.field === 'machineId' && /FLY_MACHINE_ID/.test(e.message))
+  assert.throws(() => createReceiver({secret, machineId: 'm', maxBodyBytes: 10, apply() {}}), (e) => e.field === 'maxBodyBytes')
+  assert.throws(() => createReceiver({secret, machineId: 'm', hookTimeoutMs: 0, apply() {}}), (e) => e.field === 'hookTimeoutMs')
+})
+
+test('the secret is used exactly as given: surrounding whitespace is a configuration error naming the setting', async () => {
+  for (const padded of [`${secret}\n`, ` ${secret}`, `${secret}\r\n`]) {
+    assert.throws(
+      () => createReceiver({secret: padded, machineId: 'm', apply() {}}),
+      (e) => e.class === 'bad_input' && e.field === 'secret' && /without surrounding spaces or line breaks/.test(e.message) && !e.message.includes(secret),
+    )
+  }
+  // Spaces inside are part of the secret, on both sides.
+  const inner = '0123456789 abcdef receiver'
+  const {handler} = app({options: {secret: inner}})
+  assert.equal((await post(handler, payload(), {key: inner})).status, 200)
+  assert.equal((await post(handler, payload({idempotencyKey: 'k2'}), {key: inner.replaceAll(' ', '')})).status, 401)
+})
+
+test('a revision time more than the skew bound ahead is refused, so one push cannot freeze a document', async () => {
+  const {handler, store} = app()
+  const future = new Date(Date.now() + 10 * 60_000).toISOString()
+  const r = await post(handler, payload({op: 'delete', operation: 'delete', document: undefined, updatedAt: future, idempotencyKey: 'delete:page-1:r9'}))
+  assert.equal(r.status, 400)
+  assert.equal(r.json.field, 'updatedAt')
+  assert.match(r.json.error, /expected a revision time at most 120 s ahead of this clock, got a time (599|600) s in the future/)
+  // Nothing was recorded: the real edit (in the past) applies.
+  assert.equal((await post(handler, payload())).json.status, 'applied')
+  assert.ok(store.has('page-1'))
+  const soon = new Date(Date.now() + 60_000).toISOString()
+  assert.equal((await post(handler, payload({rev: 'r3', updatedAt: soon, idempotencyKey: 'upsert:page-1:r3'}))).json.status, 'applied', 'within the bound')
+})
+
+test('routes that are not same-origin absolute paths are refused, naming the field', async () => {
+  const {handler, store, purged} = app()
+  const cases = [
+    [{invalidate: ['/new', 'https://evil.example/'], current: ['/new'], previous: []}, 'routes.invalidate[1]'],
+    [{invalidate: ['/new'], current: ['//evil.example/new'], previous: []}, 'routes.current[0]'],
+    [{invalidate: ['/new'], current: ['/new'], previous: ['/blog/../../admin']}, 'routes.previous[0]'],
+    [{invalidate: ['/new\r\nset-cookie: a=b'], current: [], previous: []}, 'routes.invalidate[0]'],
+  ]
+  for (const [routes, field] of cases) {
+    const r = await post(handler, payload({routes}))
+    assert.equal(r.status, 400, field)
+    assert.equal(r.json.field, field)
+    assert.match(r.json.error, /expected a path on the app's own origin/)
+    assert.doesNotMatch(r.json.error, /evil|admin|cookie/, 'the value is not echoed')
+  }
+  assert.equal(store.size, 0)
+  assert.deepEqual(purged, [])
 })
 
 test('the vendorable bundle (dist/receiver/index.js) works on its own', async () => {

@@ -98,13 +98,7 @@ pub fn check_change(c: &ContentChange) {
 pub fn receiver_accepts(c: &ContentChange) {
     static RECEIVER: OnceLock<Receiver> = OnceLock::new();
     let receiver = RECEIVER.get_or_init(|| {
-        let options = ReceiverOptions {
-            secret: SYNC_SECRET.into(),
-            machine_id: "m-fuzz".into(),
-            max_age_ms: 300_000,
-            accept_drafts: true,
-            remember_keys: 16,
-        };
+        let options = ReceiverOptions { max_age_ms: 300_000, accept_drafts: true, remember_keys: 16, ..ReceiverOptions::new(SYNC_SECRET, "m-fuzz") };
         Receiver::new(options).expect("receiver options")
     });
     let body = protocol::payload_body(c, target());
