@@ -179,8 +179,10 @@ fn build(data: &Obj, operation: Operation, source: Source, now_ms: u64) -> Resul
         data.str_req(key, &format!("{what} ({hint})")).map(String::from)
     };
     let id = text("_id", "the document id")?;
-    if id.len() > 256 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(SyncError::expected(data.field("_id"), "a Sanity document id (no spaces, at most 256 characters)", "another value"));
+    // Sanity's ids are letters, digits, `.`, `_` and `-` (`drafts.` and `versions.<release>.` prefixes included);
+    // the id also goes into each push's idempotency-key header, which takes nothing else.
+    if id.len() > 256 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        return Err(SyncError::expected(data.field("_id"), "a Sanity document id (letters, digits, `.`, `_`, `-`; at most 256 characters)", "another value"));
     }
     let doc_type = text("_type", "the document type")?;
     let rev = text("_rev", "the document revision")?;
@@ -377,6 +379,34 @@ mod tests {
         // A revision time far in the future is refused even when signed.
         let future = r#"{"_id":"a","_type":"t","_rev":"r","_updatedAt":"2099-01-01T00:00:00Z"}"#;
         assert_eq!(webhook(future, &[]).unwrap_err().field.as_deref(), Some("body._updatedAt"));
+    }
+
+    #[test]
+    fn ids_are_sanitys_characters_only() {
+        for id in ["page-1", "drafts.page-1", "versions.rABC.page_2"] {
+            assert!(function(json!({"_id": id})).is_ok(), "{id}");
+        }
+        for id in ["文章-1", "a b", "a/b", "a\u{0}", "é"] {
+            let e = function(json!({"_id": id})).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("event.data._id"), "{id:?}");
+            assert!(!e.message.contains(id), "never echoed");
+        }
+    }
+
+    #[test]
+    fn numbers_in_a_webhook_document_are_carried_digit_for_digit() {
+        let body = r#"{"_id":"a","_type":"t","_rev":"r","_updatedAt":"2026-11-27T10:00:00Z","op":"update","big":1180591620717411303424,"exact":0.1000000000000000055511151231257827,"neg":-9223372036854775809}"#;
+        let c = webhook(body, &[]).unwrap();
+        let config = crate::config::Config::from_env(&crate::config::tests::env(&[
+            ("FLY_APP_NAME", "web"),
+            ("FLY_API_TOKEN", "fm2_x"),
+            ("FLY_SYNC_SECRET", crate::config::tests::SECRET),
+        ]))
+        .unwrap();
+        let pushed = crate::protocol::payload_body(&c, &config.targets[0]);
+        for digits in ["1180591620717411303424", "0.1000000000000000055511151231257827", "-9223372036854775809"] {
+            assert!(pushed.contains(digits), "{digits} in {pushed}");
+        }
     }
 
     #[test]
