@@ -23,7 +23,9 @@ test('the editorial session: fresh by push after every event; lost pushes caught
   for (const s of result.steps) assert.equal(s.leaks, 0, s.label)
 
   // The plain editorial part: every Machine fresh by push, nothing caught up, content never restarts anything.
-  const plain = result.steps.slice(0, 9)
+  // (The run killed at its timeout and the run after it are checked below.)
+  const plain = result.steps.slice(0, 11).filter((s) => !/killed|finishes the roll/.test(s.label))
+  assert.equal(plain.length, 9)
   for (const s of plain) {
     assert.equal(s.freshMachines, s.servingMachines, s.label)
     assert.ok(s.servingMachines > 0, s.label)
@@ -39,6 +41,17 @@ test('the editorial session: fresh by push after every event; lost pushes caught
   assert.equal(settings.restarts, 6, 'the settings change rolls through every Machine')
   assert.ok(settings.availability >= 0.5, `at most 2 of 6 down at once: ${settings.availability}`)
   assert.equal(step(result, 'market').servingMachines, 2, 'the jp page goes to the nrt Machines only')
+
+  // A settings change whose run is killed at its timeout mid-roll: what it left is recorded on the Machines and
+  // the next run (a plain content edit) finishes it — every Machine ends on the new settings, none restarted twice.
+  const killed = step(result, 'settings v3')
+  assert.equal(killed.killedRuns, 1)
+  assert.ok(killed.leftByKill.length > 0, 'the kill left part of the roll')
+  assert.equal(killed.leftByKill.length, 6 - killed.restarts, 'what was not restarted is held over to the next run')
+  const next = step(result, 'next edit finishes the roll')
+  assert.equal(next.restarts, killed.leftByKill.length, 'the next run restarts exactly what was left')
+  assert.equal(next.stale.length, 0)
+  assert.ok(next.reports.every((r) => r.ok && r.targets[0].restart?.cause === 'unfinished'), JSON.stringify(next.reports.map((r) => r.targets[0].restart)))
   assert.ok(step(result, 'duplicate').reports.every((r) => r.ok), 'a duplicate delivery is a success')
 
   // A Machine cut off during three publishes: away while cut off, caught up once restored.
