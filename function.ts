@@ -117,17 +117,17 @@ function envOf(source: Env): Record<string, string> {
 }
 
 /**
- * `JSON.stringify(event)`, what crosses into the core. The core refuses nesting beyond 128 levels; an event so
- * deep that JavaScript cannot even serialise it (a few thousand levels overflow its stack) is refused here, the
- * same way.
+ * `JSON.stringify(value)`, what crosses into the core (the event, the context's client options). The core refuses
+ * nesting beyond 128 levels; a value so deep that JavaScript cannot even serialise it (a few thousand levels
+ * overflow its stack) is refused here, the same way.
  */
-function eventText(event: unknown): string {
+function jsonText(field: string, value: unknown): string {
   try {
-    return JSON.stringify(event) ?? 'null'
+    return JSON.stringify(value) ?? 'null'
   } catch (error) {
     const got = `one JSON.stringify refused (${error instanceof Error ? error.name : 'error'})`
-    const message = `\`event\`: expected the Function event nested at most 128 levels deep, got ${got}`
-    throw {stage: 'input', class: 'bad_input', field: 'event', message, httpStatus: 400} satisfies Rejection
+    const message = `\`${field}\`: expected JSON nested at most 128 levels deep, got ${got}`
+    throw {stage: 'input', class: 'bad_input', field, message, httpStatus: 400} satisfies Rejection
   }
 }
 
@@ -160,9 +160,11 @@ export async function handler({context, event}: Parameters<DocumentEventHandler>
   loadWasm()
   let engine: SyncEngine
   try {
-    // The event crosses as JSON text: the core bounds its size and depth (a JS object tree converted field by
-    // field could exhaust the module's stack).
-    engine = SyncEngine.fromFunctionEvent(envOf(process.env), eventText(event), Date.now(), seed())
+    // The event and the context's client options (project, dataset, token for the dependents query) cross as
+    // JSON text: the core bounds their size and depth (a JS object tree converted field by field could exhaust
+    // the module's stack).
+    const clientOptions = jsonText('context.clientOptions', context?.clientOptions ?? null)
+    engine = SyncEngine.fromFunctionEvent(envOf(process.env), jsonText('event', event), clientOptions, Date.now(), seed())
   } catch (error) {
     const e = error as Rejection
     jsonLines({action: 'rejected', ...e})

@@ -377,6 +377,7 @@ fn pulled(op: Op, id: &str, doc_type: &str, rev: &str, updated_at: &str) -> Sync
         previous_slug: None,
         routes: Routes::default(),
         tags: vec![id.to_string(), doc_type.to_string()],
+        dependents: None,
         locale: None,
         market: None,
         document: None,

@@ -403,7 +403,7 @@ mod tests {
             ("FLY_SYNC_SECRET", crate::config::tests::SECRET),
         ]))
         .unwrap();
-        let pushed = crate::protocol::payload_body(&c, &config.targets[0]);
+        let pushed = crate::protocol::payload_body(&c, &config.targets[0], None);
         for digits in ["1180591620717411303424", "0.1000000000000000055511151231257827", "-9223372036854775809"] {
             assert!(pushed.contains(digits), "{digits} in {pushed}");
         }

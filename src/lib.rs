@@ -28,6 +28,7 @@ pub mod retry;
 pub mod roll;
 pub mod routes;
 pub mod run;
+pub mod sanity_api;
 pub mod signature;
 
 #[cfg(target_arch = "wasm32")]

@@ -55,7 +55,44 @@ pub struct SyncPayload {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional, type = "Record<string, unknown>"))]
     pub document: Option<Box<RawValue>>,
+    /// The published documents that reference this one (they show it: a post shows its author), with their
+    /// routes and tags. Those routes and tags are in `routes.invalidate` and `tags` too, so a receiver that
+    /// invalidates those refreshes the dependents with the document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub dependents: Option<Dependents>,
     pub idempotency_key: String,
+}
+
+/// The documents that reference a changed one, as far as the run looked them up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+pub struct Dependents {
+    #[serde(default)]
+    pub documents: Vec<Dependent>,
+    /// More of them than the cap: how many were left out, and their types (whose type tags are invalidated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub more: Option<More>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+pub struct Dependent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub doc_type: String,
+    #[serde(default)]
+    pub routes: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+pub struct More {
+    pub count: u32,
+    pub types: Vec<String>,
 }
 
 fn unknown_operation() -> Operation {
@@ -107,8 +144,18 @@ impl<'de> Deserialize<'de> for Operation {
     }
 }
 
+/// The routes of a document of `doc_type` with these values, each once, by the target's templates.
+pub fn render_routes(target: &Target, vars: &RouteVars) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for route in target.routes.get(vars.doc_type).into_iter().flatten().filter_map(|t| t.render(vars)) {
+        if !out.contains(&route) {
+            out.push(route);
+        }
+    }
+    out
+}
+
 pub fn routes(change: &ContentChange, target: &Target) -> Routes {
-    let Some(templates) = target.routes.get(&change.doc_type) else { return Routes::default() };
     let render = |slug: Option<&str>| -> Vec<String> {
         let vars = RouteVars {
             slug,
@@ -117,13 +164,7 @@ pub fn routes(change: &ContentChange, target: &Target) -> Routes {
             locale: change.locale.as_deref(),
             market: change.market.as_deref(),
         };
-        let mut out: Vec<String> = Vec::new();
-        for route in templates.iter().filter_map(|t| t.render(&vars)) {
-            if !out.contains(&route) {
-                out.push(route);
-            }
-        }
-        out
+        render_routes(target, &vars)
     };
     let (current, previous) = match change.op {
         // A deleted document is nowhere now: every route it had (under its last or previous slug) is gone.
@@ -153,16 +194,39 @@ pub fn routes(change: &ContentChange, target: &Target) -> Routes {
 
 /// The projection's cache tags, plus the document id and type so every app can key on those.
 pub fn tags(change: &ContentChange) -> Vec<String> {
+    document_tags(&change.cache_tags, &change.id, &change.doc_type)
+}
+
+/// A document's tags: its cache tags, then its id and type, each once.
+pub fn document_tags(cache_tags: &[String], id: &str, doc_type: &str) -> Vec<String> {
     let mut tags: Vec<String> = Vec::new();
-    for tag in change.cache_tags.iter().chain([&change.id, &change.doc_type]) {
-        if !tags.contains(tag) {
-            tags.push(tag.clone());
+    for tag in cache_tags.iter().map(String::as_str).chain([id, doc_type]) {
+        if !tags.iter().any(|t| t == tag) {
+            tags.push(tag.to_string());
         }
     }
     tags
 }
 
-pub fn payload(change: &ContentChange, target: &Target) -> SyncPayload {
+/// Add `more` to `list`, each item once.
+fn merge(list: &mut Vec<String>, more: impl IntoIterator<Item = String>) {
+    for item in more {
+        if !list.contains(&item) {
+            list.push(item);
+        }
+    }
+}
+
+/// The payload of `change` for `target`, with the dependents the run found: their routes and tags are also
+/// added to what the receiver invalidates (and the types of those left out over the cap, as tags).
+pub fn payload(change: &ContentChange, target: &Target, dependents: Option<&Dependents>) -> SyncPayload {
+    let mut routes = routes(change, target);
+    let mut tags = tags(change);
+    for d in dependents.iter().flat_map(|d| &d.documents) {
+        merge(&mut routes.invalidate, d.routes.iter().cloned());
+        merge(&mut tags, d.tags.iter().cloned());
+    }
+    merge(&mut tags, dependents.and_then(|d| d.more.as_ref()).into_iter().flat_map(|m| m.types.iter().cloned()));
     SyncPayload {
         protocol: PROTOCOL.to_string(),
         target: target.name.clone(),
@@ -174,19 +238,20 @@ pub fn payload(change: &ContentChange, target: &Target) -> SyncPayload {
         updated_at: change.updated_at.clone(),
         slug: change.slug.clone(),
         previous_slug: change.previous_slug.clone(),
-        routes: routes(change, target),
-        tags: tags(change),
+        routes,
+        tags,
         locale: change.locale.clone(),
         market: change.market.clone(),
         document: (change.op == Op::Upsert)
             .then(|| serde_json::value::to_raw_value(&change.data).expect("a JSON object serialises")),
+        dependents: dependents.cloned(),
         idempotency_key: change.idempotency_key.clone(),
     }
 }
 
 /// The payload as the exact bytes that get signed and sent.
-pub fn payload_body(change: &ContentChange, target: &Target) -> String {
-    serde_json::to_string(&payload(change, target)).expect("payload serialises: plain data")
+pub fn payload_body(change: &ContentChange, target: &Target, dependents: Option<&Dependents>) -> String {
+    serde_json::to_string(&payload(change, target, dependents)).expect("payload serialises: plain data")
 }
 
 /// What each payload field holds, for errors (`routes.current[]` stands for every item of the list).
@@ -519,7 +584,7 @@ mod tests {
     #[test]
     fn delete_moves_every_route_to_previous_and_drops_the_document() {
         let c = change(json!({"op":"delete","slug":"gone"}));
-        let body: Value = serde_json::from_str(&payload_body(&c, &target())).unwrap();
+        let body: Value = serde_json::from_str(&payload_body(&c, &target(), None)).unwrap();
         assert_eq!(body["op"], "delete");
         assert_eq!(body["routes"]["current"], json!([]));
         assert_eq!(body["routes"]["previous"], json!(["/blog/gone", "/en/blog/gone", "/feed.xml"]));
@@ -530,7 +595,7 @@ mod tests {
     #[test]
     fn upsert_payload_carries_document_and_tags() {
         let c = change(json!({"op":"create","slug":"a","cacheTags":["article:article-1","article"]}));
-        let body: Value = serde_json::from_str(&payload_body(&c, &target())).unwrap();
+        let body: Value = serde_json::from_str(&payload_body(&c, &target(), None)).unwrap();
         assert_eq!(body["protocol"], PROTOCOL);
         assert_eq!(body["type"], "article");
         assert_eq!(body["updatedAt"], "2026-11-27T10:00:00Z");
@@ -542,7 +607,7 @@ mod tests {
     #[test]
     fn the_wire_shape_is_the_documented_one_and_parses_back_to_the_same_bytes() {
         let c = change(json!({"op":"update","slug":"new","previousSlug":"old","market":"eu"}));
-        let body = payload_body(&c, &target());
+        let body = payload_body(&c, &target(), None);
         let keys: Vec<String> = serde_json::from_str::<serde_json::Map<String, Value>>(&body).unwrap().keys().cloned().collect();
         let mut documented = ["protocol", "target", "op", "operation", "id", "type", "rev", "updatedAt", "slug", "previousSlug", "routes",
             "tags", "locale", "market", "document", "idempotencyKey"];

@@ -39,9 +39,9 @@ impl SyncEngine {
     /// `env`: the Function's environment (an object of strings); `event_json`: the handler's `event` (`{data}`)
     /// as JSON text (`JSON.stringify(event)`).
     #[wasm_bindgen(js_name = fromFunctionEvent)]
-    pub fn from_function_event(env: JsValue, event_json: &str, now_ms: f64, seed: f64) -> Result<SyncEngine, JsValue> {
+    pub fn from_function_event(env: JsValue, event_json: &str, client_options_json: &str, now_ms: f64, seed: f64) -> Result<SyncEngine, JsValue> {
         let env: Env = from_js(env, "env")?;
-        entry::from_function(&env, event_json.as_bytes(), now_ms as u64, seed as u64).map(|inner| SyncEngine { inner }).map_err(start_error)
+        entry::from_function(&env, event_json.as_bytes(), client_options_json.as_bytes(), now_ms as u64, seed as u64).map(|inner| SyncEngine { inner }).map_err(start_error)
     }
 
     /// `headers_json`: the delivery's headers as JSON text (`{"name": "value", …}`); `body`: its raw bytes, unparsed.

@@ -50,7 +50,7 @@ fn run(case: &Value) -> Result<(), (Option<&'static str>, SyncError)> {
                 None => case["event"].to_string(),
             };
             let now = case["nowMs"].as_u64().unwrap_or(NOW);
-            entry::from_function(&env, text.as_bytes(), now, 1).map(drop).map_err(staged)
+            entry::from_function(&env, text.as_bytes(), b"null", now, 1).map(drop).map_err(staged)
         }
         "webhook" => {
             let body = body_of(case);

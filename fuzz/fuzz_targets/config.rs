@@ -111,7 +111,7 @@ fuzz_target!(|data: &[u8]| {
             // An engine from this configuration: its first requests' log lines hold no secret.
             let event = br#"{"data": {"_id": "article-1", "_type": "article", "_rev": "r1", "_updatedAt": "2026-11-27T10:00:00Z",
                 "slug": "hello", "previousSlug": "hi", "locale": "en", "market": "us", "op": "update"}}"#;
-            if let Ok(mut engine) = entry::from_function(&env, event, common::NOW, 1) {
+            if let Ok(mut engine) = entry::from_function(&env, event, b"null", common::NOW, 1) {
                 if let sanity_fly_sync::engine::Action::Send { requests } = engine.poll(common::NOW) {
                     for r in requests {
                         common::assert_no_secret(&serde_json::to_string(&r.log).unwrap(), &secrets);

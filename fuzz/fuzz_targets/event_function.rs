@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
             common::receiver_accepts(change);
         }
     }
-    match entry::from_function(common::env(), data, common::NOW, 1) {
+    match entry::from_function(common::env(), data, b"null", common::NOW, 1) {
         Ok(engine) => {
             assert!(parsed.is_ok(), "the entry accepts what the parser refused");
             common::first_step(engine);

@@ -22,6 +22,7 @@
 //! `requests`; the roll's rules are `roll`; which Machines get the push is `plan`; the payload and the ack are
 //! `protocol`; what a run knows so far is `run`; when to try again is `retry`; the report is `report`.
 
+mod dependents;
 mod pushes;
 mod requests;
 mod restarts;
@@ -37,7 +38,8 @@ use crate::protocol;
 use crate::redact::Redactor;
 use crate::report::{self, Report};
 use crate::retry::{self, Verdict};
-use crate::run::{MachineRun, Phase, SyncState, TargetRun};
+use crate::run::{DependentsRun, DependentsState, MachineRun, Phase, SyncState, TargetRun};
+use crate::sanity_api;
 use serde::Serialize;
 use std::collections::VecDeque;
 
@@ -71,6 +73,8 @@ pub enum Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     List,
+    /// Query Sanity for the documents referencing the change (level 1, 2, …).
+    Refs(u8),
     /// The payload to one Machine, or (fan-out `one`) through the proxy to any.
     Push(Option<usize>),
     /// Read a Machine whose push failed: one no longer serving is skipped, not failed.
@@ -98,6 +102,7 @@ impl Step {
     fn name(self) -> &'static str {
         match self {
             Step::List => "list",
+            Step::Refs(_) => "dependents",
             Step::Push(_) => "sync",
             Step::Check(_) => "check",
             Step::Mark(_) => "mark",
@@ -115,7 +120,7 @@ impl Step {
 
     fn machine(self) -> Option<usize> {
         match self {
-            Step::List | Step::Push(None) => None,
+            Step::List | Step::Refs(_) | Step::Push(None) => None,
             Step::Push(Some(m))
             | Step::Check(m)
             | Step::Mark(m)
@@ -131,9 +136,10 @@ impl Step {
         }
     }
 
+    /// The kind of Fly call a step is (a dependents query is Sanity's, read by `sanity_api`).
     fn wire_kind(self) -> fly_api::Kind {
         match self {
-            Step::List => fly_api::Kind::List,
+            Step::List | Step::Refs(_) => fly_api::Kind::List,
             Step::Push(_) => fly_api::Kind::Push,
             Step::Check(_) | Step::Poll(_) | Step::Verify(_) => fly_api::Kind::Get,
             Step::Mark(_) | Step::Unmark(_) => fly_api::Kind::Metadata,
@@ -200,9 +206,17 @@ impl Engine {
         let mut secrets: Vec<&str> = vec![config.sync_secret.expose()];
         secrets.extend(config.webhook_secret.as_ref().map(|s| s.expose()));
         secrets.extend(config.targets.iter().map(|t| t.token.bare()));
+        secrets.extend(config.sanity.token.as_ref().map(|s| s.expose()));
         let redactor = Redactor::new(secrets);
-        let targets = config.targets.iter().map(|target| target_run(change.as_ref(), target)).collect::<Vec<_>>();
-        let calls = (0..targets.len()).filter(|&t| targets[t].phase == Phase::Listing).map(|t| Call::new(t, Step::List, now_ms)).collect();
+        let targets = config.targets.iter().map(|target| target_run(change.as_ref(), target, &config.sanity)).collect::<Vec<_>>();
+        let mut calls: Vec<Call> = Vec::new();
+        for (t, run) in targets.iter().enumerate().filter(|(_, r)| r.phase == Phase::Listing) {
+            calls.push(Call::new(t, Step::List, now_ms));
+            // In parallel with the list: the pushes need both.
+            if matches!(run.dependents.state, DependentsState::Querying) {
+                calls.push(Call::new(t, Step::Refs(1), now_ms));
+            }
+        }
         Engine {
             work_deadline_ms: deadline_ms - reserve,
             deadline_ms,
@@ -276,6 +290,13 @@ impl Engine {
         call.in_flight = None;
         let response = self.scrubbed(response);
         let what = self.describe(&call);
+        if let Step::Refs(_) = call.step {
+            return match sanity_api::read(&response, &what, now) {
+                Verdict::Success(level) => self.on_referrers(call.target, level, now),
+                Verdict::Retry { error, min_delay_ms, rate_limited } => self.on_transient(call, error, min_delay_ms, rate_limited, now),
+                Verdict::Fail(error) => self.give_up(call, error, now),
+            };
+        }
         match fly_api::read(call.step.wire_kind(), &response, &what, now) {
             Verdict::Success(answer) => self.on_answer(call, answer, now),
             Verdict::Retry { error, min_delay_ms, rate_limited } => self.on_transient(call, error, min_delay_ms, rate_limited, now),
@@ -322,6 +343,7 @@ impl Engine {
         let target = &self.config.targets[call.target];
         match (call.step, self.machine_id(call)) {
             (Step::List, _) => format!("list Machines of {}", target.app),
+            (Step::Refs(level), _) => format!("look up the documents referencing the change (level {level})"),
             (Step::Push(None), _) => format!("sync through {}", target.app_url),
             (Step::Push(_), Some(m)) => format!("sync to Machine {m}"),
             (Step::Lease(_) | Step::Renew(_), Some(m)) => format!("lease Machine {m}"),
@@ -389,6 +411,7 @@ impl Engine {
                 self.targets[t].error = Some(error);
                 self.targets[t].phase = Phase::Done;
             }
+            Step::Refs(_) => self.referrers_failed(t, error, now),
             Step::Push(m) => self.push_given_up(call, m, error, now),
             Step::Check(m) => self.on_checked(t, m, Answer::Done, now),
             step => self.roll_step_failed(t, step, error, now),
@@ -419,7 +442,7 @@ impl Engine {
         }
         match self.targets[t].phase {
             // These end with their answer (`exit_listing`, `exit_relisting`) or with the run.
-            Phase::Listing | Phase::Relisting | Phase::Done => {}
+            Phase::Listing | Phase::Referencing | Phase::Relisting | Phase::Done => {}
             Phase::Syncing => self.exit_syncing(t, now),
             Phase::Marking => self.exit_marking(t),
             Phase::Rolling => self.exit_rolling(t, now),
@@ -427,9 +450,8 @@ impl Engine {
         }
     }
 
-    /// Listing → Syncing (or Done for a dry run): select the Machines and push to each.
+    /// Listing → Syncing (or Referencing while the dependents are looked up): select the Machines.
     fn exit_listing(&mut self, t: usize, mut machines: Vec<Machine>) {
-        let target = &self.config.targets[t];
         let dry_run = self.config.dry_run;
         let has_change = self.change.is_some();
         let run = &mut self.targets[t];
@@ -446,8 +468,24 @@ impl Engine {
                 MachineRun::new(machine, sync)
             })
             .collect();
+        // The pushes carry the dependents: while they are still being looked up, the list waits for them.
+        if matches!(run.dependents.state, DependentsState::Querying) {
+            run.phase = Phase::Referencing;
+        } else {
+            self.start_pushes(t);
+        }
+    }
+
+    /// Listing or Referencing → Syncing: the payload (with the dependents found) and one push per Machine.
+    pub(super) fn start_pushes(&mut self, t: usize) {
+        let target = &self.config.targets[t];
+        let run = &mut self.targets[t];
         run.phase = Phase::Syncing;
-        if dry_run {
+        if let Some(change) = &self.change {
+            let found = matches!(run.dependents.state, DependentsState::Done).then_some(&run.dependents.found);
+            run.body = protocol::payload_body(change, target, found);
+        }
+        if self.config.dry_run {
             return;
         }
         let pending: Vec<usize> = (0..run.machines.len()).filter(|&m| matches!(run.machines[m].sync, SyncState::Pending)).collect();
@@ -499,13 +537,18 @@ impl Engine {
     }
 }
 
-/// A target's run before anything is sent: skipped, or listing.
-fn target_run(change: Option<&ContentChange>, target: &crate::config::Target) -> TargetRun {
+/// A target's run before anything is sent: skipped, or listing (and looking up the change's dependents).
+fn target_run(change: Option<&ContentChange>, target: &crate::config::Target, sanity: &crate::config::SanityApi) -> TargetRun {
     let skipped = change.and_then(|c| plan::target_skip_reason(c, target));
+    let dependents = match change {
+        Some(c) if skipped.is_none() => dependents::plan(c, target, sanity),
+        _ => DependentsRun::default(),
+    };
     TargetRun {
         phase: if skipped.is_some() { Phase::Done } else { Phase::Listing },
         regions: change.and_then(|c| plan::target_regions(c, target)),
-        body: change.map(|c| protocol::payload_body(c, target)).unwrap_or_default(),
+        // Written when the pushes start, with the dependents found by then.
+        body: String::new(),
         skipped,
         error: None,
         machines: Vec::new(),
@@ -518,6 +561,7 @@ fn target_run(change: Option<&ContentChange>, target: &crate::config::Target) ->
         list_reusable: change.is_some_and(|c| !plan::restart_for_type(c, target)),
         signed: None,
         intent: None,
+        dependents,
     }
 }
 

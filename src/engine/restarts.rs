@@ -276,7 +276,7 @@ impl Engine {
             Step::Poll(m) | Step::Wait(m) if error.class == ErrorClass::Fatal => self.restart_failed(t, m, error),
             Step::Poll(m) | Step::Wait(m) => self.watch(t, m, now, Some(error)),
             Step::Release(_) => mr.release_error = Some(error),
-            Step::List | Step::Push(_) | Step::Check(_) => unreachable!("not a roll step"),
+            Step::List | Step::Refs(_) | Step::Push(_) | Step::Check(_) => unreachable!("not a roll step"),
         }
     }
 

@@ -61,7 +61,7 @@ test('the core reads the env the helper writes: routes per type, and a template 
   const secrets = {FLY_API_TOKEN: 'fm2_test', FLY_SYNC_SECRET: 'helper-secret-0123456789', FLY_API_URL: 'http://127.0.0.1:9', FLY_APP_URL: 'http://127.0.0.1:9'}
   // The handler's event as the shim hands it to the core: JSON text.
   const event = JSON.stringify({data: {_id: 'page-1', _type: 'page', _rev: 'r1', _updatedAt: '2026-11-27T10:00:00Z', slug: 'about', locale: 'de', op: 'create'}})
-  const engine = SyncEngine.fromFunctionEvent({...team().env, ...secrets}, event, Date.now(), 1)
+  const engine = SyncEngine.fromFunctionEvent({...team().env, ...secrets}, event, "null", Date.now(), 1)
   const list = engine.poll(Date.now())
   assert.equal(list.requests[0].url, 'http://127.0.0.1:9/v1/apps/my-fly-app/machines')
   engine.handleResponse(list.requests[0].id, 200, [], JSON.stringify([{id: 'm1', state: 'started', region: 'ord'}]), Date.now())
@@ -69,7 +69,7 @@ test('the core reads the env the helper writes: routes per type, and a template 
   assert.deepEqual(push.routes.current, ['/about', '/de/about'])
 
   const bad = flySyncFunction({app: 'web', types: ['page'], routes: {page: '/{nope}'}})
-  assert.throws(() => SyncEngine.fromFunctionEvent({...bad.env, ...secrets}, event, Date.now(), 1), (e) => e.field === 'FLY_SYNC_ROUTES')
+  assert.throws(() => SyncEngine.fromFunctionEvent({...bad.env, ...secrets}, event, "null", Date.now(), 1), (e) => e.field === 'FLY_SYNC_ROUTES')
 })
 
 test('several targets: FLY_SYNC_CONFIG instead of app and routes', () => {
