@@ -100,3 +100,20 @@ test('bad options are refused with the option named and the value never echoed',
     })
   }
 })
+
+test('dependents and the robot token: the lookup configured by option, refused options named, the core reads the same', () => {
+  const base = {app: 'web', types: ['post', 'author']}
+  const fn = flySyncFunction({...base, dependents: {depth: 2, cap: 20, types: ['post']}, robotToken: '$.resources.fly-sync-reader'})
+  assert.equal(fn.robotToken, '$.resources.fly-sync-reader')
+  assert.deepEqual([fn.env.FLY_SYNC_DEPENDENTS_DEPTH, fn.env.FLY_SYNC_DEPENDENTS_CAP, fn.env.FLY_SYNC_DEPENDENT_TYPES], ['2', '20', 'post'])
+  assert.equal(flySyncResumeFunction({...base, robotToken: '$.resources.r'}).robotToken, '$.resources.r', 'the resume run reads as the same robot')
+  assert.equal(flySyncFunction({...base, dependents: false}).env.FLY_SYNC_DEPENDENTS_DEPTH, '0')
+  assert.equal(flySyncFunction(base).env.FLY_SYNC_DEPENDENTS_DEPTH, undefined, "the core's default (one level)")
+  for (const [dependents, field] of [[{depth: 4}, 'dependents.depth'], [{cap: 0}, 'dependents.cap'], [{types: 'post'}, 'dependents.types'], [true, 'dependents']]) {
+    assert.throws(() => flySyncFunction({...base, dependents}), (e) => e.message.includes(`\`${field}\``), field)
+  }
+  assert.throws(() => flySyncFunction({...base, robotToken: ''}), /`robotToken`/)
+  // What the helper writes, the core accepts.
+  const event = JSON.stringify({data: {_id: 'author-1', _type: 'author', _rev: 'r', _updatedAt: '2026-11-27T10:00:00Z'}})
+  SyncEngine.fromFunctionEvent({...fn.env, FLY_API_TOKEN: 'fm2_x', FLY_SYNC_SECRET: 'a-secret-of-sixteen-chars'}, event, 'null', Date.now(), 1).free()
+})
