@@ -15,7 +15,8 @@ import {BUDGET_HEADROOM_SECONDS, flySyncFunction, flySyncResumeFunction, type Fl
 // projection and time limits live there, once. This file only names this repository's types, routes and knobs.
 
 /** The document types that are synced to the Fly app. **Edit this list** for your schema. */
-export const SYNCED_TYPES = ['page', 'article', 'siteSettings'] as const
+// person, category: no pages of their own; listed so an edit of one fires the Function, which refreshes its dependents.
+export const SYNCED_TYPES = ['page', 'article', 'siteSettings', 'person', 'category'] as const
 
 /** The Function's name (`functions test fly-sync`, `functions logs fly-sync`, `functions env add fly-sync`). */
 export const FUNCTION_NAME = 'fly-sync'
@@ -88,6 +89,13 @@ const FLY_SYNC: FlySyncFunctionOptions = {
   //   FLY_SYNC_BUDGET_MS    the core's deadline for the run (set by the helper: the timeout minus 20 s)
   //   FLY_SYNC_RESUME_FUNCTION  the Function a run hands an unfinished roll to (set by the helper:
   //                         `<name>-resume`, the resource flySyncResumeFunction declares; `none`: don't)
+  //   FLY_SYNC_DEPENDENTS_DEPTH, FLY_SYNC_DEPENDENTS_CAP, FLY_SYNC_DEPENDENT_TYPES  the documents referencing a
+  //                         change ride in its push: levels (0-3, default 1; 0 = off), at most how many (default
+  //                         50), of which types (default any). Set by the helper's `dependents` (docs/dependents.md)
+  //   SANITY_PROJECT_ID, SANITY_DATASET, SANITY_API_READ_TOKEN  where that lookup reads when the Function's context
+  //                         does not say (the webhook entry; an offline `functions test` without --project-id)
+  //   SANITY_API_HOST       the query API's base instead of https://<project>.api.sanity.io (local tests: a local
+  //                         Content Lake, local/content-lake)
 }
 
 export default defineBlueprint({
