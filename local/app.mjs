@@ -2,6 +2,12 @@
 // code users mount) with catch-up on, an in-memory content store, and a few pages to read content back from.
 // Content arrives by push; at boot (first start and every restart) and every interval the receiver reconciles
 // with Sanity (the local Content Lake). Site settings are read only at boot — the case that needs a restart.
+//
+// Pages are rendered once and then served from a page cache, as a real app's full-route cache does: a post page
+// shows its author's name and its category's title (referenced documents), and is tagged with its own document
+// only (its id and cache tags). So an author's edit reaches the post pages only through the push's `invalidate`
+// hook, which drops the cached pages at `routes.invalidate` and those tagged with any of `tags` — the routes and
+// tags the Function adds for the documents that reference the author (its dependents).
 import {createReceiver} from '../receiver/index.ts'
 
 export const SYNC_PATH = '/internal/content-sync'
@@ -10,14 +16,37 @@ export const SYNC_PATH = '/internal/content-sync'
 const slugOf = (doc) => (typeof doc?.slug === 'object' && doc.slug !== null ? doc.slug.current : doc?.slug)
 
 /**
+ * What the page of `doc` shows, the referenced documents looked up with `lookup(id)`: an article shows its
+ * author's name and its category's title (null when the reference leads nowhere). The simulation renders the
+ * same function over the Content Lake's documents to know what a fresh page shows.
+ * @param {object} doc
+ * @param {(id: string) => object | undefined | null} lookup
+ */
+export function renderPage(doc, lookup) {
+  const page = {_id: doc._id, _rev: doc._rev, title: doc.title}
+  if (doc._type === 'article') {
+    page.author = (doc.author?._ref && lookup(doc.author._ref)?.name) ?? null
+    page.category = (doc.category?._ref && lookup(doc.category._ref)?.title) ?? null
+  }
+  return page
+}
+
+/** The tags a page is cached under: its own document's id and cache tags (not the documents it references). */
+const pageTags = (doc) => new Set([doc._id, ...(Array.isArray(doc.cacheTags) ? doc.cacheTags : [])])
+
+/**
  * @param {{id: string, region: string}} machine
  * @param {{secret: string, client: {fetch(q: string, p: object): Promise<unknown>}, types: string[],
- *          intervalSeconds: number, onApplied?: (machine, change, via: 'push' | 'catch-up') => void}} options
- *   `onApplied` is called when content is live on this Machine (settings go live at boot).
+ *          intervalSeconds: number, onApplied?: (machine, change, via: 'push' | 'catch-up') => void,
+ *          onInvalidated?: (machine, paths: string[], via: 'push' | 'catch-up') => void}} options
+ *   `onApplied` is called when content is live on this Machine (settings go live at boot); `onInvalidated` when
+ *   the `invalidate` hook dropped cached pages (the paths it dropped).
  */
-export function createApp(machine, {secret, client, types, intervalSeconds, onApplied}) {
+export function createApp(machine, {secret, client, types, intervalSeconds, onApplied, onInvalidated}) {
   /** id → document, as this Machine holds it */
   const docs = new Map()
+  /** path → {page, tags}: rendered pages, served until invalidated */
+  const pages = new Map()
   let settings = null
   let booting = true
 
@@ -37,6 +66,17 @@ export function createApp(machine, {secret, client, types, intervalSeconds, onAp
       }
       onApplied?.(machine, change, via)
     },
+    invalidate(routes, tags, change) {
+      const dropped = new Set()
+      for (const path of routes) if (pages.delete(path)) dropped.add(path)
+      for (const [path, cached] of pages) {
+        if (tags.some((tag) => cached.tags.has(tag))) {
+          pages.delete(path)
+          dropped.add(path)
+        }
+      }
+      if (dropped.size) onInvalidated?.(machine, [...dropped], change.target === 'catch-up' ? 'catch-up' : 'push')
+    },
     // The local Content Lake has no query-index lag and shares this clock: a short lag is enough here.
     catchUp: {client, types, intervalSeconds, lagSeconds: 10},
   })
@@ -46,12 +86,22 @@ export function createApp(machine, {secret, client, types, intervalSeconds, onAp
     return undefined
   }
 
-  /** What GET `path` serves: the document shown there, or null. */
+  /** The document shown at `path`, from this Machine's store. */
+  function documentAt(path) {
+    const blog = path.match(/^\/blog\/(.+)$/)
+    return blog ? find('article', decodeURIComponent(blog[1])) : find('page', decodeURIComponent(path.slice(1)))
+  }
+
+  /** What GET `path` serves: the cached page, else the page rendered now (and cached), or null. */
   function read(path) {
     if (path === '/settings') return settings && {_id: settings._id, _rev: settings._rev, title: settings.title}
-    const blog = path.match(/^\/blog\/(.+)$/)
-    const doc = blog ? find('article', decodeURIComponent(blog[1])) : find('page', decodeURIComponent(path.slice(1)))
-    return doc ? {_id: doc._id, _rev: doc._rev, title: doc.title} : null
+    const cached = pages.get(path)
+    if (cached) return structuredClone(cached.page)
+    const doc = documentAt(path)
+    if (!doc) return null
+    const page = renderPage(doc, (id) => docs.get(id))
+    pages.set(path, {page, tags: pageTags(doc)})
+    return structuredClone(page)
   }
 
   const json = (status, value) => Response.json(value, {status, headers: {'x-machine': machine.id}})
@@ -59,6 +109,7 @@ export function createApp(machine, {secret, client, types, intervalSeconds, onAp
   return {
     machine,
     docs,
+    pages,
     read,
     /** Boot: the receiver's first catch-up loads everything, as a real app loads from Sanity at start. */
     async boot() {
@@ -67,6 +118,8 @@ export function createApp(machine, {secret, client, types, intervalSeconds, onAp
       booting = false
     },
     close: () => receive.close(),
+    /** Reconcile with Sanity now, off the interval (joins a run under way). */
+    reconcile: () => receive.catchUp(),
     /** @param {Request} request */
     async handle(request) {
       const url = new URL(request.url)
