@@ -48,7 +48,7 @@ const badRequest = (description) => new HttpError(400, {error: {description, typ
 // `anonymousQueries` (private datasets): 'unauthorized' answers a query without a token with 401; 'empty' answers it
 // as if the dataset had no documents. Which of the two Sanity does is unverified here, so both can be tested.
 export async function startContentLake({store = new DocumentStore(), projectId = 'local', dataset = 'production', token, anonymousQueries = 'unauthorized', port = 0} = {}) {
-  /** @type {Array<{method: string, path: string, search: string, status: number, transactionId?: string, error?: string}>} */
+  /** @type {Array<{method: string, path: string, search: string, status: number, requestBytes: number, responseBytes: number, resultBytes?: number, transactionId?: string, error?: string}>} */
   const log = []
   // The Live Content API's side: each committed transaction that changed published content, with the sync tags it
   // invalidates (sync-tags.mjs), in commit order; `onSyncTags` listeners hear each as it commits.
@@ -65,7 +65,7 @@ export async function startContentLake({store = new DocumentStore(), projectId =
 
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://127.0.0.1')
-    const entry = {method: req.method ?? 'GET', path: url.pathname, search: url.search, status: 0}
+    const entry = {method: req.method ?? 'GET', path: url.pathname, search: url.search, status: 0, requestBytes: 0, responseBytes: 0}
     let status = 200
     let body
     try {
@@ -81,8 +81,9 @@ export async function startContentLake({store = new DocumentStore(), projectId =
       entry.error = typeof body.error === 'string' ? `${body.error} - ${body.message}` : body.error.description
     }
     entry.status = status
-    log.push(entry)
     const text = JSON.stringify(body)
+    entry.responseBytes = Buffer.byteLength(text)
+    log.push(entry)
     res.writeHead(status, {'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text)})
     res.end(text)
   })
@@ -113,7 +114,7 @@ export async function startContentLake({store = new DocumentStore(), projectId =
     if (endpoint === 'query') {
       if (rest !== undefined) throw flat(404, 'Not Found', `No such endpoint: ${url.pathname}`)
       if (req.method !== 'GET' && req.method !== 'POST') throw flat(405, 'Method Not Allowed', `${req.method} is not allowed on data/query`)
-      return query(req, url, apiVersion, anonymous)
+      return query(req, url, apiVersion, anonymous, entry)
     }
     if (endpoint === 'doc') {
       if (req.method !== 'GET') throw flat(405, 'Method Not Allowed', `${req.method} is not allowed on data/doc`)
@@ -125,13 +126,13 @@ export async function startContentLake({store = new DocumentStore(), projectId =
     return mutate(req, url, entry)
   }
 
-  async function query(req, url, apiVersion, anonymous = false) {
+  async function query(req, url, apiVersion, anonymous, entry) {
     const started = performance.now()
     const search = url.searchParams
     let text = search.get('query')
     let params = {}
     if (req.method === 'POST') {
-      const body = await readJson(req)
+      const body = await readJson(req, entry)
       if (!body || typeof body !== 'object') throw badRequest('the request body must be {query, params?}')
       text = body.query
       params = body.params ?? {}
@@ -153,6 +154,7 @@ export async function startContentLake({store = new DocumentStore(), projectId =
     const {result, syncTags} = await evaluateQuery(text, params, perspective, anonymous)
     const answer = search.get('returnQuery') === 'false' ? {} : {query: text}
     const tagged = apiVersion === 'X' || (apiVersion !== '1' && apiVersion >= SYNC_TAGS_FROM)
+    entry.resultBytes = Buffer.byteLength(JSON.stringify(result) ?? 'null')
     return {...answer, result, ...(tagged ? {syncTags} : {}), ms: Math.round((performance.now() - started) * 100) / 100}
   }
 
@@ -207,7 +209,7 @@ export async function startContentLake({store = new DocumentStore(), projectId =
     const flag = (name) => search.get(name) === 'true'
     const visibility = search.get('visibility') ?? 'sync'
     if (!VISIBILITIES.has(visibility)) throw badRequest(`visibility must be sync, async or deferred, not "${visibility}"`)
-    const body = await readJson(req)
+    const body = await readJson(req, entry)
     if (!body || typeof body !== 'object' || !Array.isArray(body.mutations)) throw badRequest('the request body must be {mutations: [...]}')
     const transactionId = search.get('transactionId') ?? body.transactionId ?? undefined
     // visibility is accepted: every commit here is visible at once (what `sync` promises).
@@ -351,10 +353,13 @@ function queryError(text, error) {
   return new HttpError(400, {error: {description: message, query: text, type: 'queryParseError'}})
 }
 
-async function readJson(req) {
+/** The request's body as JSON; its size in bytes goes to `entry.requestBytes`. */
+async function readJson(req, entry) {
   const chunks = []
   for await (const chunk of req) chunks.push(chunk)
-  const text = Buffer.concat(chunks).toString('utf8')
+  const bytes = Buffer.concat(chunks)
+  entry.requestBytes = bytes.length
+  const text = bytes.toString('utf8')
   try {
     return JSON.parse(text)
   } catch {
