@@ -64,7 +64,7 @@ fn load() -> Case {
 
 /// One event, start to report. Returns (requests answered, report ok).
 fn one_event(case: &Case, seed: u64) -> (usize, bool) {
-    let mut engine = entry::from_function(&case.env, black_box(case.event.as_bytes()), case.now_ms, seed)
+    let mut engine = entry::from_function(&case.env, black_box(case.event.as_bytes()), b"null", case.now_ms, seed)
         .expect("the case starts a run");
     let mut answered = 0;
     loop {
@@ -107,7 +107,7 @@ fn phases(case: &Case, seed: u64, into: &mut [u128; 6]) {
         into[slot] += (now - lap).as_nanos();
         lap = now;
     };
-    let mut engine = entry::from_function(&case.env, black_box(case.event.as_bytes()), case.now_ms, seed)
+    let mut engine = entry::from_function(&case.env, black_box(case.event.as_bytes()), b"null", case.now_ms, seed)
         .expect("the case starts a run");
     mark(0, into);
     let Action::Send { requests } = engine.poll(case.now_ms) else {

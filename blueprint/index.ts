@@ -11,7 +11,7 @@
 // points at the prebuilt Function inside the installed package (one ESM file, the wasm inlined), so the CLI neither
 // transpiles nor installs anything. Secrets never go here: `sanity functions env add <name> FLY_API_TOKEN …`.
 // This repository's own sanity.blueprint.ts is built with it too.
-import {defineDocumentFunction, definePubSubFunction} from '@sanity/blueprints'
+import {defineDocumentFunction, definePubSubFunction, defineSyncTagInvalidateFunction} from '@sanity/blueprints'
 
 export const DEFAULT_NAME = 'fly-sync'
 /** Where npm puts the prebuilt Function, relative to the blueprint's folder (override with `src`). */
@@ -30,7 +30,7 @@ export const BUDGET_HEADROOM_SECONDS = 20
 const MIN_TIMEOUT_SECONDS = 30
 const MAX_TIMEOUT_SECONDS = 900
 /** Set with `functions env add`, never in a blueprint (it is committed and deployed as plain text). */
-const SECRETS = ['FLY_API_TOKEN', 'FLY_SYNC_SECRET', 'SANITY_WEBHOOK_SECRET']
+const SECRETS = ['FLY_API_TOKEN', 'FLY_SYNC_SECRET', 'SANITY_WEBHOOK_SECRET', 'SANITY_API_READ_TOKEN']
 
 /**
  * What the core reads (src/event.rs): the whole document (`...`) for the app to render, then the fields that steer
@@ -229,5 +229,30 @@ export function flySyncResumeFunction(options: FlySyncFunctionOptions) {
   })
 }
 
-// The sync-tag Function (Sanity's sync-tag-invalidate event, pushed to every Machine) gets its own helper here,
-// beside this one, when it exists.
+/**
+ * Seconds a sync-tag run may take, all Machines included (FLY_SYNC_BUDGET_MS of the sync-tag Function). Sanity's
+ * clients waiting on live content wait for the run's `done`: a Machine that cannot be reached in this time is
+ * reported, not waited for.
+ */
+export const SYNC_TAG_BUDGET_SECONDS = 10
+
+/**
+ * The sync-tag Function: Sanity's sync-tag-invalidate event (the tags its Live Content API returned with query
+ * results, now stale) pushed, signed, to every started Machine, whose receiver hands them to the app (the Next kit
+ * revalidates them as next-sanity's `sanityFetch` tags its cache). The same prebuilt code and configuration as
+ * `flySyncFunction(options)`; it never restarts anything, and calls `done` when every Machine has answered or its
+ * budget is over. Add it beside the other for an app that uses next-sanity's `<SanityLive>` (README).
+ */
+export function flySyncTagFunction(options: FlySyncFunctionOptions) {
+  const main = flySyncFunction(options)
+  return defineSyncTagInvalidateFunction({
+    name: `${main.name}-tags`,
+    displayName: 'Push Sanity sync tags to Fly Machines',
+    src: main.src,
+    runtime: main.runtime,
+    timeout: SYNC_TAG_BUDGET_SECONDS + BUDGET_HEADROOM_SECONDS,
+    memory: main.memory,
+    ...(main.robotToken ? {robotToken: main.robotToken} : {}),
+    env: {...main.env, FLY_SYNC_BUDGET_MS: String(SYNC_TAG_BUDGET_SECONDS * 1000)},
+  })
+}

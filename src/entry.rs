@@ -6,6 +6,7 @@
 use crate::config::{self, Config, Env};
 use crate::engine::Engine;
 use crate::error::SyncError;
+use crate::sync_tags::SyncTags;
 use crate::event::{self, Headers};
 use serde::Serialize;
 
@@ -62,8 +63,9 @@ pub fn from_function(env: &Env, event_json: &[u8], client_options_json: &[u8], n
     let context = config::sanity_from_client_options(client_options_json).map_err(StartError::Input)?;
     config.sanity = config.sanity.with_context(context);
     match event::function_event_from_json(event_json, now_ms).map_err(StartError::Input)? {
-        event::FunctionEvent::Change(change) => Ok(Engine::new(config, change, now_ms, seed)),
+        event::FunctionEvent::Change(change) => Ok(Engine::new(config, *change, now_ms, seed)),
         event::FunctionEvent::Resume => Ok(Engine::resume(config, now_ms, seed)),
+        event::FunctionEvent::SyncTags(tags) => Ok(Engine::sync_tags(config, SyncTags::new(tags, now_ms, seed), now_ms, seed)),
     }
 }
 

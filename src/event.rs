@@ -54,8 +54,13 @@ pub fn function_event_from_json(event_json: &[u8], now_ms: u64) -> Result<Functi
             _ => Err(SyncError::expected(format!("event.data.{CONTINUATION_KEY}"), format!("`{RESUME}`"), "another value")),
         };
     }
+    // A sync-tag-invalidate event: `{syncTags}` and no document (a document's own field of that name comes with
+    // its `_id`, and is a document's).
+    if let (Some(tags), None) = (event.pointer("/data/syncTags"), event.pointer("/data/_id")) {
+        return crate::sync_tags::read("event.data.syncTags", tags).map(FunctionEvent::SyncTags);
+    }
     // Moved into the envelope, not copied (`json!` would serialise a copy of the whole document).
-    from_function_event(&Value::Object(Map::from_iter([("event".to_string(), event)])), now_ms).map(FunctionEvent::Change)
+    from_function_event(&Value::Object(Map::from_iter([("event".to_string(), event)])), now_ms).map(|c| FunctionEvent::Change(Box::new(c)))
 }
 
 /// The key of the event data a run sends to the resume Function (`{"sanityFlySync": "resume"}`), so that run
@@ -63,11 +68,13 @@ pub fn function_event_from_json(event_json: &[u8], now_ms: u64) -> Result<Functi
 pub const CONTINUATION_KEY: &str = "sanityFlySync";
 pub const RESUME: &str = "resume";
 
-/// What a Function invocation asks for: sync a content change, or finish the restarts the Machines still owe.
+/// What a Function invocation asks for: sync a content change, finish the restarts the Machines still owe, or
+/// push the sync tags Sanity invalidated.
 #[derive(Debug)]
 pub enum FunctionEvent {
-    Change(ContentChange),
+    Change(Box<ContentChange>),
     Resume,
+    SyncTags(Vec<String>),
 }
 
 /// Parse a Function invocation, `{context, event: {data}}` (the context is not needed). `now_ms` bounds how far
@@ -259,7 +266,7 @@ mod tests {
 
     fn function(extra: Value) -> Result<ContentChange, SyncError> {
         match function_event_from_json(&page(extra), NOW)? {
-            FunctionEvent::Change(c) => Ok(c),
+            FunctionEvent::Change(c) => Ok(*c),
             other => panic!("not a change: {other:?}"),
         }
     }

@@ -30,6 +30,7 @@ pub mod routes;
 pub mod run;
 pub mod sanity_api;
 pub mod signature;
+pub mod sync_tags;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

@@ -254,6 +254,83 @@ pub fn payload_body(change: &ContentChange, target: &Target, dependents: Option<
     serde_json::to_string(&payload(change, target, dependents)).expect("payload serialises: plain data")
 }
 
+/// A sync-tag push (docs/protocol.md, "Sync tags"): the tags Sanity invalidated, for the app's caches. No
+/// document, no ordering: invalidating a tag twice is harmless, and the key drops a repeat of the same run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+#[serde(rename_all = "camelCase")]
+pub struct TagsPayload {
+    pub protocol: String,
+    #[serde(default)]
+    pub target: String,
+    /// Always `tags`.
+    pub op: String,
+    pub sync_tags: Vec<String>,
+    pub idempotency_key: String,
+}
+
+/// The `op` of a sync-tag push.
+pub const TAGS_OP: &str = "tags";
+
+/// A sync-tag push as the exact bytes that get signed and sent.
+pub fn tags_body(target: &Target, tags: &crate::sync_tags::SyncTags) -> String {
+    let payload = TagsPayload {
+        protocol: PROTOCOL.to_string(),
+        target: target.name.clone(),
+        op: TAGS_OP.to_string(),
+        sync_tags: tags.tags.clone(),
+        idempotency_key: tags.idempotency_key.clone(),
+    };
+    serde_json::to_string(&payload).expect("payload serialises: plain data")
+}
+
+/// What a push carries: a document's change, or sync tags.
+#[derive(Debug, Clone)]
+pub enum Push {
+    Change(Box<SyncPayload>),
+    Tags(TagsPayload),
+}
+
+/// Parse a pushed body: a change (`parse_payload`) or, when its `op` is `tags`, sync tags (each checked as the
+/// Function checks them).
+pub fn parse_push(body: &[u8]) -> Result<Push, SyncError> {
+    #[derive(Deserialize)]
+    struct Peek {
+        #[serde(default)]
+        op: Option<Value>,
+    }
+    let text = checked_text(body, "a sync payload (JSON object)")?;
+    let is_tags = serde_json::from_str::<Peek>(text).is_ok_and(|p| p.op.as_ref().and_then(Value::as_str) == Some(TAGS_OP));
+    if !is_tags {
+        return parse_change(text).map(|p| Push::Change(Box::new(p)));
+    }
+    check_version(text)?;
+    let payload: TagsPayload = read_typed("", "body", text, &tags_expects)?;
+    if payload.sync_tags.len() > crate::sync_tags::MAX_TAGS {
+        return Err(SyncError::expected("syncTags", format!("at most {} sync tags", crate::sync_tags::MAX_TAGS), "more"));
+    }
+    for (i, tag) in payload.sync_tags.iter().enumerate() {
+        crate::sync_tags::check_tag(&format!("syncTags[{i}]"), tag)?;
+    }
+    if payload.idempotency_key.trim().is_empty() {
+        return Err(SyncError::expected("idempotencyKey", "the idempotency key", "an empty string"));
+    }
+    Ok(Push::Tags(payload))
+}
+
+fn tags_expects(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "" => "a sync-tag payload (JSON object)",
+        "protocol" => "`sanity-fly-sync/1`",
+        "op" => "`tags`",
+        "target" => "a string",
+        "syncTags" => "a list of sync tags",
+        "syncTags[]" => "a sync tag (a string)",
+        "idempotencyKey" => "the idempotency key",
+        _ => return None,
+    })
+}
+
 /// What each payload field holds, for errors (`routes.current[]` stands for every item of the list).
 fn payload_expects(field: &str) -> Option<&'static str> {
     Some(match field {
@@ -280,11 +357,26 @@ fn payload_expects(field: &str) -> Option<&'static str> {
 /// version, every field of its type, the required strings non-empty, the document an object on an upsert.
 /// Errors name the field and never echo a value. Revision times and routes are the receiver's to check.
 pub fn parse_payload(body: &[u8]) -> Result<SyncPayload, SyncError> {
-    const WHOLE: &str = "a sync payload (JSON object)";
+    parse_change(checked_text(body, "a sync payload (JSON object)")?)
+}
+
+/// The body as UTF-8 JSON text of one object, nested at most `limits::MAX_JSON_DEPTH` deep.
+fn checked_text<'a>(body: &'a [u8], whole: &str) -> Result<&'a str, SyncError> {
     let text = std::str::from_utf8(body).map_err(|_| SyncError::expected("body", "UTF-8 JSON", "bytes that are not UTF-8"))?;
-    check_depth("body", text, WHOLE)?;
-    check_object("body", text, WHOLE)?;
-    // The version first: a payload of another version may differ in any other field.
+    check_depth("body", text, whole)?;
+    check_object("body", text, whole)?;
+    Ok(text)
+}
+
+fn parse_change(text: &str) -> Result<SyncPayload, SyncError> {
+    check_version(text)?;
+    let payload: SyncPayload = read_typed("", "body", text, &payload_expects)?;
+    payload.check_shape()?;
+    Ok(payload)
+}
+
+/// The version first: a payload of another version may differ in any other field.
+fn check_version(text: &str) -> Result<(), SyncError> {
     #[derive(Deserialize)]
     struct Version {
         #[serde(default)]
@@ -304,9 +396,7 @@ pub fn parse_payload(body: &[u8]) -> Result<SyncPayload, SyncError> {
         Some(other) => return Err(SyncError::expected("protocol", format!("`{PROTOCOL}`"), crate::error::kind_of(&other))),
         None => return Err(SyncError::expected("protocol", format!("`{PROTOCOL}`"), "nothing")),
     }
-    let payload: SyncPayload = read_typed("", "body", text, &payload_expects)?;
-    payload.check_shape()?;
-    Ok(payload)
+    Ok(())
 }
 
 impl SyncPayload {

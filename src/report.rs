@@ -3,6 +3,7 @@
 
 use crate::change::{ContentChange, Op, Operation, Source};
 use crate::config::{Config, Target};
+use crate::engine::Work;
 use crate::error::{ErrorClass, SyncError};
 use crate::redact::Redactor;
 use crate::run::{DependentsRun, DependentsState, MachineRun, RestartState, SyncState, TargetRun};
@@ -30,8 +31,13 @@ pub struct Report {
     pub ok: bool,
     pub status: Status,
     pub dry_run: bool,
-    /// The change this run synced; `null` for a resume run, which only finishes unfinished restarts.
+    /// The change this run synced; `null` for a resume run, which only finishes unfinished restarts, and for a
+    /// sync-tag run.
     pub change: Option<ChangeSummary>,
+    /// The sync tags this run pushed (a sync-tag run only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub sync_tags: Option<SyncTagsSummary>,
     /// Machines whose restart is left for a later run (recorded on them; see `resumeWith`).
     pub resumable: u32,
     /// When some of a roll is left: the Function to invoke, and its event data, so the roll goes on without
@@ -44,6 +50,14 @@ pub struct Report {
     #[cfg_attr(test, ts(type = "number"))]
     pub duration_ms: u64,
     pub targets: Vec<TargetReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+#[serde(rename_all = "camelCase")]
+pub struct SyncTagsSummary {
+    pub count: u32,
+    pub idempotency_key: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -312,7 +326,8 @@ pub struct Continuation {
 }
 
 /// The report of a run that ended at `now_ms`, from what it knows (`run`).
-pub(crate) fn assemble(config: &Config, change: Option<&ContentChange>, runs: &[TargetRun], started_ms: u64, now_ms: u64, redactor: &Redactor) -> Report {
+pub(crate) fn assemble(config: &Config, work: &Work, runs: &[TargetRun], started_ms: u64, now_ms: u64, redactor: &Redactor) -> Report {
+    let change = work.change();
     let dry_run = config.dry_run;
     let targets: Vec<TargetReport> = runs.iter().zip(&config.targets).map(|(run, target)| target_report(run, target, dry_run)).collect();
     let statuses: Vec<Status> = targets.iter().map(|t| t.status).collect();
@@ -334,6 +349,10 @@ pub(crate) fn assemble(config: &Config, change: Option<&ContentChange>, runs: &[
         status,
         dry_run,
         change: change.map(ChangeSummary::of),
+        sync_tags: match work {
+            Work::SyncTags(t) => Some(SyncTagsSummary { count: t.tags.len() as u32, idempotency_key: t.idempotency_key.clone() }),
+            _ => None,
+        },
         resumable,
         // A resume run that restarted nothing hands nothing on: no chain of runs that make no progress.
         resume_with: config.resume_function.clone().filter(|_| resumable > 0 && !dry_run && (change.is_some() || restarted > 0)).map(|function| Continuation {

@@ -98,7 +98,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(config.sync_secret.expose().chars().count() >= 16);
             assert!(!config.targets.is_empty());
             for (i, t) in config.targets.iter().enumerate() {
-                assert!(t.max_unavailable >= 1, "targets[{i}].maxUnavailable");
+                assert!(t.max_unavailable.region_cap(1) >= 1 && t.max_unavailable.total_cap() >= 1, "targets[{i}].maxUnavailable");
                 assert!(t.sync_path.starts_with('/'), "targets[{i}].syncPath");
                 assert!(t.app_url.starts_with("http://") || t.app_url.starts_with("https://"));
                 assert!(t.machines_api_url.starts_with("http://") || t.machines_api_url.starts_with("https://"));

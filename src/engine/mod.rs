@@ -40,6 +40,7 @@ use crate::report::{self, Report};
 use crate::retry::{self, Verdict};
 use crate::run::{DependentsRun, DependentsState, MachineRun, Phase, SyncState, TargetRun};
 use crate::sanity_api;
+use crate::sync_tags::SyncTags;
 use serde::Serialize;
 use std::collections::VecDeque;
 
@@ -67,6 +68,33 @@ pub enum Action {
         until_ms: u64,
     },
     Done { report: Box<Report> },
+}
+
+/// What a run was started for.
+#[derive(Debug)]
+pub enum Work {
+    Change(Box<ContentChange>),
+    /// Finish the restarts the Machines still owe.
+    Resume,
+    SyncTags(SyncTags),
+}
+
+impl Work {
+    pub fn change(&self) -> Option<&ContentChange> {
+        match self {
+            Work::Change(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// What each push of this run is keyed by (empty: a run that pushes nothing).
+    fn idempotency_key(&self) -> &str {
+        match self {
+            Work::Change(c) => &c.idempotency_key,
+            Work::SyncTags(t) => &t.idempotency_key,
+            Work::Resume => "",
+        }
+    }
 }
 
 /// One logical step of a run; each is one call to Fly, possibly sent several times.
@@ -175,7 +203,7 @@ impl Call {
 pub struct Engine {
     config: Config,
     /// `None` for a resume run: nothing to push, only unfinished restarts to finish.
-    change: Option<ContentChange>,
+    work: Work,
     started_ms: u64,
     /// The latest `now` seen: time never goes back inside a run.
     now_ms: u64,
@@ -192,15 +220,21 @@ pub struct Engine {
 impl Engine {
     /// A run for `change`. `seed` feeds the retry jitter (the shim passes a random one; tests a fixed one).
     pub fn new(config: Config, change: ContentChange, now_ms: u64, seed: u64) -> Engine {
-        Engine::start(config, Some(change), now_ms, seed)
+        Engine::start(config, Work::Change(Box::new(change)), now_ms, seed)
     }
 
     /// A run with no change: it lists every target's Machines and finishes the restarts they still owe.
     pub fn resume(config: Config, now_ms: u64, seed: u64) -> Engine {
-        Engine::start(config, None, now_ms, seed)
+        Engine::start(config, Work::Resume, now_ms, seed)
     }
 
-    fn start(config: Config, change: Option<ContentChange>, now_ms: u64, seed: u64) -> Engine {
+    /// A run that pushes sync tags to every started Machine of every target; it never restarts anything (the
+    /// clients waiting on the tags wait for this run to end).
+    pub fn sync_tags(config: Config, tags: SyncTags, now_ms: u64, seed: u64) -> Engine {
+        Engine::start(config, Work::SyncTags(tags), now_ms, seed)
+    }
+
+    fn start(config: Config, work: Work, now_ms: u64, seed: u64) -> Engine {
         let deadline_ms = now_ms.saturating_add(config.budget_ms);
         let reserve = RELEASE_RESERVE_MS.min(config.budget_ms / 5);
         let mut secrets: Vec<&str> = vec![config.sync_secret.expose()];
@@ -208,7 +242,7 @@ impl Engine {
         secrets.extend(config.targets.iter().map(|t| t.token.bare()));
         secrets.extend(config.sanity.token.as_ref().map(|s| s.expose()));
         let redactor = Redactor::new(secrets);
-        let targets = config.targets.iter().map(|target| target_run(change.as_ref(), target, &config.sanity)).collect::<Vec<_>>();
+        let targets = config.targets.iter().map(|target| target_run(&work, target, &config.sanity)).collect::<Vec<_>>();
         let mut calls: Vec<Call> = Vec::new();
         for (t, run) in targets.iter().enumerate().filter(|(_, r)| r.phase == Phase::Listing) {
             calls.push(Call::new(t, Step::List, now_ms));
@@ -229,7 +263,7 @@ impl Engine {
             redactor,
             done: None,
             config,
-            change,
+            work,
         }
     }
 
@@ -272,7 +306,7 @@ impl Engine {
             // A finished call may have moved a target to its next phase: let it plan before deciding we are done.
             self.advance_all(now);
             if self.calls.is_empty() {
-                let report = report::assemble(&self.config, self.change.as_ref(), &self.targets, self.started_ms, now, &self.redactor);
+                let report = report::assemble(&self.config, &self.work, &self.targets, self.started_ms, now, &self.redactor);
                 self.done = Some(report.clone());
                 return Action::Done { report: Box::new(report) };
             }
@@ -453,7 +487,7 @@ impl Engine {
     /// Listing → Syncing (or Referencing while the dependents are looked up): select the Machines.
     fn exit_listing(&mut self, t: usize, mut machines: Vec<Machine>) {
         let dry_run = self.config.dry_run;
-        let has_change = self.change.is_some();
+        let has_push = !matches!(self.work, Work::Resume);
         let run = &mut self.targets[t];
         machines.sort_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
         run.machines = machines
@@ -461,7 +495,7 @@ impl Engine {
             .map(|machine| {
                 let sync = match plan::select(&machine, run.regions.as_ref()) {
                     Err(skip) => SyncState::NotSelected(skip),
-                    Ok(()) if !has_change => SyncState::NothingToPush,
+                    Ok(()) if !has_push => SyncState::NothingToPush,
                     Ok(()) if dry_run => SyncState::WouldSync,
                     Ok(()) => SyncState::Pending,
                 };
@@ -481,9 +515,13 @@ impl Engine {
         let target = &self.config.targets[t];
         let run = &mut self.targets[t];
         run.phase = Phase::Syncing;
-        if let Some(change) = &self.change {
-            let found = matches!(run.dependents.state, DependentsState::Done).then_some(&run.dependents.found);
-            run.body = protocol::payload_body(change, target, found);
+        match &self.work {
+            Work::Change(change) => {
+                let found = matches!(run.dependents.state, DependentsState::Done).then_some(&run.dependents.found);
+                run.body = protocol::payload_body(change, target, found);
+            }
+            Work::SyncTags(tags) => run.body = protocol::tags_body(target, tags),
+            Work::Resume => {}
         }
         if self.config.dry_run {
             return;
@@ -538,8 +576,12 @@ impl Engine {
 }
 
 /// A target's run before anything is sent: skipped, or listing (and looking up the change's dependents).
-fn target_run(change: Option<&ContentChange>, target: &crate::config::Target, sanity: &crate::config::SanityApi) -> TargetRun {
-    let skipped = change.and_then(|c| plan::target_skip_reason(c, target));
+fn target_run(work: &Work, target: &crate::config::Target, sanity: &crate::config::SanityApi) -> TargetRun {
+    let change = work.change();
+    let skipped = match work {
+        Work::SyncTags(t) if t.tags.is_empty() => Some("the event carried no sync tags".to_string()),
+        _ => change.and_then(|c| plan::target_skip_reason(c, target)),
+    };
     let dependents = match change {
         Some(c) if skipped.is_none() => dependents::plan(c, target, sanity),
         _ => DependentsRun::default(),
@@ -557,8 +599,8 @@ fn target_run(change: Option<&ContentChange>, target: &crate::config::Target, sa
         stopped_early: None,
         max_down: 0,
         counts: Default::default(),
-        // A resume run, or one whose type needs a restart, reads its list fresh.
-        list_reusable: change.is_some_and(|c| !plan::restart_for_type(c, target)),
+        // A resume run, or one whose type needs a restart, reads its list fresh; a sync-tag run never rolls.
+        list_reusable: matches!(work, Work::SyncTags(_)) || change.is_some_and(|c| !plan::restart_for_type(c, target)),
         signed: None,
         intent: None,
         dependents,

@@ -47,7 +47,7 @@ impl Engine {
                 machine: machine_id.as_deref(),
                 body: &run.body,
                 signature: &signature,
-                idempotency_key: self.change.as_ref().map_or("", |c| c.idempotency_key.as_str()),
+                idempotency_key: self.work.idempotency_key(),
             },
             Step::Check(_) | Step::Poll(_) | Step::Verify(_) => fly_api::Call::Get { machine: mid },
             Step::Mark(_) | Step::Unmark(_) => fly_api::Call::SetMetadata { machine: mid, key: INTENT_KEY, value: &mark_value },

@@ -117,3 +117,14 @@ test('dependents and the robot token: the lookup configured by option, refused o
   const event = JSON.stringify({data: {_id: 'author-1', _type: 'author', _rev: 'r', _updatedAt: '2026-11-27T10:00:00Z'}})
   SyncEngine.fromFunctionEvent({...fn.env, FLY_API_TOKEN: 'fm2_x', FLY_SYNC_SECRET: 'a-secret-of-sixteen-chars'}, event, 'null', Date.now(), 1).free()
 })
+
+test('the sync-tag Function: same code and settings, a short budget (clients wait on its done), Sanity validates it', async () => {
+  const {flySyncTagFunction, SYNC_TAG_BUDGET_SECONDS} = await import('../../blueprint/index.ts')
+  const fn = flySyncTagFunction({app: 'web', types: ['post'], name: 'sync-web', robotToken: '$.resources.reader', src: 'vendor/fly-sync'})
+  assert.deepEqual([fn.type, fn.name, fn.src, fn.runtime], ['sanity.function.sync-tag-invalidate', 'sync-web-tags', 'vendor/fly-sync', 'nodejs24.x'])
+  assert.equal(fn.env.FLY_SYNC_BUDGET_MS, String(SYNC_TAG_BUDGET_SECONDS * 1000))
+  assert.equal(fn.timeout, SYNC_TAG_BUDGET_SECONDS + BUDGET_HEADROOM_SECONDS)
+  assert.equal(fn.env.FLY_APP_NAME, 'web')
+  assert.equal(fn.robotToken, '$.resources.reader')
+  assert.throws(() => flySyncTagFunction({types: ['post']}), /`app`/, 'the same options, checked the same way')
+})

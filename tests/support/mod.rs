@@ -484,6 +484,13 @@ pub fn drive_with_clock(env: &Env, change: ContentChange, fly: &mut FakeFly, clo
     run_engine(engine, fly, T0, &clock, None).expect("not killed")
 }
 
+/// A sync-tag run of `tags`, from T0.
+pub fn drive_tags(env: &Env, tags: &[&str], fly: &mut FakeFly) -> Run {
+    let config = Config::from_env(env).expect("config");
+    let tags = sanity_fly_sync::sync_tags::SyncTags::new(tags.iter().map(|t| t.to_string()).collect(), T0, 42);
+    run_engine(Engine::sync_tags(config, tags, T0, 42), fly, T0, &|now| now, None).expect("not killed")
+}
+
 /// A run of `change` (or a resume run) starting at `start`, killed after `kill_after` requests if given:
 /// `Err(instant)` when it was killed (its requests in flight had their effect at the fake, as in life).
 pub fn drive_from(env: &Env, change: Option<ContentChange>, fly: &mut FakeFly, start: u64, kill_after: Option<usize>) -> Result<Run, u64> {

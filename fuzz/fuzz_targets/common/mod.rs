@@ -101,7 +101,7 @@ pub fn receiver_accepts(c: &ContentChange) {
         let options = ReceiverOptions { max_age_ms: 300_000, accept_drafts: true, remember_keys: 16, ..ReceiverOptions::new(SYNC_SECRET, "m-fuzz") };
         Receiver::new(options).expect("receiver options")
     });
-    let body = protocol::payload_body(c, target());
+    let body = protocol::payload_body(c, target(), None);
     let headers: Headers = [(SIGNATURE_HEADER.to_string(), signature::sign(body.as_bytes(), NOW, SYNC_SECRET))].into();
     match receiver.check(&headers, body.as_bytes(), NOW) {
         Decision::Apply(_) => {}
