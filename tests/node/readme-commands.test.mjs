@@ -342,6 +342,23 @@ const RULES = [
     },
   },
   {
+    id: 'functions test the sync-tag Function',
+    match: /^npx sanity-run functions test fly-sync-tags --file examples\/events\/sync-tags\.json$/,
+    kind: 'run',
+    async check(cmd) {
+      session.standIn.reset()
+      const r = await bash(scriptFor(cmd.text))
+      assert.equal(r.code, 0, r.output)
+      const report = reportIn(r.output)
+      assert.equal(report.dryRun, true)
+      assert.equal(report.status, 'planned')
+      assert.equal(report.syncTags.count, JSON.parse(readFileSync(join(ROOT, 'examples/events/sync-tags.json'), 'utf8')).syncTags.length)
+      assert.deepEqual(report.targets[0].machines.filter((m) => m.sync === 'would_sync').length, 2)
+      assert.match(r.output, /"action":"sync-tags-done","called":true/, 'done is called, after the run')
+      assert.deepEqual(session.standIn.syncs(), [], 'a dry run pushes nothing')
+    },
+  },
+  {
     id: 'functions dev',
     match: /^npx sanity-run functions dev --host 127\.0\.0\.1 --port \d+$/,
     kind: 'run',

@@ -148,6 +148,29 @@ describe('Sanity CLI with the repo blueprint', () => {
     }
   })
 
+  test('functions test of the sync-tag Function: the tags pushed to every started Machine, done called after', async () => {
+    // A sync-tag-invalidate Function takes its event as given (`--data` or `--file`, no --event): event.data is
+    // {syncTags}. The CLI hands every handler a `done` that answers 204.
+    const r = await sanityRun(['functions', 'test', 'fly-sync-tags', '--file', 'examples/events/sync-tags.json'], {env: standInEnv(standIn.url)})
+    assert.equal(r.code, 0, r.output)
+    assert.match(r.output, succeeded)
+
+    const [body] = await assertOnePushPerStartedMachine(standIn)
+    assert.equal(body.op, 'tags')
+    assert.deepEqual(body.syncTags, JSON.parse(readFileSync(join(ROOT, 'examples/events/sync-tags.json'), 'utf8')).syncTags)
+    assert.match(body.idempotencyKey, /^tags:/)
+    assert.ok(!('document' in body) && !('routes' in body), JSON.stringify(body))
+    const report = reportIn(r.output)
+    assert.equal(report.ok, true)
+    assert.equal(report.syncTags.count, 2)
+    assert.equal(report.targets[0].machines.filter((m) => m.sync === 'synced').length, 2)
+    // done comes last: after every push was answered and the report logged.
+    const at = (pattern) => r.output.search(pattern)
+    const done = at(/"action":"sync-tags-done","called":true,"tags":2,"status":204/)
+    assert.ok(done > at(/"action":"done","report"/) && at(/"action":"done","report"/) > 0, r.output)
+    assert.ok([...r.output.matchAll(/"kind":"sync"/g)].every((m) => m.index < done))
+  })
+
   test('the blueprint filter keeps drafts, versions and other types away: nothing is sent', async () => {
     for (const doc of [
       article({_id: 'drafts.article-42'}),
