@@ -8,6 +8,10 @@
 // only (its id and cache tags). So an author's edit reaches the post pages only through the push's `invalidate`
 // hook, which drops the cached pages at `routes.invalidate` and those tagged with any of `tags` — the routes and
 // tags the Function adds for the documents that reference the author (its dependents).
+//
+// Live pages (`/live/blog/<slug>`) are rendered the way next-sanity's `sanityFetch` renders: a query to Sanity that
+// also returns the response's sync tags, cached under those tags. The receiver's `syncTags` hook (the sync-tag
+// Function's push) drops the live pages cached under any tag it names; nothing else does.
 import {createReceiver} from '../receiver/index.ts'
 
 export const SYNC_PATH = '/internal/content-sync'
@@ -31,22 +35,38 @@ export function renderPage(doc, lookup) {
   return page
 }
 
+/** What a live page queries: the post and, through references, its author and category (as renderPage shows them). */
+export const LIVE_QUERY = `*[_type == "article"][slug.current == $slug][0]{_id, _rev, title, "author": author->name, "category": category->title}`
+
+/** A push's `op`, read from its body (null when it is not JSON). */
+function opOf(text) {
+  try {
+    return JSON.parse(text)?.op ?? null
+  } catch {
+    return null
+  }
+}
+
 /** The tags a page is cached under: its own document's id and cache tags (not the documents it references). */
 const pageTags = (doc) => new Set([doc._id, ...(Array.isArray(doc.cacheTags) ? doc.cacheTags : [])])
 
 /**
  * @param {{id: string, region: string}} machine
- * @param {{secret: string, client: {fetch(q: string, p: object): Promise<unknown>}, types: string[],
+ * @param {{secret: string, client: {fetch(q: string, p: object, o?: object): Promise<any>}, types: string[],
  *          intervalSeconds: number, onApplied?: (machine, change, via: 'push' | 'catch-up') => void,
- *          onInvalidated?: (machine, paths: string[], via: 'push' | 'catch-up') => void}} options
- *   `onApplied` is called when content is live on this Machine (settings go live at boot); `onInvalidated` when
- *   the `invalidate` hook dropped cached pages (the paths it dropped).
+ *          onInvalidated?: (machine, paths: string[], via: 'push' | 'catch-up' | 'tags') => void,
+ *          onTagsAnswered?: (machine, answer: {at: number, status: number}) => void}} options
+ *   `onApplied` is called when content is live on this Machine (settings go live at boot); `onInvalidated` when a
+ *   hook dropped cached pages (the paths it dropped); `onTagsAnswered` when this Machine answered a sync-tag push
+ *   (`at`: performance.now()).
  */
-export function createApp(machine, {secret, client, types, intervalSeconds, onApplied, onInvalidated}) {
+export function createApp(machine, {secret, client, types, intervalSeconds, onApplied, onInvalidated, onTagsAnswered}) {
   /** id → document, as this Machine holds it */
   const docs = new Map()
   /** path → {page, tags}: rendered pages, served until invalidated */
   const pages = new Map()
+  /** path → {page, tags}: live pages (rendered from a query), cached under the query's sync tags */
+  const livePages = new Map()
   let settings = null
   let booting = true
 
@@ -77,6 +97,16 @@ export function createApp(machine, {secret, client, types, intervalSeconds, onAp
       }
       if (dropped.size) onInvalidated?.(machine, [...dropped], change.target === 'catch-up' ? 'catch-up' : 'push')
     },
+    syncTags(tags) {
+      const dropped = []
+      for (const [path, cached] of livePages) {
+        if (tags.some((tag) => cached.tags.has(tag))) {
+          livePages.delete(path)
+          dropped.push(path)
+        }
+      }
+      if (dropped.length) onInvalidated?.(machine, dropped, 'tags')
+    },
     // The local Content Lake has no query-index lag and shares this clock: a short lag is enough here.
     catchUp: {client, types, intervalSeconds, lagSeconds: 10},
   })
@@ -104,13 +134,27 @@ export function createApp(machine, {secret, client, types, intervalSeconds, onAp
     return structuredClone(page)
   }
 
+  /** What GET /live/blog/<slug> serves: the cached live page, else the query's answer (cached under its tags). */
+  async function readLive(path) {
+    const cached = livePages.get(path)
+    if (cached) return structuredClone(cached.page)
+    const slug = path.match(/^\/live\/blog\/(.+)$/)?.[1]
+    if (!slug) return null
+    const {result, syncTags} = await client.fetch(LIVE_QUERY, {slug: decodeURIComponent(slug)}, {filterResponse: false})
+    if (!result) return null
+    livePages.set(path, {page: result, tags: new Set(syncTags ?? [])})
+    return structuredClone(result)
+  }
+
   const json = (status, value) => Response.json(value, {status, headers: {'x-machine': machine.id}})
 
   return {
     machine,
     docs,
     pages,
+    livePages,
     read,
+    readLive,
     /** Boot: the receiver's first catch-up loads everything, as a real app loads from Sanity at start. */
     async boot() {
       const first = await receive.ready
@@ -123,8 +167,21 @@ export function createApp(machine, {secret, client, types, intervalSeconds, onAp
     /** @param {Request} request */
     async handle(request) {
       const url = new URL(request.url)
-      if (url.pathname === SYNC_PATH) return receive(request)
+      if (url.pathname === SYNC_PATH) {
+        const tags = onTagsAnswered && request.method === 'POST' && opOf(await request.clone().text()) === 'tags'
+        const response = await receive(request)
+        if (tags) onTagsAnswered(machine, {at: performance.now(), status: response.status})
+        return response
+      }
       if (request.method !== 'GET') return json(405, {error: 'GET only'})
+      if (url.pathname.startsWith('/live/')) {
+        try {
+          const page = await readLive(url.pathname)
+          return page ? json(200, page) : json(404, {error: 'not found'})
+        } catch (error) {
+          return json(502, {error: `Sanity: ${error instanceof Error ? error.message : String(error)}`})
+        }
+      }
       const doc = read(url.pathname)
       return doc ? json(200, url.pathname === '/settings' ? {settings: doc} : doc) : json(404, {error: 'not found'})
     },

@@ -94,6 +94,15 @@ const result = await runSimulation({
           const d = s.dependents
           console.log(`     pages showing it (dependents): ${d.pages.join(' ')} — fresh by push on ${d.freshByPush} of ${d.checks} (Machine, page)${d.freshOtherwise ? `, ${d.freshOtherwise} otherwise` : ''}`)
         }
+        for (const run of s.syncTagRuns) {
+          const after = run.doneAt !== null && run.lastAnswerAt !== null ? `${Math.round(run.doneAt - run.lastAnswerAt)} ms after the last answer` : 'no answer'
+          console.log(`     sync-tag run: ${run.tags} tag(s), ${run.answers} Machine(s) answered; done called ${run.doneCalls}×, ${after}${run.error ? ' (run partial)' : ''}`)
+        }
+        if (s.live) {
+          const l = s.live
+          console.log(`     live pages (cached under sync tags): fresh by tags on ${l.freshByTags} of ${l.checks - l.unchanged} that changed; ${l.unchanged} unchanged (${l.droppedUnchanged} dropped anyway: the lake's tags are coarse)`)
+          for (const st of l.stale) console.log(`     LIVE STALE: ${st.machine} ${st.path}${st.why ? ` — report: ${st.why.slice(0, 100)}` : ''}`)
+        }
         if (s.away.length) console.log(`     away (cut off or suspended), checked when back: ${s.away.join(', ')}`)
         if (s.killedRuns) console.log(`     run killed at ${s.killedAt - s.startedAt} ms (its timeout); its roll left recorded on the Machines: ${s.leftByKill.length ? `${s.leftByKill.join(', ')} checked after the next run` : 'nothing left'}`)
         if (s.continuations) console.log(`     ${s.continuations} resume run(s) the runs handed their rolls to`)

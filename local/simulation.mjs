@@ -6,6 +6,9 @@
 // interval plus one query (with how long it was stale), or — a failure — still stale. The pages that show a changed
 // document through a reference (a post shows its author) are checked too: read by visitors before the change (so
 // each Machine holds them rendered), they must show the new content after it, dropped by the push's invalidation.
+// Steps marked `syncTags` also run the sync-tag Function with the tags the lake announced for the step's commits:
+// every Machine's live pages (rendered from queries, cached under their sync tags) that showed the change must be
+// dropped by that push, and `done` must come after the last Machine's answer.
 import {createClient} from '@sanity/client'
 import {isDeepStrictEqual} from 'node:util'
 import {startFleet, DEFAULT_TOKEN} from './fly/index.mjs'
@@ -16,6 +19,7 @@ import {createApp, renderPage} from './app.mjs'
 import {applyFaults} from './faults.mjs'
 import {Worker} from 'node:worker_threads'
 import {handler} from '../function.ts'
+import {SYNC_TAG_BUDGET_SECONDS} from '../blueprint/index.ts'
 
 export const SYNC_SECRET = 'simulation-sync-secret-0123456789'
 const SANITY_TOKEN = 'simulation-sanity-token'
@@ -133,11 +137,11 @@ function sanityLinks(lake) {
     clientFor(id) {
       const client = createClient({...lake.clientConfig(), token: SANITY_TOKEN})
       return {
-        async fetch(query, params) {
+        async fetch(query, params, options) {
           await frozen.get(id)?.promise
           while (held) await held.promise
           if (cut.has(id)) throw new Error('network unreachable (cut off)')
-          const request = client.fetch(query, params)
+          const request = client.fetch(query, params, options)
           inFlight.add(request)
           try {
             return await request
@@ -204,6 +208,11 @@ export async function runSimulation({scenario, machines = 24, regions = ['ord', 
   const applied = []
   /** when a Machine dropped cached pages: {machine, path, at, via} */
   const invalidated = []
+  /** when a Machine answered a sync-tag push: {machine, at (performance.now()), status} */
+  const tagAnswers = []
+  /** what the lake announced since the last step took it: {id, at, tags} */
+  const announced = []
+  lake.onSyncTags((event) => announced.push(event))
   const fleet = await startFleet({
     app: 'web',
     machines,
@@ -220,6 +229,7 @@ export async function runSimulation({scenario, machines = 24, regions = ['ord', 
         onInvalidated: (m, paths, via) => {
           for (const path of paths) invalidated.push({machine: m.id, path, at: Date.now(), via})
         },
+        onTagsAnswered: (m, answer) => tagAnswers.push({machine: m.id, ...answer}),
       })
       apps.set(machine.id, app)
       return (request) => app.handle(request)
@@ -235,7 +245,7 @@ export async function runSimulation({scenario, machines = 24, regions = ['ord', 
   const savedEnv = {...process.env}
   Object.assign(process.env, functionEnv({api, fleet, lake, markets, budgetMs, restartTimeoutMs, types, dependents: scenario.dependents}))
   const faultPlan = applyFaults(faults, {api, fleet})
-  const ctx = {store, editor, api, fleet, apps, applied, invalidated, markets, links, committed, catchUpSeconds, clientOptions, probePath: scenario.probePath, pending: []}
+  const ctx = {store, editor, api, fleet, apps, applied, invalidated, tagAnswers, announced, markets, links, committed, catchUpSeconds, clientOptions, probePath: scenario.probePath, livePages: scenario.livePages ?? [], pending: []}
   const startedAt = Date.now()
   const steps = []
   try {
@@ -352,8 +362,55 @@ function referrers(store, ids) {
 const stepIds = (step) =>
   [...(step.edit ?? []).map((e) => e.id), ...(step.then ?? []).map((e) => e.id), ...(step.delete ?? []), ...(step.publish ?? []).map((d) => d._id)]
 
+/**
+ * The sync-tag Function as Sanity runs it: one invocation per announcement, `event.data = {syncTags}`, and a `done`
+ * callback whose calls are recorded (`performance.now()`). Its budget is the one the blueprint helper gives it.
+ */
+async function invokeSyncTags(announcements, clientOptions) {
+  const budget = process.env.FLY_SYNC_BUDGET_MS
+  process.env.FLY_SYNC_BUDGET_MS = String(SYNC_TAG_BUDGET_SECONDS * 1000)
+  try {
+    return await Promise.all(
+      announcements.map(async ({tags}) => {
+        const done = []
+        const callback = async (given) => (done.push({at: performance.now(), tags: given}), new Response(null, {status: 204}))
+        const context = {local: true, clientOptions}
+        try {
+          return {tags, done, report: await handler({context, event: {data: {syncTags: tags}}, done: callback})}
+        } catch (error) {
+          return {tags, done, error: error instanceof Error ? error.message : String(error), report: error?.report ?? null}
+        }
+      }),
+    )
+  } finally {
+    process.env.FLY_SYNC_BUDGET_MS = budget
+  }
+}
+
+/** What a live page shows when fresh: the post at `path` rendered over the lake's documents (null: none). */
+function freshLive(store, path) {
+  const slug = decodeURIComponent(path.replace(/^\/live\/blog\//, ''))
+  const doc = store.published().find((d) => d._type === 'article' && d.slug?.current === slug)
+  return doc ? renderPage(doc, (ref) => store.get(ref)) : null
+}
+
 async function runStep(ctx) {
-  const {index, step, store, editor, api, fleet, apps, applied, links, committed, probePath, clientOptions} = ctx
+  const {index, step, store, editor, api, fleet, apps, applied, links, committed, probePath, clientOptions, livePages, announced, tagAnswers, invalidated} = ctx
+  // Before the step (and its faults), visitors read the pages that show the documents about to change through a
+  // reference, on every Machine: each then holds them rendered with the old content, which only an invalidation
+  // drops. In a sync-tag step they also read the live pages: each caches them under its query's sync tags.
+  const startedBefore = new Set(api.machines(fleet.app).filter((m) => m.state === 'started').map((m) => m.id))
+  const warm = {pages: 0, reads: 0}
+  for (const doc of referrers(store, stepIds(step))) {
+    warm.pages += 1
+    for (const r of await fleet.readAll(routeOf(doc), {timeoutMs: 2000})) if (startedBefore.has(r.id) && r.ok) warm.reads += 1
+  }
+  const liveBefore = new Map() // `${machine} ${path}` → the page as served before the step
+  if (step.syncTags) {
+    for (const path of livePages) {
+      for (const r of await fleet.readAll(path, {timeoutMs: 2000})) if (startedBefore.has(r.id) && r.ok) liveBefore.set(`${r.id} ${path}`, r.json)
+    }
+  }
   const started = Date.now()
   const statsBefore = structuredClone(api.stats)
   const fault = step.fault ?? {}
@@ -381,18 +438,11 @@ async function runStep(ctx) {
     during.push(() => fleet.faults.appUp())
   }
   const servingAtStart = new Set(api.machines(fleet.app).filter((m) => m.state === 'started').map((m) => m.id))
-
-  // Visitors read the pages that show the documents about to change through a reference, on every Machine: each
-  // then holds them rendered with the old content, which only an invalidation drops.
-  const warm = {pages: 0, reads: 0}
-  for (const doc of referrers(store, stepIds(step))) {
-    warm.pages += 1
-    for (const r of await fleet.readAll(routeOf(doc), {timeoutMs: 2000})) if (servingAtStart.has(r.id) && r.ok) warm.reads += 1
-  }
   // A reconciliation that read the change before the push arrived would hold the document already, and the push
   // would be acknowledged as stale without its invalidation (docs/dependents.md, "Limits"): steps that check
   // dependents hold reconciliation while the Function runs, so the check is of the push alone.
   if (step.holdReconciliation) await links.hold()
+  announced.splice(0)
 
   // Availability: read one page from every Machine that was serving, every 100 ms, until the runs are done.
   let probing = true
@@ -440,13 +490,18 @@ async function runStep(ctx) {
     for (let i = 0; i < runs.length; i++) first.push(await runs[i])
     return first
   })
+  // The sync-tag Function, for the tags the step's commits invalidated (steps that say `syncTags` only).
+  const answersFrom = tagAnswers.length
+  const tagRuns = step.syncTags ? await capturingLogs(captured, () => invokeSyncTags(announced.splice(0), clientOptions)) : []
   probing = false
   await prober
   links.release()
   for (const undo of during) await undo()
-  const reports = outcomes.map((o) => o.report).filter(Boolean)
+  const reports = [...outcomes, ...tagRuns].map((o) => o.report).filter(Boolean)
 
   const check = await settle({...ctx, changes, reports, started, killed: outcomes.some((o) => o.killed)})
+  const live = step.syncTags ? await checkLive({apps, store, livePages, liveBefore, invalidated, started, explain: explainer(reports)}) : null
+  const answers = tagAnswers.slice(answersFrom)
   const statsAfter = api.stats
   const logs = captured.map((l) => JSON.parse(l))
   // Every log line and report of every run, scanned for the token and the secrets the Function was given.
@@ -473,11 +528,55 @@ async function runStep(ctx) {
     logLines: captured.length,
     leaks,
     reports: reports.map(summarise),
+    // Each sync-tag run: how many tags, when `done` was called (and how often), and when the last Machine answered.
+    syncTagRuns: tagRuns.map((run) => ({
+      tags: run.tags.length,
+      doneCalls: run.done.length,
+      doneAt: run.done[0]?.at ?? null,
+      doneTags: run.done[0]?.tags ?? null,
+      answers: answers.length,
+      lastAnswerAt: answers.length ? Math.max(...answers.map((a) => a.at)) : null,
+      error: run.error ?? null,
+    })),
+    live,
     ...check,
   }
   // Stale after the convergence window is acceptable only where the Function's report says which and why.
-  result.ok = check.stale.every((st) => st.why) && leaks === 0
+  result.ok = check.stale.every((st) => st.why) && (live?.stale ?? []).every((st) => st.why) && leaks === 0
   return result
+}
+
+/**
+ * After a sync-tag step: every live page on every Machine that served it before, read now. A page whose content
+ * changed must show the new content, dropped by the tags push. A page whose content did not change may still have
+ * been dropped (`droppedUnchanged`): the local lake tags an answer with every document its query looked at
+ * (local/content-lake/README.md). Stale pages are explained by the reports or not.
+ */
+async function checkLive({apps, store, livePages, liveBefore, invalidated, started, explain}) {
+  const out = {pages: livePages, checks: 0, freshByTags: 0, unchanged: 0, droppedUnchanged: 0, stale: []}
+  for (const [key, before] of liveBefore) {
+    const [machine, path] = key.split(' ')
+    const app = apps.get(machine)
+    if (!app) continue
+    out.checks += 1
+    const expected = freshLive(store, path)
+    const byTags = invalidated.some((i) => i.machine === machine && i.path === path && i.via === 'tags' && i.at >= started)
+    let now
+    try {
+      now = await app.readLive(path)
+    } catch (error) {
+      now = {error: error instanceof Error ? error.message : String(error)}
+    }
+    if (isDeepStrictEqual(before, expected)) {
+      out.unchanged += 1
+      if (byTags) out.droppedUnchanged += 1
+    } else if (isDeepStrictEqual(now, expected) && byTags) {
+      out.freshByTags += 1
+    } else {
+      out.stale.push({machine, path, shows: now, expected, why: explain(machine) ?? null})
+    }
+  }
+  return out
 }
 
 function cutOff(ctx, id) {

@@ -60,9 +60,42 @@ test('the editorial session: fresh by push after every event; lost pushes caught
   assert.equal(category.dependents.freshByPush, 2 * 6, JSON.stringify(category.dependents))
   assert.equal(category.stale.length, 0)
   assert.deepEqual(category.reports.map((r) => [...r.targets[0].dependents.pushed].sort()), [['article-a1', 'article-a2']])
+  // Sync tags: the author's edit invalidated the tags of the live pages that showed that author. The sync-tag
+  // Function pushed them to every Machine, each dropped the live page cached under them and served the new name;
+  // `done` was called once, with the tags, after the last Machine answered.
+  const tagged = step(result, 'sync tags: edit an author')
+  assert.equal(tagged.syncTagRuns.length, 1, 'one announcement for one commit')
+  const [tagRun] = tagged.syncTagRuns
+  assert.equal(tagRun.answers, 6, 'every Machine answered the tags push')
+  assert.equal(tagRun.doneCalls, 1)
+  assert.equal(tagRun.doneTags.length, tagRun.tags)
+  assert.ok(tagRun.doneAt > tagRun.lastAnswerAt, `done at ${tagRun.doneAt}, last answer at ${tagRun.lastAnswerAt}`)
+  assert.equal(tagRun.error, null)
+  assert.equal(tagged.live.checks, 3 * 6, 'three live pages read on every Machine before the edit')
+  assert.equal(tagged.live.freshByTags, 6, 'the one page showing the author, on every Machine')
+  assert.equal(tagged.live.unchanged, 2 * 6)
+  assert.equal(tagged.live.droppedUnchanged, 0, 'the tags named only what showed the author')
+  assert.deepEqual(tagged.live.stale, [])
+  // One Machine unreachable: the others got the tags, done was still called once (after the run gave up on it),
+  // the report names the Machine, and its live page is stale with that reason.
+  const unreachable = step(result, 'sync tags, fra#0 unreachable')
+  const [cut] = unreachable.syncTagRuns
+  assert.equal(cut.answers, 5)
+  assert.equal(cut.doneCalls, 1)
+  assert.ok(cut.doneAt > cut.lastAnswerAt)
+  assert.match(cut.error, /partial/)
+  const tagReport = unreachable.reports.find((r) => r.id === null)
+  assert.equal(tagReport.targets[0].failed.length, 1)
+  const [lost] = tagReport.targets[0].failed
+  assert.match(lost.error, /could not reach machine/)
+  assert.equal(unreachable.live.freshByTags, 5)
+  assert.deepEqual(unreachable.live.stale.map((st) => [st.machine, st.path]), [[lost.id, "/live/blog/post-g1"]])
+  assert.match(unreachable.live.stale[0].why, new RegExp(lost.id))
+  assert.ok(unreachable.ok, 'stale only where the report says why')
+
   // Every other event found no dependents, and looked them up (the Function's context names the lake's project).
   for (const s of result.steps.filter((s) => s.dependents.checks === 0 && s.invocations > 0)) {
-    for (const r of s.reports) assert.ok(r.targets[0].dependents && !r.targets[0].dependents.notLookedUp && !r.targets[0].dependents.error, `${s.label}: ${JSON.stringify(r.targets[0].dependents)}`)
+    for (const r of s.reports.filter((r) => r.id !== null)) assert.ok(r.targets[0].dependents && !r.targets[0].dependents.notLookedUp && !r.targets[0].dependents.error, `${s.label}: ${JSON.stringify(r.targets[0].dependents)}`)
   }
 
   // A settings change whose run is killed at its timeout mid-roll: what it left is recorded on the Machines and
