@@ -512,7 +512,7 @@ async function runStep(ctx) {
     label: step.label,
     startedAt: started,
     documents: new Set(changes.map((c) => c.id)).size,
-    invocations: deliveries.length,
+    invocations: deliveries.length + tagRuns.length,
     continuations: runs.length,
     killedRuns: outcomes.filter((o) => o.killed).length,
     killedAt: fault.killRunAfterMs ? started + fault.killRunAfterMs : null,
