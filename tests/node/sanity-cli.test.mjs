@@ -250,7 +250,7 @@ describe('Sanity CLI with the repo blueprint', () => {
       assert.ok(body.tags.includes('page-links'), JSON.stringify(body.tags))
       // One query, to the dataset of the context, answered (without the token, or with another, it is a 401 here).
       assert.deepEqual(lake.log.map((e) => [e.method, e.path, e.search, e.status]), [
-        ['POST', '/v2025-02-19/data/query/production', '?perspective=published', 200],
+        ['POST', '/v2025-02-19/data/query/production', '?perspective=published&returnQuery=false', 200],
       ])
       const report = reportIn(answer.logs)
       assert.deepEqual(report.targets[0].dependents, {pushed: ['page-links'], levels: 1})
