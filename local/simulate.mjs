@@ -126,7 +126,7 @@ if (flags.json) {
 }
 process.exit(result.ok ? 0 : 1)
 
-/** `--app next`: publish, rename and delete through the Function to a Next.js app on every Machine. */
+/** `--app next`: publish, rename, sync tags and delete through the Functions to a Next.js app on every Machine. */
 async function simulateNext() {
   if (flags.faults !== 'none') {
     console.error('--faults: the Next.js run has none (use the demo app)')
@@ -143,7 +143,8 @@ async function simulateNext() {
     onStep: (s) => {
       if (flags.json) return
       const i = s
-      console.log(`${pad(++n, 3)}${pad(i.label, 38)}${lpad(i.via === 'function' ? `${i.synced}/${machines}` : '-', 8)}${lpad(`${i.fresh}/${machines}`, 7)}${lpad(i.via === 'function' ? i.durationMs : '-', 6)}${lpad(i.restarts, 9)}  ${i.ok ? 'yes' : 'NO'}`)
+      const pushed = i.via === 'function' || i.via === 'sync-tags'
+      console.log(`${pad(++n, 3)}${pad(i.label, 38)}${lpad(pushed ? `${i.synced}/${machines}` : '-', 8)}${lpad(`${i.fresh}/${machines}`, 7)}${lpad(i.via === 'function' ? i.durationMs : '-', 6)}${lpad(i.restarts, 9)}  ${i.ok ? 'yes' : 'NO'}`)
       for (const m of i.machines) for (const p of m.problems) console.log(`     ${m.id} (${m.region}): ${p}`)
     },
   })
