@@ -138,6 +138,9 @@ pub struct Target {
     pub include_versions: bool,
     /// How long one Machine may take to be `started` with passing checks after a restart.
     pub restart_timeout_ms: u64,
+    /// The Fly process groups to push to (`fly_process_group` in each Machine's metadata); `None`: every group
+    /// that serves the app.
+    pub process_groups: Option<Vec<String>>,
 }
 
 impl Target {
@@ -161,7 +164,7 @@ enum Kind {
 }
 
 /// The simple form's per-target variables and the target key (in `FLY_SYNC_CONFIG`) each one sets.
-const TARGET_VARS: [(&str, &str, Kind); 13] = [
+const TARGET_VARS: [(&str, &str, Kind); 14] = [
     ("FLY_APP_NAME", "app", Kind::Text),
     ("FLY_SYNC_TYPES", "types", Kind::List),
     ("FLY_SYNC_ROUTES", "routes", Kind::Routes),
@@ -175,6 +178,7 @@ const TARGET_VARS: [(&str, &str, Kind); 13] = [
     ("FLY_SYNC_INCLUDE_DRAFTS", "includeDrafts", Kind::Bool),
     ("FLY_SYNC_INCLUDE_VERSIONS", "includeVersions", Kind::Bool),
     ("FLY_RESTART_TIMEOUT_MS", "restartTimeoutMs", Kind::Number),
+    ("FLY_PROCESS_GROUPS", "processGroups", Kind::List),
 ];
 
 /// Run-wide variables, read with either form: each sets (and overrides) a top-level key of the JSON form.
@@ -452,8 +456,27 @@ fn parse_routes(field: &str, value: &Value) -> Result<BTreeMap<String, Vec<Route
 
 const TARGET_KEYS: &[&str] = &[
     "name", "app", "tokenEnv", "types", "routes", "syncPath", "fanOut", "regions", "restart", "maxUnavailable",
-    "machinesApiUrl", "appUrl", "includeDrafts", "includeVersions", "restartTimeoutMs",
+    "machinesApiUrl", "appUrl", "includeDrafts", "includeVersions", "restartTimeoutMs", "processGroups",
 ];
+
+/// `processGroups`: a non-empty list of Fly process group names (`app`, `web`, `worker`: what fly.toml's
+/// `[processes]` names, lowercase letters, digits, `-` and `_`).
+fn process_groups(obj: &Obj) -> Result<Option<Vec<String>>, SyncError> {
+    const EXPECTED: &str = "a non-empty list of Fly process group names (as fly.toml's [processes] names them, e.g. [\"app\"])";
+    let Some(value) = obj.get("processGroups") else { return Ok(None) };
+    let field = obj.field("processGroups");
+    let names = str_list(&field, value)?;
+    if names.is_empty() {
+        return Err(SyncError::expected(&field, EXPECTED, "an empty list"));
+    }
+    for (i, name) in names.iter().enumerate() {
+        let ok = !name.is_empty() && name.len() <= 63 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(SyncError::expected(format!("{field}[{i}]"), EXPECTED, "another value"));
+        }
+    }
+    Ok(Some(names))
+}
 
 /// `maxUnavailable`: a count (1 to 1000), or a fraction of each region's Machines as a number between 0 and 1
 /// (`0.33`) or a percentage (`"33%"`), as flyctl's rolling strategy takes either.
@@ -549,6 +572,7 @@ fn target_from_json(obj: &Obj, env: &Env) -> Result<Target, SyncError> {
         include_drafts: obj.bool_opt("includeDrafts")?.unwrap_or(false),
         include_versions: obj.bool_opt("includeVersions")?.unwrap_or(false),
         restart_timeout_ms: obj.u64_opt("restartTimeoutMs", 1_000, 900_000)?.unwrap_or(DEFAULT_RESTART_TIMEOUT_MS),
+        process_groups: process_groups(obj)?,
         app,
     })
 }
@@ -759,6 +783,27 @@ pub(crate) mod tests {
         let c = Config::from_env(&env(&[("FLY_APP_NAME", "web"), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", inner)])).unwrap();
         assert_eq!(c.sync_secret.expose(), inner, "inner spaces are part of the secret");
         assert_eq!(Secret::parse("secret", " x", 1).unwrap_err().field.as_deref(), Some("secret"));
+    }
+
+    #[test]
+    fn process_groups_are_a_list_of_group_names() {
+        let base = [("FLY_APP_NAME", "web"), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET)];
+        let read = |groups: Option<&str>| {
+            let mut pairs = base.to_vec();
+            pairs.extend(groups.map(|g| ("FLY_PROCESS_GROUPS", g)));
+            Config::from_env(&env(&pairs)).map(|c| c.targets[0].process_groups.clone())
+        };
+        assert_eq!(read(None).unwrap(), None, "none named: every group that serves the app");
+        assert_eq!(read(Some("web, app")).unwrap(), Some(vec!["web".to_string(), "app".to_string()]));
+        let e = read(Some("Web")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("FLY_PROCESS_GROUPS"));
+        assert!(e.message.contains("a non-empty list of Fly process group names"), "{}", e.message);
+        let json = r#"{"targets":[{"app":"web","processGroups":[]}]}"#;
+        let e = Config::from_env(&env(&[("FLY_SYNC_CONFIG", json), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET)])).unwrap_err();
+        assert_eq!((e.field.as_deref(), e.message.ends_with("got an empty list")), (Some("FLY_SYNC_CONFIG.targets[0].processGroups"), true), "{}", e.message);
+        let json = r#"{"targets":[{"app":"web","processGroups":"worker"}]}"#;
+        let c = Config::from_env(&env(&[("FLY_SYNC_CONFIG", json), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET)])).unwrap();
+        assert_eq!(c.targets[0].process_groups, Some(vec!["worker".to_string()]));
     }
 
     #[test]

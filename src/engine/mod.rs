@@ -437,7 +437,7 @@ impl Engine {
         run.machines = machines
             .into_iter()
             .map(|machine| {
-                let sync = match plan::select(&machine, run.regions.as_ref()) {
+                let sync = match plan::select(&machine, run.regions.as_ref(), target.process_groups.as_deref()) {
                     Err(skip) => SyncState::NotSelected(skip),
                     Ok(()) if !has_change => SyncState::NothingToPush,
                     Ok(()) if dry_run => SyncState::WouldSync,

@@ -58,7 +58,7 @@ impl Engine {
             _ => None,
         };
         if let Some(machine) = machine {
-            if let Err(skip) = plan::select(&machine, regions.as_ref()) {
+            if let Err(skip) = plan::select(&machine, regions.as_ref(), self.config.targets[t].process_groups.as_deref()) {
                 mr.machine = machine;
                 mr.sync = SyncState::Gone(skip);
                 return;
