@@ -403,7 +403,7 @@ fn app_name(field: &str, name: &str) -> Result<String, SyncError> {
     }
 }
 
-fn base_url(field: &str, url: &str) -> Result<String, SyncError> {
+pub(crate) fn base_url(field: &str, url: &str) -> Result<String, SyncError> {
     // Trimmed first: `http:///` has no host (found by fuzzing: it was accepted as `http:`).
     let url = url.trim_end_matches('/');
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));

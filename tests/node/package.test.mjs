@@ -77,8 +77,8 @@ describe('the packed package in a scratch project', () => {
       assert.ok(c.imports.loaded['.'].includes('handler') && c.imports.loaded['.'].includes('createWebhookHandler'), JSON.stringify(c.imports))
       assert.ok(c.imports.loaded['./receiver'].includes('createReceiver'))
       assert.ok(c.imports.loaded['./node'].includes('createNodeReceiver'))
-      assert.ok(c.imports.loaded['./core'].includes('SyncEngine') && !c.imports.loaded['./core'].includes('SyncReceiver'), 'the Function\'s module: the engine only')
-      assert.ok(c.imports.loaded['./core/receiver'].includes('SyncReceiver') && !c.imports.loaded['./core/receiver'].includes('SyncEngine'), 'the receiver\'s module: no engine')
+      assert.ok(c.imports.loaded['./core'].includes('SyncEngine') && !c.imports.loaded['./core'].includes('ReceiverDriver'), 'the Function\'s module: the engine only')
+      assert.ok(c.imports.loaded['./core/receiver'].includes('ReceiverDriver') && !c.imports.loaded['./core/receiver'].includes('SyncEngine'), 'the receiver\'s module: no engine')
       // Optional peers the scratch project does not have: only those imports fail, and for that reason.
       assert.deepEqual(c.imports.loaded['./blueprint'], {error: 'ERR_MODULE_NOT_FOUND'})
       assert.deepEqual(c.imports.loaded['./next'], {error: 'ERR_MODULE_NOT_FOUND'})

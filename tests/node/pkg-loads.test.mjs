@@ -39,8 +39,8 @@ test('each side has its own module: the Function\'s carries no receiver, the rec
   assert.ok(Buffer.from(receiverBase64, 'base64').equals(rx), 'the inlined receiver wasm is the built one')
   const exports = (bytes) => WebAssembly.Module.exports(new WebAssembly.Module(bytes)).map((e) => e.name)
   assert.ok(exports(fn).some((n) => n.startsWith('syncengine_')), 'the Function\'s module has the engine')
-  assert.deepEqual(exports(fn).filter((n) => /syncreceiver|bodyintake|verifiedpush/.test(n)), [], 'and nothing of the receiver')
-  assert.ok(exports(rx).some((n) => n.startsWith('syncreceiver_')), 'the receiver\'s module has the receiver')
+  assert.deepEqual(exports(fn).filter((n) => /receiverdriver|runtasks/i.test(n)), [], 'and nothing of the receiver')
+  assert.ok(exports(rx).some((n) => n.startsWith('receiverdriver_')), 'the receiver\'s module has the receiver')
   assert.deepEqual(exports(rx).filter((n) => n.startsWith('syncengine_')), [], 'and no engine')
   // Text only code of one side carries: the Machines API's paths and headers, the configuration, the catch-up.
   const has = (bytes, text) => bytes.includes(Buffer.from(text))
