@@ -11,11 +11,14 @@
 // Values cross as JSON text: the module bounds depth with a clear error, and what comes back is parsed here so that
 // integers beyond 2^53 stay exact (BigInt) and a `__proto__` key stays an ordinary key of the object the app gets.
 import {isInteger, isSafeNumber, parse as parseLossless, stringify as stringifyLossless} from 'lossless-json'
+import {readFileSync} from 'node:fs'
 import {guarded, loadWasm, onFault, ReceiverDriver} from './wasm.ts'
+import {adapterOf, type SqliteStore} from './store.ts'
 import type {RunResult} from '../pkg/types/RunResult.js'
 import type {SyncPayload} from '../pkg/types/SyncPayload.js'
 
 export type {SyncPayload}
+export {sqliteStore, type SqliteStore} from './store.ts'
 
 /** Passed to every hook: `signal` aborts when the hook's time (`hookTimeoutMs`) is up. */
 export interface HookContext {
@@ -97,6 +100,19 @@ export interface ReceiverOptions extends ReceiverHooks {
   hookTimeoutMs?: number
   /** Reconcile with Sanity on boot and every interval, so a lost push is caught up (off by default). */
   catchUp?: CatchUpOptions
+  /**
+   * Where the receiver keeps its own state (revisions held, tombstones, remembered keys, the catch-up mark): in
+   * memory by default (a restarted Machine reads everything again), or `sqliteStore(path)` on a Fly Volume (Node
+   * 22.5+): a restarted Machine catches up from its mark. Write your own content through `store.db` in `apply`: it
+   * commits in one transaction with the receiver's record, so a crash loses no change and applies none twice.
+   */
+  store?: SqliteStore
+  /**
+   * LiteFS: `store` is a file on the LiteFS mount. Only the primary (no `.primary` file in `dir`) applies; a
+   * replica waits until the change has replicated to it (up to `replicationWaitMs`, default 3000, then 503 so
+   * the Function retries), then runs `invalidate` only. Pair with the target's `fanOut: "litefs"`.
+   */
+  litefs?: {dir?: string; replicationWaitMs?: number}
 }
 
 export interface Receiver {
@@ -183,8 +199,9 @@ function faulted(message: string): Response {
 /** Create the handler. Throws a `{class, field, message}` error for bad options. */
 export function createReceiver(options: ReceiverOptions): Receiver {
   loadWasm()
-  const {apply, invalidate, catchUp, machineId = (globalThis as Env).process?.env.FLY_MACHINE_ID, ...settings} = options
+  const {apply, invalidate, catchUp, store, litefs, machineId = (globalThis as Env).process?.env.FLY_MACHINE_ID, ...settings} = options
   const optionsText = JSON.stringify({...settings, machineId})
+  const storeText = JSON.stringify({store: store !== undefined, litefs: litefs ?? null})
   const client = catchUp?.client
   const catchUpText = catchUp
     ? JSON.stringify({
@@ -232,6 +249,16 @@ export function createReceiver(options: ReceiverOptions): Receiver {
         // The app's callback: its failure is not the run's.
       }
     },
+    store: store === undefined ? undefined : adapterOf(store),
+    /** A file's content, or null when it does not exist (LiteFS's `.primary`). */
+    readFile: (path: string): string | null => {
+      try {
+        return readFileSync(path, 'utf8')
+      } catch (error) {
+        if ((error as {code?: string}).code === 'ENOENT') return null
+        throw error
+      }
+    },
   }
 
   // ---- The module's driver, and starting it over after a fault ----
@@ -244,7 +271,7 @@ export function createReceiver(options: ReceiverOptions): Receiver {
 
   function build(): void {
     try {
-      driver = new ReceiverDriver(optionsText, catchUpText, hooks)
+      driver = new ReceiverDriver(optionsText, catchUpText, storeText, hooks)
     } catch (error) {
       throw typeof error === 'string' ? JSON.parse(error) : error
     }

@@ -22,6 +22,7 @@ pub mod machines;
 pub mod plan;
 pub mod protocol;
 pub mod receiver;
+pub mod receiver_store;
 pub mod redact;
 pub mod report;
 pub mod retry;

@@ -121,15 +121,40 @@ pub struct HandlerLimits {
 
 /// What the receiver remembers of a document: the newest revision applied, and whether it is deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Mark {
-    updated_ms: u64,
-    rev: String,
-    deleted: bool,
+pub struct Mark {
+    pub(crate) updated_ms: u64,
+    pub(crate) rev: String,
+    pub(crate) deleted: bool,
     /// Kept so a tombstone can be written for a document Sanity no longer has (reconciliation).
-    doc_type: String,
-    updated_at: String,
+    pub(crate) doc_type: String,
+    pub(crate) updated_at: String,
     /// The routes that show the revision held (`routes.current` of the payload applied).
-    routes: Vec<String>,
+    pub(crate) routes: Vec<String>,
+}
+
+impl Mark {
+    /// Whether a change to `new` is no news against this mark: older, or the same revision, or an upsert of the
+    /// same instant as a delete held. (Two revisions of one instant cannot be ordered: the later arrival wins.)
+    pub(crate) fn covers(&self, new: &Mark) -> bool {
+        new.updated_ms < self.updated_ms
+            || (new.updated_ms == self.updated_ms && ((self.deleted && !new.deleted) || (self.deleted == new.deleted && self.rev == new.rev)))
+    }
+}
+
+/// What committing a change records: the document's new mark and the change's idempotency key (for a store).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commit {
+    pub id: String,
+    pub key: String,
+    pub mark: Mark,
+}
+
+/// The receiver's state as a store holds it, to start from after a restart.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub marks: Vec<(String, Mark)>,
+    /// Oldest first.
+    pub keys: Vec<String>,
 }
 
 /// A change whose hooks are running.
@@ -396,14 +421,10 @@ impl Receiver {
             return Decision::Reject { http_status: 503, error };
         }
         if let Some(mark) = self.marks.get(incoming.id()) {
-            let new = &incoming.mark;
             // Newer instant wins. At the same instant: a delete beats an upsert (a late update must not bring a
             // deleted document back); the same revision is already here; two different revisions within Sanity's
             // timestamp precision cannot be ordered, so the later arrival wins.
-            let stale = new.updated_ms < mark.updated_ms
-                || (new.updated_ms == mark.updated_ms
-                    && ((mark.deleted && !new.deleted) || (mark.deleted == new.deleted && mark.rev == new.rev)));
-            if stale {
+            if mark.covers(&incoming.mark) {
                 return Decision::Ignore(AckStatus::Stale);
             }
             // Routes of the revision held that the new one no longer has must go too, even when the change
@@ -418,6 +439,40 @@ impl Receiver {
             }
         }
         Decision::Apply(Box::new(incoming))
+    }
+
+    /// What `finish(ticket, Ok(..))` would record, for a store to write first (in the same transaction as the
+    /// app's own writes); `None` for an unknown ticket.
+    pub fn pending_commit(&self, ticket: u32) -> Option<Commit> {
+        self.pending.get(&ticket).map(|p| Commit { id: p.id.clone(), key: p.key.clone(), mark: p.mark.clone() })
+    }
+
+    /// Start from what a store held (after a restart): the marks and the remembered keys, oldest first.
+    pub fn restore(&mut self, snapshot: Snapshot) {
+        for (id, mark) in snapshot.marks {
+            self.marks.insert(id, mark);
+        }
+        for key in snapshot.keys {
+            if self.keys.insert(key.clone()) {
+                self.key_order.push_back(key);
+            }
+        }
+        while self.key_order.len() > self.options.remember_keys.max(1) {
+            if let Some(old) = self.key_order.pop_front() {
+                self.keys.remove(&old);
+            }
+        }
+    }
+
+    /// How many idempotency keys are remembered at most.
+    pub fn remember_keys(&self) -> usize {
+        self.options.remember_keys.max(1)
+    }
+
+    /// Whether this Machine's replicated state (`held`, read from the store a LiteFS primary writes) already has
+    /// `incoming` or something newer: a replica then only invalidates.
+    pub fn replicated(incoming: &Incoming, held: Option<&Mark>) -> bool {
+        held.is_some_and(|held| held.covers(&incoming.mark))
     }
 
     /// Record an applied change (call after the app's hooks succeeded).
@@ -582,6 +637,47 @@ mod tests {
         let body = del.to_string();
         let Step::Apply { change, .. } = r.begin(&signed(&body, NOW), body.as_bytes(), NOW) else { panic!() };
         assert_eq!(change.routes.previous, ["/c"]);
+    }
+
+    #[test]
+    fn a_receiver_restored_from_what_it_committed_decides_as_the_one_before_the_restart() {
+        let mut r = receiver();
+        let v1 = payload("upsert", "p", "r1", "2026-11-27T10:00:00Z").to_string();
+        let Step::Apply { ticket, .. } = r.begin(&signed(&v1, NOW), v1.as_bytes(), NOW) else { panic!() };
+        let commit = r.pending_commit(ticket).expect("what finish would record");
+        assert_eq!((commit.id.as_str(), commit.key.as_str(), commit.mark.rev.as_str()), ("p", "upsert:p:r1", "r1"));
+        r.finish(ticket, Ok(false));
+        assert_eq!(r.pending_commit(ticket), None, "committed: nothing pending");
+        deliver(&mut r, &payload("delete", "q", "r2", "2026-11-27T10:00:00Z")).unwrap();
+        let snapshot = Snapshot {
+            marks: vec![("p".into(), commit.mark.clone()), ("q".into(), r.marks["q"].clone())],
+            keys: vec!["old-1".into(), "old-2".into(), "upsert:p:r1".into(), "delete:q:r2".into()],
+        };
+        let mut restarted = receiver();
+        restarted.restore(snapshot);
+        assert_eq!(restarted.keys.len(), 3, "remembered keys stay bounded");
+        assert!(!restarted.keys.contains("old-1"));
+        let Step::Respond(again) = restarted.begin(&signed(&v1, NOW), v1.as_bytes(), NOW) else { panic!("applied twice") };
+        assert!(again.body.contains("duplicate"));
+        let mut retry = payload("upsert", "q", "r1", "2026-11-27T09:00:00Z");
+        retry["idempotencyKey"] = json!("a-late-push");
+        assert_eq!(deliver(&mut restarted, &retry), Ok(AckStatus::Stale), "the tombstone survived the restart");
+        assert_eq!(restarted.live_ids().collect::<Vec<_>>(), ["p"]);
+    }
+
+    #[test]
+    fn a_replica_holds_a_change_once_the_replicated_mark_covers_it() {
+        let r = receiver();
+        let incoming = |rev: &str, at: &str, op: &str| {
+            let body = payload(op, "p", rev, at).to_string();
+            r.verify(&signed(&body, NOW), body.as_bytes(), NOW).unwrap()
+        };
+        let held = incoming("r2", "2026-11-27T10:00:05Z", "upsert").mark.clone();
+        assert!(!Receiver::replicated(&incoming("r2", "2026-11-27T10:00:05Z", "upsert"), None), "nothing replicated yet");
+        assert!(Receiver::replicated(&incoming("r2", "2026-11-27T10:00:05Z", "upsert"), Some(&held)));
+        assert!(Receiver::replicated(&incoming("r1", "2026-11-27T10:00:00Z", "upsert"), Some(&held)), "an older one is covered");
+        assert!(!Receiver::replicated(&incoming("r3", "2026-11-27T10:00:09Z", "upsert"), Some(&held)), "a newer one is not there yet");
+        assert!(!Receiver::replicated(&incoming("r2", "2026-11-27T10:00:05Z", "delete"), Some(&held)), "its delete is not there yet");
     }
 
     #[test]

@@ -19,7 +19,8 @@ use crate::error::SyncError;
 use crate::event::Headers;
 use crate::http::Response as CoreResponse;
 use crate::protocol::SyncPayload;
-use crate::receiver::{error_reply, HandlerLimits, Receiver, ReceiverOptions, Reply, Step};
+use crate::receiver::{error_reply, HandlerLimits, Incoming, Receiver, ReceiverOptions, Reply, Step};
+use crate::receiver_store::{self, LiteFs, Statement, StoreOptions};
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
@@ -141,6 +142,8 @@ struct Js {
     hold: Function,
     /// `(controller, ms, flag)` → a timer that sets `flag.fired` and aborts `controller` after `ms`.
     abort_after: Function,
+    /// `(p, f)` → a promise that settles once `p` has and `f()` ran (its failure ignored).
+    after: Function,
 }
 
 thread_local! {
@@ -168,6 +171,7 @@ thread_local! {
             "controller, ms, flag",
             "return setTimeout(() => { flag.fired = true; controller.abort() }, ms)",
         ),
+        after: Function::new_with_args("p, f", "return Promise.resolve(p).then(() => { try { f() } catch {} })"),
     };
 }
 
@@ -306,7 +310,47 @@ struct Hooks {
     query: Option<Function>,
     /// Told every run's result (JSON).
     on_run: Option<Function>,
+    /// The store's statements runner (receiver/store.ts), when the state is kept in one.
+    store: Option<Store>,
+    /// `(path) → string | null`: a file's content (null: absent), for LiteFS's `.primary` file.
+    read_file: Option<Function>,
 }
+
+/// A SQL store, synchronous (`node:sqlite`): `exec(statementsJson)`, `all(statementJson) → rowsJson`, and the
+/// transaction's `begin`, `commit`, `rollback`.
+struct Store {
+    exec: Function,
+    all: Function,
+    begin: Function,
+    commit: Function,
+    rollback: Function,
+}
+
+impl Store {
+    fn from(value: &JsValue) -> Option<Store> {
+        Some(Store { exec: function(value, "exec")?, all: function(value, "all")?, begin: function(value, "begin")?, commit: function(value, "commit")?, rollback: function(value, "rollback")? })
+    }
+
+    fn call(f: &Function, arg: Option<&str>) -> Result<JsValue, String> {
+        let result = match arg {
+            Some(text) => f.call1(&JsValue::UNDEFINED, &JsValue::from_str(text)),
+            None => f.call0(&JsValue::UNDEFINED),
+        };
+        result.map_err(|e| message_of(&e))
+    }
+
+    fn exec(&self, statements: &[Statement]) -> Result<(), String> {
+        Store::call(&self.exec, Some(&json(&statements))).map(drop)
+    }
+
+    fn all(&self, statement: &Statement) -> Result<String, String> {
+        Store::call(&self.all, Some(&json(statement)))?.as_string().ok_or_else(|| "the store answered no rows".into())
+    }
+}
+
+/// The store's own place in the queue of `Locks`: one transaction at a time on its connection (no document id
+/// holds a NUL).
+const STORE_KEY: &str = "\u{0}store";
 
 struct Inner {
     core: RefCell<Receiver>,
@@ -320,6 +364,7 @@ struct Inner {
     running: RefCell<Option<Promise>>,
     interval: RefCell<Option<JsValue>>,
     closed: Cell<bool>,
+    litefs: Option<LiteFs>,
 }
 
 fn function(hooks: &JsValue, name: &str) -> Option<Function> {
@@ -335,13 +380,22 @@ pub struct ReceiverDriver {
 #[wasm_bindgen]
 impl ReceiverDriver {
     /// `options`: the JSON of the receiver's options (`{secret, machineId, …}`); `catch_up`: the JSON of the
-    /// `catchUp` option as the adapter passes it, or empty; `hooks`: the adapter's functions. Throws a
-    /// `SyncError` (JSON) for a bad option.
+    /// `catchUp` option as the adapter passes it, or empty; `store`: the JSON of `{store, litefs}`; `hooks`: the
+    /// adapter's functions (and the store's). Reads the state a store holds. Throws a `SyncError` (JSON) for a bad
+    /// option or a store that cannot be read.
     #[wasm_bindgen(constructor)]
-    pub fn new(options: &str, catch_up: &str, hooks: JsValue) -> Result<ReceiverDriver, String> {
+    pub fn new(options: &str, catch_up: &str, store: &str, hooks: JsValue) -> Result<ReceiverDriver, String> {
         let error = |e: SyncError| json(&e);
         let value = crate::limits::parse_json("options", options.as_bytes(), "the receiver options (JSON object)").map_err(error)?;
         let core = Receiver::new(ReceiverOptions::from_json(&value).map_err(error)?).map_err(error)?;
+        let value = crate::limits::parse_json("store", store.as_bytes(), "the store options (JSON object)").map_err(error)?;
+        let store_options = StoreOptions::from_json(&value).map_err(error)?;
+        let store = if store_options.durable {
+            let store = Store::from(&get(&hooks, "store")).ok_or_else(|| error(SyncError::expected("store", "a store made by sqliteStore()", "another value")))?;
+            Some(store)
+        } else {
+            None
+        };
         let settings = if catch_up.is_empty() {
             None
         } else {
@@ -357,13 +411,24 @@ impl ReceiverDriver {
             source: settings.as_ref().map(|s| s.source.clone()),
             interval_ms: settings.as_ref().map_or(0, |s| s.interval_ms),
             catch_up: RefCell::new(settings.map(|s| CatchUp::new(s.options))),
-            hooks: Hooks { apply, invalidate: function(&hooks, "invalidate"), query: function(&hooks, "query"), on_run: function(&hooks, "onRun") },
+            hooks: Hooks {
+                apply,
+                invalidate: function(&hooks, "invalidate"),
+                query: function(&hooks, "query"),
+                on_run: function(&hooks, "onRun"),
+                store,
+                read_file: function(&hooks, "readFile"),
+            },
             locks: Locks { tails: js_sys::Map::new() },
             limits,
             running: RefCell::new(None),
             interval: RefCell::new(None),
             closed: Cell::new(false),
+            litefs: store_options.litefs,
         };
+        if let Some(store) = &inner.hooks.store {
+            load(&inner, store).map_err(error)?;
+        }
         if matches!(inner.source, Some(QuerySource::Client)) && inner.hooks.query.is_none() {
             return Err(error(SyncError::expected("catchUp.client", "a Sanity client (with a `fetch` method)", "another value")));
         }
@@ -413,6 +478,125 @@ impl ReceiverDriver {
         }
     }
 }
+
+// ── the store ────────────────────────────────────────────────────────────────────────────────────────────────
+
+/// Make the store's tables if missing and start from what it holds: marks, keys, the catch-up mark.
+fn load(inner: &Inner, store: &Store) -> Result<(), SyncError> {
+    let failed = |what: &str, why: String| SyncError::fatal(format!("the receiver's store could not be {what}: {why}"));
+    if inner.litefs.is_none() || primary_of(inner).is_none() {
+        // A LiteFS replica cannot write: its tables come from the primary.
+        store.exec(&receiver_store::schema()).map_err(|e| failed("set up", e))?;
+    }
+    let [marks, keys, meta] = receiver_store::load_queries();
+    let read = |q: &Statement| store.all(q).map_err(|e| failed("read", e));
+    let (marks, keys, meta) = match (read(&marks), read(&keys), read(&meta)) {
+        (Ok(m), Ok(k), Ok(t)) => (m, k, t),
+        // A replica whose primary has not made the tables yet holds nothing yet.
+        _ if inner.litefs.is_some() => ("[]".into(), "[]".into(), "[]".into()),
+        (m, k, t) => return Err(m.and(k).and(t).expect_err("one failed")),
+    };
+    let (snapshot, mark) = receiver_store::snapshot(&marks, &keys, &meta)?;
+    inner.core.borrow_mut().restore(snapshot);
+    if let (Some(mark), Some(c)) = (mark, inner.catch_up.borrow_mut().as_mut()) {
+        c.restore_mark(mark, now_ms());
+    }
+    Ok(())
+}
+
+/// Under LiteFS: the primary's name when this Machine is a replica (`.primary` exists), `None` on the primary.
+fn primary_of(inner: &Inner) -> Option<String> {
+    let (litefs, read) = (inner.litefs.as_ref()?, inner.hooks.read_file.as_ref()?);
+    let content = read.call1(&JsValue::UNDEFINED, &JsValue::from_str(&litefs.primary_file)).ok()?.as_string()?;
+    Some(receiver_store::primary_name(&content)).filter(|n| !n.is_empty())
+}
+
+/// Run `statements` in a transaction of their own (the catch-up mark), under the store's place in the queue.
+async fn write_alone(inner: &Inner, statements: &[Statement]) -> Result<(), String> {
+    let Some(store) = &inner.hooks.store else { return Ok(()) };
+    let Some(held) = inner.locks.hold(&[STORE_KEY.to_string()], inner.limits.hook_timeout_ms).await else {
+        return Err("the store is busy".into());
+    };
+    let written = Store::call(&store.begin, None).and_then(|_| store.exec(statements)).and_then(|_| Store::call(&store.commit, None).map(drop));
+    if written.is_err() {
+        let _ = Store::call(&store.rollback, None);
+    }
+    held.release(&Promise::resolve(&JsValue::UNDEFINED));
+    written
+}
+
+/// The app's hooks on one change, and with a store, everything in one transaction: the app's own writes (through
+/// the same database) and the receiver's record of the change commit together, or not at all.
+async fn apply_change(inner: &Inner, ticket: u32, change: &SyncPayload) -> (HookOutcome, Promise) {
+    let Some(store) = &inner.hooks.store else { return run_hooks(inner, change).await };
+    let done = || Promise::resolve(&JsValue::UNDEFINED);
+    let Some(held) = inner.locks.hold(&[STORE_KEY.to_string()], inner.limits.hook_timeout_ms).await else {
+        return (HookOutcome::Failed("the store is busy with another change; retry".into()), done());
+    };
+    if let Err(why) = Store::call(&store.begin, None) {
+        held.release(&done());
+        return (HookOutcome::Failed(format!("the store could not begin a transaction: {why}")), done());
+    }
+    let (outcome, released) = run_hooks(inner, change).await;
+    match outcome {
+        HookOutcome::Done { restart } => {
+            let commit = inner.core.borrow().pending_commit(ticket);
+            let remember = inner.core.borrow().remember_keys();
+            let written = match commit {
+                Some(c) => store.exec(&receiver_store::commit(&c, remember)).and_then(|_| Store::call(&store.commit, None).map(drop)),
+                None => Err("no such change".into()),
+            };
+            let outcome = match written {
+                Ok(()) => HookOutcome::Done { restart },
+                Err(why) => {
+                    let _ = Store::call(&store.rollback, None);
+                    HookOutcome::Failed(format!("the store could not record the change: {why}"))
+                }
+            };
+            held.release(&released);
+            (outcome, released)
+        }
+        HookOutcome::TimedOut(_) => {
+            // The late hook may still write: its transaction is rolled back once it settles (or one more
+            // timeout), and only then may the next change use the store.
+            let after: Promise = JS.with(|js| js.after.call2(&JsValue::UNDEFINED, &released, &store.rollback)).map(JsCast::unchecked_into).unwrap_or_else(|_| done());
+            held.release(&after);
+            (outcome, after)
+        }
+        HookOutcome::Failed(_) => {
+            let _ = Store::call(&store.rollback, None);
+            held.release(&released);
+            (outcome, released)
+        }
+    }
+}
+
+/// A LiteFS replica: wait (up to the bound) until what the primary recorded covers `incoming`; only then are the
+/// Machine's caches purged. `Err` with the answer when it does not arrive in time.
+async fn replicated(store: &Store, litefs: &LiteFs, primary: &str, incoming: &Incoming) -> Result<(), Reply> {
+    let deadline = now_ms() + litefs.replication_wait_ms;
+    let query = receiver_store::mark_query(incoming.id());
+    for _ in 0..100_000 {
+        let held = store.all(&query).ok().and_then(|rows| receiver_store::one_mark(&rows).ok().flatten());
+        if Receiver::replicated(incoming, held.as_ref()) {
+            return Ok(());
+        }
+        if now_ms() >= deadline {
+            break;
+        }
+        sleep(REPLICA_POLL_MS.min(deadline.saturating_sub(now_ms())).max(1)).await;
+    }
+    let error = SyncError::retryable(format!(
+        "this Machine is a LiteFS replica (the primary is {primary}) and does not hold revision {} of {} yet (waited {} ms for replication); retry",
+        incoming.payload.rev,
+        incoming.id(),
+        litefs.replication_wait_ms
+    ));
+    Err(error_reply(503, &error))
+}
+
+/// How often a replica looks for a change the primary is replicating.
+const REPLICA_POLL_MS: u64 = 25;
 
 // ── pushes ───────────────────────────────────────────────────────────────────────────────────────────────────
 
@@ -527,11 +711,29 @@ async fn receive(inner: &Rc<Inner>, request: web_sys::Request) -> JsValue {
         let error = SyncError::retryable(format!("another change of {id} is still being applied; retry"));
         return respond(&handler_reply(503, error), &[]);
     };
+    // Under LiteFS only the primary writes; a replica purges its caches once the change has replicated to it.
+    let replica = match (&inner.litefs, &inner.hooks.store) {
+        (Some(litefs), Some(store)) => match primary_of(inner) {
+            Some(primary) => {
+                if let Err(reply) = replicated(store, litefs, &primary, &incoming).await {
+                    held.release(&Promise::resolve(&JsValue::UNDEFINED));
+                    return respond(&reply, &[("retry-after", "1")]);
+                }
+                true
+            }
+            None => false,
+        },
+        _ => false,
+    };
     let step = inner.core.borrow_mut().begin_verified(incoming);
     let (reply, released) = match step {
         Step::Respond(reply) => (reply, Promise::resolve(&JsValue::UNDEFINED)),
+        Step::Apply { ticket, change } if replica => {
+            let (outcome, released) = invalidate_only(inner, &change).await;
+            (inner.core.borrow_mut().finish(ticket, outcome.into_result()), released)
+        }
         Step::Apply { ticket, change } => {
-            let (outcome, released) = run_hooks(inner, &change).await;
+            let (outcome, released) = apply_change(inner, ticket, &change).await;
             (inner.core.borrow_mut().finish(ticket, outcome.into_result()), released)
         }
     };
@@ -572,6 +774,17 @@ async fn hook(inner: &Inner, which: &str, run: &Function, change: &str) -> (Hook
     }
 }
 
+/// A LiteFS replica's part: the change is in its replica already; purge what shows it.
+async fn invalidate_only(inner: &Inner, change: &SyncPayload) -> (HookOutcome, Promise) {
+    match &inner.hooks.invalidate {
+        Some(invalidate) => match hook(inner, "invalidate", invalidate, &json(change)).await {
+            (HookOutcome::Done { .. }, released) => (HookOutcome::Done { restart: false }, released),
+            other => other,
+        },
+        None => (HookOutcome::Done { restart: false }, Promise::resolve(&JsValue::UNDEFINED)),
+    }
+}
+
 /// `apply`, then `invalidate`; the first that fails or times out ends it.
 async fn run_hooks(inner: &Inner, change: &SyncPayload) -> (HookOutcome, Promise) {
     let text = json(change);
@@ -607,6 +820,12 @@ fn run_catch_up(inner: &Rc<Inner>) -> Promise {
 
 /// One run, as `CatchUp` directs it.
 async fn reconcile(inner: &Rc<Inner>) -> RunResult {
+    if let (Some(_), Some(primary)) = (&inner.litefs, primary_of(inner)) {
+        let mark = inner.catch_up.borrow().as_ref().and_then(CatchUp::mark);
+        let error = format!("this Machine is a LiteFS replica (the primary is {primary}): the primary catches up, and its changes replicate here");
+        return RunResult { error: Some(error), mark, ..RunResult::default() };
+    }
+    let before = inner.catch_up.borrow().as_ref().and_then(CatchUp::mark_ms);
     let Some(_) = inner.catch_up.borrow_mut().as_mut().map(|c| c.begin(now_ms(), inner.limits.hook_timeout_ms)) else {
         return RunResult { error: Some("catch-up is not enabled".into()), ..RunResult::default() };
     };
@@ -614,7 +833,15 @@ async fn reconcile(inner: &Rc<Inner>) -> RunResult {
         let step = inner.catch_up.borrow_mut().as_mut().map(|c| c.next(now_ms()));
         match step {
             None => break,
-            Some(RunStep::Done(result)) => return result,
+            Some(RunStep::Done(mut result)) => {
+                let after = inner.catch_up.borrow().as_ref().and_then(CatchUp::mark_ms);
+                if let Some(mark) = after.filter(|m| Some(*m) != before) {
+                    if let Err(why) = write_alone(inner, &[receiver_store::catch_up_mark(mark)]).await {
+                        result.error.get_or_insert(format!("the store could not record the mark: {why}"));
+                    }
+                }
+                return result;
+            }
             Some(RunStep::Wait { until_ms }) => sleep(until_ms.saturating_sub(now_ms())).await,
             Some(RunStep::Query(query)) => {
                 let outcome = run_query(inner, &query).await;
@@ -637,7 +864,7 @@ async fn reconcile(inner: &Rc<Inner>) -> RunResult {
                             inner.catch_up.borrow_mut().as_mut().and_then(|c| c.unit_next(&mut core, now_ms()))
                         };
                         let Some((ticket, change)) = next else { break };
-                        let (outcome, released) = run_hooks(inner, &change).await;
+                        let (outcome, released) = apply_change(inner, ticket, &change).await;
                         lingering.push(&released);
                         let mut core = inner.core.borrow_mut();
                         if let Some(c) = inner.catch_up.borrow_mut().as_mut() {

@@ -89,6 +89,8 @@ describe('the packed package in a scratch project', () => {
       assert.deepEqual(c.receiver.body, {protocol: PROTOCOL, machine: 'scratch-machine', status: 'applied', restart: null})
       assert.deepEqual(c.receiver.stored, ['post-1'])
       assert.deepEqual(c.receiver.purged, ['/posts/hello', 'post-1', 'post'])
+      if (Number(version.slice(1).split('.')[0]) >= 22) assert.deepEqual(c.sqlite, {check: 'sqlite', status: 'applied', marks: 1})
+      else assert.deepEqual([c.sqlite.field, /node:sqlite \(22\.5 or later.*leave `store` out/.test(c.sqlite.message)], ['store', true], JSON.stringify(c.sqlite))
       assert.equal(c['newer-protocol'].status, 400)
       assert.match(c['newer-protocol'].body.error, /protocol.*sanity-fly-sync\/1/)
 
