@@ -73,7 +73,8 @@ export interface CatchUpOptions {
 /**
  * What a run did: `applied`, `deleted`, `unchanged`, `failed` (`{id, error}`), `skipped` (with why), `queries`,
  * `since` (the time it read changes from, `null` for everything), `mark` (the high-water mark after it), and
- * `error` when it could not finish (it is tried again at the next interval).
+ * `error` when it could not finish (it is tried again at the next interval). Under LiteFS a replica's run reads
+ * nothing (`replicaOf`: the primary, which catches up for every Machine).
  */
 export type CatchUpResult = RunResult
 

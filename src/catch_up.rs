@@ -394,6 +394,11 @@ pub struct RunResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional))]
     pub error: Option<String>,
+    /// Under LiteFS, on a replica: the primary's name. A replica reads nothing from Sanity (the primary catches
+    /// up, and its changes replicate here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub replica_of: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

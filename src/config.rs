@@ -92,6 +92,10 @@ pub enum FanOut {
     Every,
     /// POST once through the app URL: for apps whose Machines share one store.
     One,
+    /// LiteFS: POST to every started Machine, as `Every`; the primary applies, each replica answers once the
+    /// change has replicated to it (a 503 with `Retry-After` until then, which is retried without reading the
+    /// Machine first). Every Machine holds every document, so no region rule applies.
+    LiteFs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -558,7 +562,15 @@ fn target_from_json(obj: &Obj, env: &Env) -> Result<Target, SyncError> {
         fan_out: match obj.str_opt("fanOut")? {
             None | Some("every") => FanOut::Every,
             Some("one") => FanOut::One,
-            Some(_) => return Err(SyncError::expected(obj.field("fanOut"), "`every` or `one`", "another value")),
+            Some("litefs") if regions.is_some() => {
+                return Err(SyncError::expected(
+                    obj.field("fanOut"),
+                    "a fan-out that goes with `regions` (`every` or `one`): with `litefs` every Machine's replica holds every document, so the primary must get each change",
+                    "`litefs`",
+                ))
+            }
+            Some("litefs") => FanOut::LiteFs,
+            Some(_) => return Err(SyncError::expected(obj.field("fanOut"), "`every`, `one` or `litefs`", "another value")),
         },
         regions,
         restart,
@@ -721,7 +733,7 @@ pub(crate) mod tests {
             ("FLY_RESTART_TIMEOUT_MS", "10", "a whole number from 1000 to 900000"),
             ("FLY_SYNC_ROUTES", "page=/{title}", "unknown placeholder"),
             ("FLY_API_URL", "ftp://x", "http:// or https://"),
-            ("FLY_SYNC_FAN_OUT", "all", "`every` or `one`"),
+            ("FLY_SYNC_FAN_OUT", "all", "`every`, `one` or `litefs`"),
             ("FLY_SYNC_BUDGET_MS", "5", "a whole number from 1000"),
             ("FLY_SYNC_DRY_RUN", "perhaps", "true or false"),
         ] {
@@ -783,6 +795,16 @@ pub(crate) mod tests {
         let c = Config::from_env(&env(&[("FLY_APP_NAME", "web"), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", inner)])).unwrap();
         assert_eq!(c.sync_secret.expose(), inner, "inner spaces are part of the secret");
         assert_eq!(Secret::parse("secret", " x", 1).unwrap_err().field.as_deref(), Some("secret"));
+    }
+
+    #[test]
+    fn fan_out_litefs_is_every_machine_and_refuses_a_region_rule() {
+        let base = [("FLY_APP_NAME", "web"), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET), ("FLY_SYNC_FAN_OUT", "litefs")];
+        assert_eq!(Config::from_env(&env(&base)).unwrap().targets[0].fan_out, FanOut::LiteFs);
+        let json = r#"{"targets":[{"app":"web","fanOut":"litefs","regions":{"field":"market","map":{"jp":"nrt"}}}]}"#;
+        let e = Config::from_env(&env(&[("FLY_SYNC_CONFIG", json), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET)])).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("FLY_SYNC_CONFIG.targets[0].fanOut"));
+        assert!(e.message.contains("the primary must get each change"), "{}", e.message);
     }
 
     #[test]

@@ -822,8 +822,7 @@ fn run_catch_up(inner: &Rc<Inner>) -> Promise {
 async fn reconcile(inner: &Rc<Inner>) -> RunResult {
     if let (Some(_), Some(primary)) = (&inner.litefs, primary_of(inner)) {
         let mark = inner.catch_up.borrow().as_ref().and_then(CatchUp::mark);
-        let error = format!("this Machine is a LiteFS replica (the primary is {primary}): the primary catches up, and its changes replicate here");
-        return RunResult { error: Some(error), mark, ..RunResult::default() };
+        return RunResult { replica_of: Some(primary), mark, ..RunResult::default() };
     }
     let before = inner.catch_up.borrow().as_ref().and_then(CatchUp::mark_ms);
     let Some(_) = inner.catch_up.borrow_mut().as_mut().map(|c| c.begin(now_ms(), inner.limits.hook_timeout_ms)) else {

@@ -289,6 +289,31 @@ fn receiver_restart_request_is_ignored_when_the_target_says_so() {
 }
 
 #[test]
+fn fan_out_litefs_asks_a_waiting_replica_again_after_its_retry_after_without_reading_the_machine() {
+    let replica_waiting = || Response::Http {
+        status: 503,
+        headers: vec![("retry-after".into(), "1".into())],
+        body: r#"{"error":"this Machine is a LiteFS replica (the primary is m-ord-1) and does not hold revision rev-2 of page-1 yet","class":"retryable"}"#.into(),
+    };
+    let mut fly = six();
+    fly.fault("sync", "m-fra-1", replica_waiting());
+    fly.fault("sync", "m-fra-1", replica_waiting());
+    let run = drive(&env(&[("FLY_SYNC_FAN_OUT", "litefs")]), change("page", json!({})), &mut fly);
+    assert!(run.report.ok, "{:#?}", run.report);
+    let synced = run.report.targets[0].machines.iter().filter(|m| m.sync == SyncOutcome::Synced).count();
+    assert_eq!(synced, 4, "every started Machine, the primary and the replicas");
+    assert_eq!(fly.count("sync"), 6, "the replica asked three times");
+    assert_eq!(fly.count("check"), 0, "a replica that answered is serving: not read");
+    let retries: Vec<u64> = fly.sent.iter().filter(|s| s.kind == "sync" && s.machine.as_deref() == Some("m-fra-1")).map(|s| s.at).collect();
+    assert!(retries.windows(2).all(|w| w[1] - w[0] >= 1_000), "after its Retry-After: {retries:?}");
+    // The same answers under `every`: the Machine is read before it is asked again.
+    let mut fly = six();
+    fly.fault("sync", "m-fra-1", replica_waiting());
+    drive(&env(&[]), change("page", json!({})), &mut fly);
+    assert_eq!(fly.count("check"), 1);
+}
+
+#[test]
 fn time_budget_running_out_stops_retries_inside_the_budget() {
     let mut fly = six();
     for _ in 0..50 {

@@ -370,7 +370,7 @@ impl Engine {
                 } else if now + delay + SEND_MARGIN_MS > self.limit(call.step) {
                     let e = SyncError::retryable(format!("{} (no time left in the {} ms budget to retry)", error.message, self.config.budget_ms));
                     self.give_up(call, e, now);
-                } else if let (Step::Push(Some(m)), false) = (call.step, rate_limited) {
+                } else if let (Step::Push(Some(m)), false, false) = (call.step, rate_limited, self.replica_waiting(&call, min_delay_ms)) {
                     self.push_failed(call, m, error, now + delay, now);
                 } else {
                     self.targets[call.target].counts.retries += 1;
@@ -452,7 +452,7 @@ impl Engine {
         }
         let pending: Vec<usize> = (0..run.machines.len()).filter(|&m| matches!(run.machines[m].sync, SyncState::Pending)).collect();
         let pushes: Vec<Option<usize>> = match target.fan_out {
-            FanOut::Every => pending.into_iter().map(Some).collect(),
+            FanOut::Every | FanOut::LiteFs => pending.into_iter().map(Some).collect(),
             // One push through the proxy, only if some Machine is serving at all.
             FanOut::One if !pending.is_empty() => vec![None],
             FanOut::One => vec![],
