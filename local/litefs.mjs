@@ -30,6 +30,8 @@ export function startLiteFs({root, machines, primary, app = 'web', delayMs = 150
   let closed = false
   const pending = new Set()
   const stats = {snapshots: 0, copies: 0}
+  /** Resolved at the next copy to the replicas. */
+  let waiting = []
 
   /** Every table of the primary as it is now. */
   function snapshot() {
@@ -68,6 +70,7 @@ export function startLiteFs({root, machines, primary, app = 'web', delayMs = 150
       pending.delete(later)
       if (closed) return
       for (const db of replicas.values()) copy(db, tables)
+      for (const resolve of waiting.splice(0)) resolve()
     }, delayMs)
     pending.add(later)
   }, pollMs)
@@ -78,6 +81,18 @@ export function startLiteFs({root, machines, primary, app = 'web', delayMs = 150
     dirFor,
     dbFor,
     isPrimary: (id) => id === primary,
+    /**
+     * Resolves once every replica holds the primary's state as of now (LiteFS starts a replica's app only once it
+     * has synced with the primary). Bounded by `ms`.
+     */
+    synced(ms = 5_000) {
+      const now = source.prepare('PRAGMA data_version').get().data_version
+      if (now === version && pending.size === 0) return Promise.resolve()
+      return new Promise((resolve) => {
+        const timer = setTimeout(resolve, ms)
+        waiting.push(() => (clearTimeout(timer), resolve()))
+      })
+    },
     close() {
       closed = true
       clearInterval(timer)

@@ -16,7 +16,7 @@ use crate::error::SyncError;
 use crate::limits;
 use crate::protocol::{self, Routes, SyncPayload, PROTOCOL};
 use crate::http::Response;
-use crate::receiver::{Incoming, Receiver, Reply, Step};
+use crate::receiver::{Incoming, Mark, Receiver, Reply, Step};
 use crate::retry::{self, Verdict};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -463,22 +463,17 @@ enum Then {
     Finish,
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    Pages,
-    Deletions,
-}
-
 enum Stage {
     Query { query: Query, ids: bool, attempts: u32, not_before: u64 },
-    Unit { ids: Vec<String>, kind: Kind, then: Then, begun: Option<Begun> },
+    Unit { ids: Vec<String>, then: Then, begun: Option<Begun> },
     Over,
 }
 
 /// A unit whose changes were decided: what is left to hand out, and who holds which ticket.
 struct Begun {
     queue: VecDeque<(String, Step)>,
-    tickets: HashMap<u32, String>,
+    /// Each ticket's document, and whether it is a delete.
+    tickets: HashMap<u32, (String, bool)>,
     stopped: Option<String>,
 }
 
@@ -510,6 +505,40 @@ impl CatchUp {
         self.driven = Some(Driven {
             stage: Stage::Query { query, ids: false, attempts: 0, not_before: now_ms },
             result: RunResult { since, ..RunResult::default() },
+            rng: fastrand::Rng::with_seed(now_ms),
+            wait_ms: hold_wait_ms,
+        });
+    }
+
+    /// Begin a LiteFS replica's run: no query; what the primary recorded (`marks`, read from the replicated store)
+    /// that this Machine has not purged its caches for yet is staged as one unit (the driver runs `invalidate`
+    /// only, since the content is replicated already). `primary` names the primary in the result.
+    pub fn begin_replica(&mut self, receiver: &Receiver, marks: Vec<(String, Mark)>, primary: String, now_ms: u64, hold_wait_ms: u64) {
+        if self.driven.is_some() {
+            return;
+        }
+        let mut staged = Vec::new();
+        let mut skipped = Vec::new();
+        for (id, mark) in marks.into_iter().filter(|(id, mark)| !receiver.covers(id, mark)) {
+            let op = if mark.deleted { Op::Delete } else { Op::Upsert };
+            let mut payload = pulled(op, &id, &mark.doc_type, &mark.rev, &mark.updated_at);
+            payload.idempotency_key = format!("replica:{}:{id}:{}", if mark.deleted { "delete" } else { "upsert" }, mark.rev);
+            payload.routes = Routes { invalidate: mark.routes.clone(), current: if mark.deleted { vec![] } else { mark.routes.clone() }, previous: vec![] };
+            if !mark.deleted {
+                // The document itself is in the replicated database; the change names it.
+                let named = json!({"_id": id, "_type": mark.doc_type, "_rev": mark.rev, "_updatedAt": mark.updated_at}).to_string();
+                payload.document = RawValue::from_string(named).ok();
+            }
+            match receiver.verify_replicated(payload, now_ms) {
+                Ok(incoming) => staged.push(incoming),
+                Err(e) => skipped.push(format!("{id}: {}", e.message)),
+            }
+        }
+        let ids = staged.iter().map(|i| i.id().to_string()).collect();
+        self.run = Some(Run { cursor: None, since: None, pages: 0, newest: None, complete: false, staged, ids_asked_ms: None });
+        self.driven = Some(Driven {
+            stage: Stage::Unit { ids, then: Then::Finish, begun: None },
+            result: RunResult { replica_of: Some(primary), skipped, ..RunResult::default() },
             rng: fastrand::Rng::with_seed(now_ms),
             wait_ms: hold_wait_ms,
         });
@@ -590,21 +619,21 @@ impl CatchUp {
 
     fn read_answer(&mut self, receiver: &Receiver, text: &str, enveloped: bool, ids: bool, now_ms: u64) {
         let read = if ids {
-            self.deletions(receiver, text, enveloped, now_ms).map(|d| (d.ids, Kind::Deletions, Then::Finish, Vec::new(), d.refused))
+            self.deletions(receiver, text, enveloped, now_ms).map(|d| (d.ids, Then::Finish, Vec::new(), d.refused))
         } else {
             self.page(receiver, text, enveloped, now_ms).map(|p| {
                 let then = p.next.map_or(Then::Ids, Then::Query);
-                (p.ids, Kind::Pages, then, p.skipped, None)
+                (p.ids, then, p.skipped, None)
             })
         };
         let driven = self.driven.as_mut().expect("a run is under way");
         match read {
-            Ok((ids, kind, then, skipped, refused)) => {
+            Ok((ids, then, skipped, refused)) => {
                 driven.result.skipped.extend(skipped);
                 if refused.is_some() {
                     driven.result.refused_deletions = refused;
                 }
-                driven.stage = Stage::Unit { ids, kind, then, begun: None };
+                driven.stage = Stage::Unit { ids, then, begun: None };
             }
             Err(e) => {
                 driven.result.error = Some(e.message);
@@ -649,7 +678,7 @@ impl CatchUp {
                         result.failed.push(FailedChange { id, error: why.clone() });
                     }
                     None => {
-                        begun.tickets.insert(ticket, id);
+                        begun.tickets.insert(ticket, (id, change.op == Op::Delete));
                         return Some((ticket, change));
                     }
                 },
@@ -673,14 +702,14 @@ impl CatchUp {
     pub fn unit_done(&mut self, receiver: &mut Receiver, ticket: u32, outcome: HookOutcome) -> Reply {
         let timed_out = matches!(outcome, HookOutcome::TimedOut(_));
         let reply = receiver.finish(ticket, outcome.into_result());
-        if let Some(Driven { stage: Stage::Unit { kind, begun: Some(begun), .. }, result, .. }) = self.driven.as_mut() {
-            let id = begun.tickets.remove(&ticket).unwrap_or_default();
+        if let Some(Driven { stage: Stage::Unit { begun: Some(begun), .. }, result, .. }) = self.driven.as_mut() {
+            let (id, delete) = begun.tickets.remove(&ticket).unwrap_or_default();
             if reply.http_status >= 300 {
                 result.failed.push(FailedChange { id, error: reply_error(&reply) });
-            } else if *kind == Kind::Pages {
-                result.applied += 1;
-            } else {
+            } else if delete {
                 result.deleted += 1;
+            } else {
+                result.applied += 1;
             }
             if timed_out {
                 begun.stopped = Some("not applied: a hook of this run timed out before it".into());
@@ -997,6 +1026,41 @@ mod tests {
         assert_eq!(result.mark, None);
         assert!(r.is_untouched());
         assert!(!c.running());
+    }
+
+    #[test]
+    fn a_replica_run_stages_what_the_primary_recorded_and_this_machine_has_not_purged_for() {
+        let (mut r, mut c) = (receiver(), catch_up(500));
+        // This Machine purged for a@r1 and o@r1 (pushes reached it).
+        c.start();
+        let (_, steps) = page(&mut c, &mut r, &json!([doc("a", "r1", "2026-11-27T10:00:00Z"), doc("o", "r1", "2026-11-27T10:00:00Z")]));
+        apply(&mut r, &steps);
+        c.finish(true);
+        let mark = |rev: &str, at: &str, deleted: bool| {
+            let ms = limits::rfc3339_ms(at).unwrap();
+            Mark { updated_ms: ms, rev: rev.into(), deleted, doc_type: "page".into(), updated_at: at.into(), routes: vec![format!("/{rev}")] }
+        };
+        // The primary recorded a@r2 (a push this replica missed), q deleted, and o@r1 (already purged for).
+        let recorded = vec![
+            ("a".to_string(), mark("r2", "2026-11-27T11:00:00Z", false)),
+            ("q".to_string(), mark("r5", "2026-11-27T11:00:00Z", true)),
+            ("o".to_string(), mark("r1", "2026-11-27T10:00:00Z", false)),
+        ];
+        c.begin_replica(&r, recorded.clone(), "primary-1".into(), NOW, 1_000);
+        let RunStep::Apply { ids, .. } = c.next(NOW) else { panic!("a unit to purge for") };
+        assert_eq!(ids, ["a", "q"], "not o: this Machine purged for it already");
+        let mut seen = Vec::new();
+        while let Some((ticket, change)) = c.unit_next(&mut r, NOW) {
+            seen.push((change.id.clone(), change.op, change.routes.invalidate.clone()));
+            c.unit_done(&mut r, ticket, HookOutcome::Done { restart: false });
+        }
+        assert_eq!(seen, [("a".to_string(), Op::Upsert, vec!["/r2".to_string()]), ("q".to_string(), Op::Delete, vec!["/r5".to_string()])]);
+        let RunStep::Done(result) = c.next(NOW) else { panic!() };
+        assert_eq!((result.applied, result.deleted, result.queries, result.replica_of.as_deref()), (1, 1, 0, Some("primary-1")));
+        assert_eq!(result.mark.as_deref(), Some("2026-11-27T10:00:00Z"), "a replica's run does not move the mark");
+        // Purged for: the next run has nothing to do.
+        c.begin_replica(&r, recorded, "primary-1".into(), NOW, 1_000);
+        assert!(matches!(c.next(NOW), RunStep::Apply { ref ids, .. } if ids.is_empty()));
     }
 
     #[test]

@@ -370,6 +370,17 @@ impl Receiver {
         self.step(self.order(incoming))
     }
 
+    /// A change a LiteFS primary recorded, read from the replicated store by a replica: checked like a push
+    /// (its routes are the primary's record of them), unsigned.
+    pub fn verify_replicated(&self, payload: SyncPayload, now_ms: u64) -> Result<Incoming, SyncError> {
+        self.accept(payload, false, now_ms)
+    }
+
+    /// Whether this receiver holds `mark` of `id` already (or something newer).
+    pub fn covers(&self, id: &str, mark: &Mark) -> bool {
+        self.marks.get(id).is_some_and(|held| held.covers(mark))
+    }
+
     /// A pulled document (catch-up): the same checks and ordering, without the signature.
     pub fn begin_pulled(&mut self, payload: SyncPayload, now_ms: u64) -> Step {
         match self.verify_pulled(payload, now_ms) {

@@ -820,14 +820,29 @@ fn run_catch_up(inner: &Rc<Inner>) -> Promise {
 
 /// One run, as `CatchUp` directs it.
 async fn reconcile(inner: &Rc<Inner>) -> RunResult {
-    if let (Some(_), Some(primary)) = (&inner.litefs, primary_of(inner)) {
-        let mark = inner.catch_up.borrow().as_ref().and_then(CatchUp::mark);
-        return RunResult { replica_of: Some(primary), mark, ..RunResult::default() };
-    }
     let before = inner.catch_up.borrow().as_ref().and_then(CatchUp::mark_ms);
-    let Some(_) = inner.catch_up.borrow_mut().as_mut().map(|c| c.begin(now_ms(), inner.limits.hook_timeout_ms)) else {
-        return RunResult { error: Some("catch-up is not enabled".into()), ..RunResult::default() };
+    // Under LiteFS a replica reads nothing from Sanity: it purges its caches for what the primary recorded and it
+    // has not purged for yet (a push it missed).
+    let replica = match (&inner.litefs, &inner.hooks.store, primary_of(inner)) {
+        (Some(_), Some(store), Some(primary)) => {
+            let [marks, ..] = receiver_store::load_queries();
+            let marks = store.all(&marks).ok().and_then(|rows| receiver_store::snapshot(&rows, "[]", "[]").ok()).map(|(s, _)| s.marks).unwrap_or_default();
+            let core = inner.core.borrow();
+            if let Some(c) = inner.catch_up.borrow_mut().as_mut() {
+                c.begin_replica(&core, marks, primary, now_ms(), inner.limits.hook_timeout_ms);
+            }
+            true
+        }
+        _ => {
+            if let Some(c) = inner.catch_up.borrow_mut().as_mut() {
+                c.begin(now_ms(), inner.limits.hook_timeout_ms);
+            }
+            false
+        }
     };
+    if inner.catch_up.borrow().is_none() {
+        return RunResult { error: Some("catch-up is not enabled".into()), ..RunResult::default() };
+    }
     for _ in 0..1_000_000 {
         let step = inner.catch_up.borrow_mut().as_mut().map(|c| c.next(now_ms()));
         match step {
@@ -863,7 +878,7 @@ async fn reconcile(inner: &Rc<Inner>) -> RunResult {
                             inner.catch_up.borrow_mut().as_mut().and_then(|c| c.unit_next(&mut core, now_ms()))
                         };
                         let Some((ticket, change)) = next else { break };
-                        let (outcome, released) = apply_change(inner, ticket, &change).await;
+                        let (outcome, released) = if replica { invalidate_only(inner, &change).await } else { apply_change(inner, ticket, &change).await };
                         lingering.push(&released);
                         let mut core = inner.core.borrow_mut();
                         if let Some(c) = inner.catch_up.borrow_mut().as_mut() {
