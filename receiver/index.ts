@@ -310,6 +310,8 @@ export function createReceiver(options: ReceiverOptions): Receiver {
   const stopListening = onFault((why) => {
     if (closed) return
     clearInterval(interval)
+    // A transaction the old instance had open on the store ends with it: its change is applied again on retry.
+    hooks.store?.rollback()
     build()
     console.error(`sanity-fly-sync receiver: the wasm core failed (${why}); started it over with empty state`)
     for (const fault of [...inFlight]) fault()
