@@ -58,7 +58,7 @@ const FLY_SYNC: FlySyncFunctionOptions = {
     // Where the app's receiver listens (docs/protocol.md).
     FLY_SYNC_PATH: '/internal/content-sync',
     // `every`: one POST per started Machine, pinned with fly-force-instance-id. `one`: once through the app
-    // URL, for apps whose Machines share one store.
+    // URL, for apps whose Machines share one store. `litefs`: every Machine, for a receiver in LiteFS mode.
     FLY_SYNC_FAN_OUT: 'every',
     // Also restart a Machine whose receiver answers `restart: "required"`.
     FLY_RESTART_ON_REQUEST: 'true',
@@ -82,6 +82,8 @@ const FLY_SYNC: FlySyncFunctionOptions = {
   //   FLY_SYNC_DRY_RUN      `true`: list and plan, send nothing that changes anything
   //   FLY_SYNC_TYPES        types this target accepts, comma-separated; empty = all the filter lets through
   //   FLY_SYNC_INCLUDE_DRAFTS, FLY_SYNC_INCLUDE_VERSIONS   accept drafts./versions. ids (default false)
+  //   FLY_PROCESS_GROUPS    Fly process groups to push to, comma-separated (default: every group); Machines of
+  //                         other groups are skipped with the reason, a named group with no services refused
   //   FLY_SYNC_MAX_AGE_SECONDS  accepted age of a webhook signature (webhook entry only; default 300)
   //   FLY_SYNC_CONFIG       JSON with several targets (apps/workers, regions, per-target restart rules), instead
   //                         of FLY_APP_NAME and the per-app variables above: remove those from `env` when you

@@ -12,12 +12,43 @@
 // Live pages (`/live/blog/<slug>`) are rendered the way next-sanity's `sanityFetch` renders: a query to Sanity that
 // also returns the response's sync tags, cached under those tags. The receiver's `syncTags` hook (the sync-tag
 // Function's push) drops the live pages cached under any tag it names; nothing else does.
-import {createReceiver} from '../receiver/index.ts'
+//
+// The store (`store`): `memory` (the default: a restart reads everything again) or `sqlite` (a file that survives
+// restarts, as on a Fly Volume: a restart catches up from its mark). With `litefs` the file is on a LiteFS mount
+// (local/litefs.mjs): only the primary applies; a replica's content replicates from it and its receiver purges
+// the pages once the change is there (its `invalidate` hook runs, not `apply`).
+import {createReceiver, sqliteStore} from '../receiver/index.ts'
 
 export const SYNC_PATH = '/internal/content-sync'
 
 // Pushed documents carry the projected slug (a string); documents read from Sanity carry {current}.
 const slugOf = (doc) => (typeof doc?.slug === 'object' && doc.slug !== null ? doc.slug.current : doc?.slug)
+
+/** Documents kept in memory. */
+function memoryContent() {
+  const docs = new Map()
+  return {
+    get: (id) => docs.get(id),
+    has: (id) => docs.has(id),
+    put: (id, doc) => void docs.set(id, doc),
+    delete: (id) => void docs.delete(id),
+    values: () => docs.values(),
+  }
+}
+
+/** Documents in the receiver's SQLite database, written in each change's transaction. */
+function sqliteContent(db, writable) {
+  if (writable) db.exec('CREATE TABLE IF NOT EXISTS content (id TEXT PRIMARY KEY, type TEXT NOT NULL, doc TEXT NOT NULL)')
+  const exists = () => db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'content'").get() !== undefined
+  const parse = (row) => (row ? JSON.parse(row.doc) : undefined)
+  return {
+    get: (id) => (exists() ? parse(db.prepare('SELECT doc FROM content WHERE id = ?').get(id)) : undefined),
+    has: (id) => exists() && db.prepare('SELECT 1 FROM content WHERE id = ?').get(id) !== undefined,
+    put: (id, doc) => void db.prepare('INSERT OR REPLACE INTO content (id, type, doc) VALUES (?, ?, ?)').run(id, doc._type, JSON.stringify(doc)),
+    delete: (id) => void db.prepare('DELETE FROM content WHERE id = ?').run(id),
+    values: () => (exists() ? db.prepare('SELECT doc FROM content').all().map(parse) : []),
+  }
+}
 
 /**
  * What the page of `doc` shows, the referenced documents looked up with `lookup(id)`: an article shows its
@@ -55,14 +86,16 @@ const pageTags = (doc) => new Set([doc._id, ...(Array.isArray(doc.cacheTags) ? d
  * @param {{secret: string, client: {fetch(q: string, p: object, o?: object): Promise<any>}, types: string[],
  *          intervalSeconds: number, onApplied?: (machine, change, via: 'push' | 'catch-up') => void,
  *          onInvalidated?: (machine, paths: string[], via: 'push' | 'catch-up' | 'tags') => void,
- *          onTagsAnswered?: (machine, answer: {at: number, status: number}) => void}} options
+ *          onTagsAnswered?: (machine, answer: {at: number, status: number}) => void,
+ *          store?: 'memory' | 'sqlite', storePath?: string, litefs?: {dir: string, primary: boolean}}} options
  *   `onApplied` is called when content is live on this Machine (settings go live at boot); `onInvalidated` when a
  *   hook dropped cached pages (the paths it dropped); `onTagsAnswered` when this Machine answered a sync-tag push
  *   (`at`: performance.now()).
  */
-export function createApp(machine, {secret, client, types, intervalSeconds, onApplied, onInvalidated, onTagsAnswered}) {
+export function createApp(machine, {secret, client, types, intervalSeconds, onApplied, onInvalidated, onTagsAnswered, store: kind = 'memory', storePath, litefs}) {
+  const store = kind === 'sqlite' ? sqliteStore(storePath) : undefined
   /** id → document, as this Machine holds it */
-  const docs = new Map()
+  const content = store ? sqliteContent(store.db, !litefs || litefs.primary) : memoryContent()
   /** path → {page, tags}: rendered pages, served until invalidated */
   const pages = new Map()
   /** path → {page, tags}: live pages (rendered from a query), cached under the query's sync tags */
@@ -73,20 +106,19 @@ export function createApp(machine, {secret, client, types, intervalSeconds, onAp
   const receive = createReceiver({
     secret,
     machineId: machine.id,
+    ...(store ? {store} : {}),
+    ...(litefs ? {litefs: {dir: litefs.dir}} : {}),
     apply(change) {
+      if (change.op === 'delete') content.delete(change.id)
+      else content.put(change.id, change.document)
+      // Settings are read at boot: stored now, live after a restart — ask the Function for one.
+      if (change.type === 'siteSettings' && !booting && change.target !== 'catch-up') return {restart: true}
+    },
+    // Runs after `apply` (and alone on a LiteFS replica, once the change has replicated): the change is live here.
+    invalidate(routes, tags, change) {
       // Catch-up payloads say so (docs/protocol.md); everything else was pushed by the Function.
       const via = change.target === 'catch-up' ? 'catch-up' : 'push'
-      if (change.op === 'delete') docs.delete(change.id)
-      else docs.set(change.id, change.document)
-      // Settings are read at boot: stored now, live after a restart — ask the Function for one.
-      if (change.type === 'siteSettings') {
-        if (booting) settings = change.document
-        else if (via === 'push') return {restart: true}
-        else return
-      }
-      onApplied?.(machine, change, via)
-    },
-    invalidate(routes, tags, change) {
+      if (change.type !== 'siteSettings' || booting) onApplied?.(machine, change, via)
       const dropped = new Set()
       for (const path of routes) if (pages.delete(path)) dropped.add(path)
       for (const [path, cached] of pages) {
@@ -95,7 +127,7 @@ export function createApp(machine, {secret, client, types, intervalSeconds, onAp
           dropped.add(path)
         }
       }
-      if (dropped.size) onInvalidated?.(machine, [...dropped], change.target === 'catch-up' ? 'catch-up' : 'push')
+      if (dropped.size) onInvalidated?.(machine, [...dropped], via)
     },
     syncTags(tags) {
       const dropped = []
@@ -112,7 +144,7 @@ export function createApp(machine, {secret, client, types, intervalSeconds, onAp
   })
 
   function find(type, slug) {
-    for (const doc of docs.values()) if (doc._type === type && slugOf(doc) === slug) return doc
+    for (const doc of content.values()) if (doc._type === type && (slug === undefined || slugOf(doc) === slug)) return doc
     return undefined
   }
 
@@ -129,7 +161,7 @@ export function createApp(machine, {secret, client, types, intervalSeconds, onAp
     if (cached) return structuredClone(cached.page)
     const doc = documentAt(path)
     if (!doc) return null
-    const page = renderPage(doc, (id) => docs.get(id))
+    const page = renderPage(doc, (id) => content.get(id))
     pages.set(path, {page, tags: pageTags(doc)})
     return structuredClone(page)
   }
@@ -150,18 +182,27 @@ export function createApp(machine, {secret, client, types, intervalSeconds, onAp
 
   return {
     machine,
-    docs,
+    /** What this Machine holds: `has(id)`, `get(id)`, `values()` (the documents). */
+    docs: {has: (id) => content.has(id), get: (id) => content.get(id), values: () => content.values()},
     pages,
     livePages,
     read,
     readLive,
-    /** Boot: the receiver's first catch-up loads everything, as a real app loads from Sanity at start. */
+    /**
+     * Boot: the receiver's first run loads what changed since the stored mark (everything with the memory store, as
+     * a real app loads from Sanity at start), then the settings are read. Returns that run.
+     */
     async boot() {
       const first = await receive.ready
       if (first?.error) throw new Error(`boot: catch-up failed: ${first.error}`)
       booting = false
+      settings = find('siteSettings') ?? null
+      return first
     },
-    close: () => receive.close(),
+    close: () => {
+      receive.close()
+      store?.close()
+    },
     /** Reconcile with Sanity now, off the interval (joins a run under way). */
     reconcile: () => receive.catchUp(),
     /** @param {Request} request */

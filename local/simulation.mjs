@@ -12,6 +12,11 @@
 import {createClient} from '@sanity/client'
 import {isDeepStrictEqual} from 'node:util'
 import {startFleet, DEFAULT_TOKEN} from './fly/index.mjs'
+import {startMachinesApi} from './fly/machines-api.mjs'
+import {startLiteFs} from './litefs.mjs'
+import {mkdtempSync, rmSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
 import {DocumentStore} from './content-lake/store.mjs'
 import {startContentLake} from './content-lake/server.mjs'
 import {eventsFor} from './sanity-events.mjs'
@@ -38,7 +43,7 @@ export function routeOf(doc) {
   return doc._type === 'article' ? `/blog/${encodeURIComponent(slug)}` : `/${encodeURIComponent(slug)}`
 }
 
-function functionEnv({api, fleet, lake, markets, budgetMs, restartTimeoutMs, types, dependents}) {
+function functionEnv({api, fleet, lake, markets, budgetMs, restartTimeoutMs, types, dependents, litefs}) {
   const config = {
     version: 1,
     targets: [
@@ -49,7 +54,10 @@ function functionEnv({api, fleet, lake, markets, budgetMs, restartTimeoutMs, typ
         appUrl: fleet.url,
         types,
         routes: {article: ['/blog/{slug}'], page: ['/{slug}'], siteSettings: ['/settings']},
-        regions: {field: 'market', map: Object.fromEntries(Object.entries(markets).map(([m, r]) => [m, [r]])), unmapped: 'all'},
+        // With LiteFS every Machine's replica holds every document: no region rule, the litefs fan-out.
+        ...(litefs
+          ? {fanOut: 'litefs'}
+          : {regions: {field: 'market', map: Object.fromEntries(Object.entries(markets).map(([m, r]) => [m, [r]])), unmapped: 'all'}}),
         restart: {types: ['siteSettings'], onRequest: true},
         maxUnavailable: 2,
         restartTimeoutMs,
@@ -176,9 +184,15 @@ function sanityLinks(lake) {
 
 /**
  * @param {{scenario: object, machines?: number, regions?: string[], faults?: string, budgetMs?: number,
- *          restartTimeoutMs?: number, latencyMs?: Record<string, number>, onStep?: (step) => void}} options
+ *          restartTimeoutMs?: number, latencyMs?: Record<string, number>, onStep?: (step) => void,
+ *          store?: 'memory' | 'sqlite', litefs?: boolean, replicationDelayMs?: number}} options
+ *   `store`: where each Machine's receiver keeps its state (sqlite: a file per Machine that survives its restarts,
+ *   as on a Fly Volume); `litefs`: the files on a LiteFS stand-in (local/litefs.mjs), the primary the first Machine
+ *   of the first region, and the Function's `litefs` fan-out.
  */
-export async function runSimulation({scenario, machines = 24, regions = ['ord', 'fra', 'nrt'], faults = 'none', budgetMs = 60_000, restartTimeoutMs = 15_000, latencyMs, onStep}) {
+export async function runSimulation({scenario, machines = 24, regions = ['ord', 'fra', 'nrt'], faults = 'none', budgetMs = 60_000, restartTimeoutMs = 15_000, latencyMs, onStep, store: stateStore = 'memory', litefs = false, replicationDelayMs = 150}) {
+  const durable = stateStore === 'sqlite' || litefs
+  const root = durable ? mkdtempSync(join(tmpdir(), 'fly-sync-sim-')) : null
   // The Content Lake's clock is the wall clock (Sanity's and Fly's agree): a Machine that booted before a change
   // owes its restart, one that booted after runs it. Each step moves it on by at least a second, so revisions
   // of different steps never share `_updatedAt` (Sanity writes it to the second).
@@ -213,10 +227,24 @@ export async function runSimulation({scenario, machines = 24, regions = ['ord', 
   /** what the lake announced since the last step took it: {id, at, tags} */
   const announced = []
   lake.onSyncTags((event) => announced.push(event))
+  /** every boot: {machine, boot, at, ms, applied, unchanged, since, replicaOf} (the boot's catch-up run) */
+  const boots = []
+  // LiteFS: the Machines are known before the fleet boots them, so that each knows the primary from the start.
+  const ownApi = litefs ? await startMachinesApi({apps: {web: {machines, regions}}}) : null
+  const liteFs = ownApi
+    ? (() => {
+        const all = ownApi.machines('web')
+        // The primary: the last Machine of the first region (by id), so the scenario's faults (`ord#0`, `nrt#0`, …)
+        // meet replicas, which catch up by what the primary recorded.
+        const primary = all.filter((m) => m.region === regions[0]).map((m) => m.id).sort().at(-1)
+        return startLiteFs({root, machines: all.map((m) => m.id), primary, delayMs: replicationDelayMs})
+      })()
+    : null
   const fleet = await startFleet({
     app: 'web',
     machines,
     regions,
+    ...(ownApi ? {api: ownApi} : {}),
     ...(latencyMs ? {latencyMs} : {}),
     handlerFor: (machine) => {
       apps.get(machine.id)?.close()
@@ -230,20 +258,28 @@ export async function runSimulation({scenario, machines = 24, regions = ['ord', 
           for (const path of paths) invalidated.push({machine: m.id, path, at: Date.now(), via})
         },
         onTagsAnswered: (m, answer) => tagAnswers.push({machine: m.id, ...answer}),
+        store: durable ? 'sqlite' : 'memory',
+        storePath: liteFs ? liteFs.dbFor(machine.id) : root && join(root, `${machine.id}.db`),
+        litefs: liteFs ? {dir: liteFs.dirFor(machine.id), primary: liteFs.isPrimary(machine.id)} : undefined,
       })
       apps.set(machine.id, app)
       return (request) => app.handle(request)
     },
     onBoot: async (machine) => {
-      await apps.get(machine.id).boot()
+      const started = Date.now()
+      // LiteFS starts a replica's app once it has synced with the primary.
+      if (liteFs && !liteFs.isPrimary(machine.id)) await liteFs.synced()
+      const run = await apps.get(machine.id).boot()
+      boots.push({machine: machine.id, boot: machine.boot, at: Date.now(), ms: Date.now() - started, applied: run?.applied ?? 0, unchanged: run?.unchanged ?? 0, since: run?.since ?? null, replicaOf: run?.replicaOf ?? null})
       const settings = apps.get(machine.id).read('/settings')
       if (settings) applied.push({machine: machine.id, id: settings._id, rev: settings._rev, op: 'upsert', at: Date.now(), via: 'boot'})
     },
   })
   const api = fleet.api
-  const markets = Object.fromEntries(Object.entries(scenario.markets ?? {}).filter(([, r]) => regions.includes(r)))
+  // Under LiteFS every Machine holds every document: no market is one region's.
+  const markets = litefs ? {} : Object.fromEntries(Object.entries(scenario.markets ?? {}).filter(([, r]) => regions.includes(r)))
   const savedEnv = {...process.env}
-  Object.assign(process.env, functionEnv({api, fleet, lake, markets, budgetMs, restartTimeoutMs, types, dependents: scenario.dependents}))
+  Object.assign(process.env, functionEnv({api, fleet, lake, markets, budgetMs, restartTimeoutMs, types, dependents: scenario.dependents, litefs}))
   const faultPlan = applyFaults(faults, {api, fleet})
   const ctx = {store, editor, api, fleet, apps, applied, invalidated, tagAnswers, announced, markets, links, committed, catchUpSeconds, clientOptions, probePath: scenario.probePath, livePages: scenario.livePages ?? [], pending: []}
   const startedAt = Date.now()
@@ -252,7 +288,9 @@ export async function runSimulation({scenario, machines = 24, regions = ['ord', 
     for (const [index, step] of scenario.steps.entries()) {
       tick()
       faultPlan.beforeStep?.(index, step)
+      const firstBoot = boots.length
       const result = await runStep({...ctx, index, step, advance: tick})
+      result.restartCatchUp = catchUpSummary(boots.slice(firstBoot).filter((b) => b.boot > 1))
       faultPlan.afterStep?.(index, step)
       steps.push(result)
       onStep?.(result)
@@ -279,11 +317,34 @@ export async function runSimulation({scenario, machines = 24, regions = ['ord', 
     dependentPages: steps.reduce((n, s) => n + s.dependents.freshByPush, 0),
     sanityRequests: lake.log.length,
     machineRegions: Object.fromEntries(api.machines(fleet.app).map((m) => [m.id, m.region])),
+    store: durable ? 'sqlite' : 'memory',
+    litefs: liteFs ? {primary: liteFs.primary, replicationDelayMs, copies: liteFs.stats.copies} : null,
+    // The boot runs of restarted Machines: how long they took and how much they read, with this store.
+    restartCatchUp: catchUpSummary(boots.filter((b) => b.boot > 1)),
   }
   for (const app of apps.values()) app.close()
   await fleet.close()
+  if (ownApi) await ownApi.close()
+  liteFs?.close()
   await lake.close()
+  if (root) rmSync(root, {recursive: true, force: true})
   return result
+}
+
+/** Restarted Machines' boot runs: how many, how long (p50, max), how much each read, and from where. */
+function catchUpSummary(list) {
+  if (list.length === 0) return null
+  const ms = list.map((b) => b.ms).sort((a, b) => a - b)
+  const read = list.map((b) => b.applied + b.unchanged).sort((a, b) => a - b)
+  return {
+    boots: list.length,
+    p50Ms: ms[Math.floor((ms.length - 1) / 2)],
+    maxMs: ms.at(-1),
+    readP50: read[Math.floor((read.length - 1) / 2)],
+    appliedP50: list.map((b) => b.applied).sort((a, b) => a - b)[Math.floor((list.length - 1) / 2)],
+    fromMark: list.filter((b) => b.since !== null).length,
+    replicas: list.filter((b) => b.replicaOf !== null).length,
+  }
 }
 
 /** `nrt#0` → the first started Machine in nrt (by id); `#2` → the third of all. */

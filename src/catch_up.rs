@@ -3,20 +3,25 @@
 //! receiver asks Sanity for what changed since its high-water mark and which documents still exist, and applies
 //! the answer through the same ordered, idempotent path as pushes.
 //!
-//! Sans-IO like the rest: this module writes the GROQ queries and reads their results (as JSON text, bounded in
-//! depth like every input); the receiver's handler runs them and the app's hooks. A page is read first
-//! (`page`: the ids it holds, its documents staged), then applied as one unit (`begin_staged`) while the
-//! handler holds every one of those ids, so no push of the same documents interleaves with it.
+//! Sans-IO like the rest: this module writes the GROQ queries, reads their results (as JSON text, bounded in
+//! depth like every input) and decides everything about a run — what a failed query means and whether to ask
+//! again, what counts as a failure, when the high-water mark moves; the receiver's I/O layer
+//! (src/wasm_receiver.rs) only runs the queries, holds documents and runs the app's hooks. A run is a loop of
+//! `next` → do what it says → feed the outcome back (`answered`, `unit_next` / `unit_done`, `unit_blocked`) until
+//! `next` says `Done`. A page is read first (its documents staged), then applied as one unit while the driver
+//! holds every one of its ids, so no push of the same documents interleaves with it.
 
 use crate::change::{Op, Operation};
 use crate::error::SyncError;
 use crate::limits;
 use crate::protocol::{self, Routes, SyncPayload, PROTOCOL};
-use crate::receiver::{Incoming, Receiver, Step};
+use crate::http::Response;
+use crate::receiver::{Incoming, Mark, Receiver, Reply, Step};
+use crate::retry::{self, Verdict};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Published documents only: drafts and release versions never reach a live Machine.
@@ -41,11 +46,17 @@ pub struct CatchUpOptions {
     pub query_timeout_ms: u64,
 }
 
+const OPTION_KEYS: [&str; 6] = ["types", "lagSeconds", "pageSize", "maxPages", "projection", "queryTimeoutMs"];
+
 impl CatchUpOptions {
     /// From `{types, lagSeconds?, pageSize?, maxPages?, projection?, queryTimeoutMs?}`.
     pub fn from_json(value: &Value) -> Result<CatchUpOptions, SyncError> {
         let obj = crate::json_read::Obj::root(value, "catchUp", "catchUp")?;
-        obj.deny_unknown(&["types", "lagSeconds", "pageSize", "maxPages", "projection", "queryTimeoutMs"])?;
+        obj.deny_unknown(&OPTION_KEYS)?;
+        CatchUpOptions::read(&obj)
+    }
+
+    fn read(obj: &crate::json_read::Obj) -> Result<CatchUpOptions, SyncError> {
         let types = obj.str_list_opt("types")?.filter(|t| !t.is_empty());
         let types = types.ok_or_else(|| SyncError::expected(obj.field("types"), "the document types this app holds", "nothing"))?;
         let projection = obj.str_opt("projection")?.map(str::trim).map(String::from);
@@ -62,6 +73,68 @@ impl CatchUpOptions {
             projection,
             query_timeout_ms: obj.u64_opt("queryTimeoutMs", 10, 600_000)?.unwrap_or(DEFAULT_QUERY_TIMEOUT_MS),
         })
+    }
+}
+
+/// Default API version of the built-in query client.
+pub const DEFAULT_API_VERSION: &str = "2025-05-01";
+
+/// Where a run's queries go: the app's own client (a `@sanity/client`), or Sanity's HTTP query API.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QuerySource {
+    Client,
+    Http {
+        /// `https://<projectId>.api.sanity.io/v<apiVersion>/data/query/<dataset>?perspective=published`
+        url: String,
+        /// A read token, for a private dataset (sent as a bearer token, shown nowhere).
+        token: Option<String>,
+    },
+}
+
+/// Everything the receiver's `catchUp` option says: the run's options, where its queries go, how often.
+#[derive(Debug, Clone)]
+pub struct CatchUpSettings {
+    pub options: CatchUpOptions,
+    pub source: QuerySource,
+    pub interval_ms: u64,
+}
+
+impl CatchUpSettings {
+    /// From the receiver's `catchUp` option as the adapter passes it: the run's options, `intervalSeconds`, and
+    /// `client: true` (the app passed its own client) or the settings of the built-in one (`projectId`,
+    /// `dataset`, `apiVersion`, `token`, `apiHost`).
+    pub fn from_json(value: &Value) -> Result<CatchUpSettings, SyncError> {
+        let obj = crate::json_read::Obj::root(value, "catchUp", "catchUp")?;
+        let mut keys = OPTION_KEYS.to_vec();
+        keys.extend(["intervalSeconds", "client", "projectId", "dataset", "apiVersion", "token", "apiHost"]);
+        obj.deny_unknown(&keys)?;
+        let options = CatchUpOptions::read(&obj)?;
+        let interval_ms = obj.u64_opt("intervalSeconds", 1, 86_400)?.unwrap_or(300) * 1000;
+        let source = if obj.bool_opt("client")?.unwrap_or(false) {
+            QuerySource::Client
+        } else {
+            let (Some(project), Some(dataset)) = (obj.str_opt("projectId")?, obj.str_opt("dataset")?) else {
+                return Err(SyncError::expected(obj.field("client"), "a Sanity client, or `projectId` and `dataset`", "neither"));
+            };
+            let name = |field: &str, value: &str, extra: &[u8]| {
+                let ok = !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b));
+                if ok { Ok(()) } else { Err(SyncError::expected(obj.field(field), format!("a Sanity {field} (lowercase letters, digits{})", if extra.is_empty() { "" } else { ", `_` and `-`" }), "another value")) }
+            };
+            name("projectId", project, b"")?;
+            name("dataset", dataset, b"_-")?;
+            let version = obj.str_opt("apiVersion")?.unwrap_or(DEFAULT_API_VERSION);
+            let dated = version.len() == 10 && version.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+            if !(dated || version == "1" || version == "X") {
+                return Err(SyncError::expected(obj.field("apiVersion"), "an API version such as `2025-05-01`", "another value"));
+            }
+            let host = match obj.str_opt("apiHost")? {
+                Some(host) => crate::config::base_url(&obj.field("apiHost"), host)?,
+                None => format!("https://{project}.api.sanity.io"),
+            };
+            let token = obj.str_opt("token")?.map(String::from);
+            QuerySource::Http { url: format!("{host}/v{version}/data/query/{dataset}?perspective=published"), token }
+        };
+        Ok(CatchUpSettings { options, source, interval_ms })
     }
 }
 
@@ -103,6 +176,8 @@ pub struct CatchUp {
     /// Newest `_updatedAt` of a completed run.
     mark: Option<u64>,
     run: Option<Run>,
+    /// The run under way, as `next` drives it.
+    driven: Option<Driven>,
 }
 
 struct Run {
@@ -128,7 +203,25 @@ fn no_run() -> SyncError {
 
 impl CatchUp {
     pub fn new(options: CatchUpOptions) -> Self {
-        CatchUp { options, mark: None, run: None }
+        CatchUp { options, mark: None, run: None, driven: None }
+    }
+
+    /// Start from a mark recorded before (a durable store, after a restart): the next run reads only what
+    /// changed since it, less the lag. A mark further ahead than this clock allows is ignored.
+    pub fn restore_mark(&mut self, mark_ms: u64, now_ms: u64) {
+        if mark_ms <= now_ms.saturating_add(limits::MAX_FUTURE_SKEW_MS) {
+            self.mark = Some(mark_ms);
+        }
+    }
+
+    /// The high-water mark in ms, for the store.
+    pub fn mark_ms(&self) -> Option<u64> {
+        self.mark
+    }
+
+    /// The lag a run re-reads behind the mark.
+    pub fn lag_ms(&self) -> u64 {
+        self.options.lag_ms
     }
 
     /// The high-water mark: the newest `_updatedAt` every change up to which has been applied.
@@ -269,6 +362,373 @@ impl CatchUp {
             }
         }
     }
+}
+
+/// Attempts per query, the first included: a query that timed out, met a network error or a 408/429/5xx is asked
+/// again inside the run after a backoff (at least the answer's `Retry-After`); anything else fails the run, which
+/// the next interval starts over.
+pub const QUERY_ATTEMPTS: u32 = 3;
+
+/// What a run did, as the app's `onRun` gets it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+#[serde(rename_all = "camelCase")]
+pub struct RunResult {
+    pub applied: u32,
+    pub deleted: u32,
+    /// Read again and already held (the same revision, or an older one).
+    pub unchanged: u32,
+    pub failed: Vec<FailedChange>,
+    /// Documents of a page that could not be applied, each with why.
+    pub skipped: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub refused_deletions: Option<String>,
+    pub queries: u32,
+    /// What the run read from: changes since this time (the mark less the lag), or `null` for everything (no
+    /// mark: a first boot, or a restart with the memory store).
+    pub since: Option<String>,
+    /// The high-water mark after the run.
+    pub mark: Option<String>,
+    /// Why the run could not finish (it is tried again at the next interval).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub error: Option<String>,
+    /// Under LiteFS, on a replica: the primary's name. A replica reads nothing from Sanity (the primary catches
+    /// up, and its changes replicate here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub replica_of: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+pub struct FailedChange {
+    pub id: String,
+    pub error: String,
+}
+
+/// What the driver does next in a run (`CatchUp::next`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunStep {
+    /// Run this query against the dataset's published perspective; feed the outcome to `answered`.
+    Query(Query),
+    /// Nothing to do before this instant (a query's backoff); then `next` again.
+    Wait { until_ms: u64 },
+    /// Hold these documents, waiting at most `wait_ms` for changes of them already under way; then `unit_next`
+    /// until it says the unit is over, or `unit_blocked` when they could not be held in time.
+    Apply { ids: Vec<String>, wait_ms: u64 },
+    Done(RunResult),
+}
+
+/// How a query went, as the driver saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryOutcome {
+    /// The answer's text: the query's result, or the whole HTTP answer when `enveloped`.
+    Answer { text: String, enveloped: bool },
+    /// No usable answer: a status other than 2xx (with a little of its body), a timeout or a network error.
+    Failed(Response),
+    /// The answer ran over the query's `maxBytes`; the driver stopped reading it.
+    TooLarge,
+    /// The app's own client could not run the query (`status`: the HTTP status it reports, if any).
+    Client { message: String, status: Option<u16> },
+    /// An answer that cannot be read at all (its result could not be passed on as JSON, or is not UTF-8): asking
+    /// again gives the same.
+    Unreadable(String),
+}
+
+/// How the app's hooks went for one change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HookOutcome {
+    Done { restart: bool },
+    Failed(String),
+    /// A hook did not settle within its time (`message` says which).
+    TimedOut(String),
+}
+
+impl HookOutcome {
+    /// What `Receiver::finish` takes: success (with the restart asked for) or why not.
+    pub fn into_result(self) -> Result<bool, String> {
+        match self {
+            HookOutcome::Done { restart } => Ok(restart),
+            HookOutcome::Failed(message) | HookOutcome::TimedOut(message) => Err(message),
+        }
+    }
+}
+
+/// What follows a unit.
+enum Then {
+    Query(Query),
+    Ids,
+    Finish,
+}
+
+enum Stage {
+    Query { query: Query, ids: bool, attempts: u32, not_before: u64 },
+    Unit { ids: Vec<String>, then: Then, begun: Option<Begun> },
+    Over,
+}
+
+/// A unit whose changes were decided: what is left to hand out, and who holds which ticket.
+struct Begun {
+    queue: VecDeque<(String, Step)>,
+    /// Each ticket's document, and whether it is a delete.
+    tickets: HashMap<u32, (String, bool)>,
+    stopped: Option<String>,
+}
+
+struct Driven {
+    stage: Stage,
+    result: RunResult,
+    rng: fastrand::Rng,
+    wait_ms: u64,
+}
+
+fn tried_again(error: &SyncError, attempts: u32) -> String {
+    if attempts > 1 { format!("{} (asked {attempts} times)", error.message) } else { error.message.clone() }
+}
+
+impl CatchUp {
+    /// Whether a run is under way.
+    pub fn running(&self) -> bool {
+        self.driven.is_some()
+    }
+
+    /// Begin a run at `now_ms` (nothing when one is under way: the caller joins it). `hold_wait_ms`: how long a
+    /// unit waits for changes of its documents already under way (the hooks' timeout).
+    pub fn begin(&mut self, now_ms: u64, hold_wait_ms: u64) {
+        if self.driven.is_some() {
+            return;
+        }
+        let query = self.start();
+        let since = self.run.as_ref().and_then(|r| r.since.clone());
+        self.driven = Some(Driven {
+            stage: Stage::Query { query, ids: false, attempts: 0, not_before: now_ms },
+            result: RunResult { since, ..RunResult::default() },
+            rng: fastrand::Rng::with_seed(now_ms),
+            wait_ms: hold_wait_ms,
+        });
+    }
+
+    /// Begin a LiteFS replica's run: no query; what the primary recorded (`marks`, read from the replicated store)
+    /// that this Machine has not purged its caches for yet is staged as one unit (the driver runs `invalidate`
+    /// only, since the content is replicated already). `primary` names the primary in the result.
+    pub fn begin_replica(&mut self, receiver: &Receiver, marks: Vec<(String, Mark)>, primary: String, now_ms: u64, hold_wait_ms: u64) {
+        if self.driven.is_some() {
+            return;
+        }
+        let mut staged = Vec::new();
+        let mut skipped = Vec::new();
+        for (id, mark) in marks.into_iter().filter(|(id, mark)| !receiver.covers(id, mark)) {
+            let op = if mark.deleted { Op::Delete } else { Op::Upsert };
+            let mut payload = pulled(op, &id, &mark.doc_type, &mark.rev, &mark.updated_at);
+            payload.idempotency_key = format!("replica:{}:{id}:{}", if mark.deleted { "delete" } else { "upsert" }, mark.rev);
+            payload.routes = Routes { invalidate: mark.routes.clone(), current: if mark.deleted { vec![] } else { mark.routes.clone() }, previous: vec![] };
+            if !mark.deleted {
+                // The document itself is in the replicated database; the change names it.
+                let named = json!({"_id": id, "_type": mark.doc_type, "_rev": mark.rev, "_updatedAt": mark.updated_at}).to_string();
+                payload.document = RawValue::from_string(named).ok();
+            }
+            match receiver.verify_replicated(payload, now_ms) {
+                Ok(incoming) => staged.push(incoming),
+                Err(e) => skipped.push(format!("{id}: {}", e.message)),
+            }
+        }
+        let ids = staged.iter().map(|i| i.id().to_string()).collect();
+        self.run = Some(Run { cursor: None, since: None, pages: 0, newest: None, complete: false, staged, ids_asked_ms: None });
+        self.driven = Some(Driven {
+            stage: Stage::Unit { ids, then: Then::Finish, begun: None },
+            result: RunResult { replica_of: Some(primary), skipped, ..RunResult::default() },
+            rng: fastrand::Rng::with_seed(now_ms),
+            wait_ms: hold_wait_ms,
+        });
+    }
+
+    /// What to do next in the run under way (`Done` ends it and moves the mark, or not).
+    pub fn next(&mut self, now_ms: u64) -> RunStep {
+        let Some(driven) = self.driven.as_mut() else {
+            return RunStep::Done(RunResult { error: Some(no_run().message), mark: self.mark(), ..RunResult::default() });
+        };
+        match &driven.stage {
+            Stage::Query { not_before, .. } if *not_before > now_ms => RunStep::Wait { until_ms: *not_before },
+            Stage::Query { query, .. } => RunStep::Query(query.clone()),
+            Stage::Unit { ids, .. } => RunStep::Apply { ids: ids.clone(), wait_ms: driven.wait_ms },
+            Stage::Over => {
+                let mut result = self.driven.take().map(|d| d.result).unwrap_or_default();
+                self.finish(result.error.is_none() && result.failed.is_empty());
+                result.mark = self.mark();
+                RunStep::Done(result)
+            }
+        }
+    }
+
+    /// The outcome of the query `next` handed out. A readable answer stages its documents (or tombstones); a
+    /// transient failure is asked again after a backoff, up to `QUERY_ATTEMPTS`; anything else ends the run.
+    pub fn answered(&mut self, receiver: &Receiver, outcome: QueryOutcome, now_ms: u64) {
+        let Some(Driven { stage: Stage::Query { query, ids, attempts, .. }, .. }) = self.driven.as_mut() else { return };
+        let (query, ids, attempts) = (query.clone(), *ids, *attempts + 1);
+        let driven = self.driven.as_mut().expect("checked above");
+        driven.result.queries += 1;
+        let retry = |error: SyncError, min_delay_ms: Option<u64>, driven: &mut Driven| {
+            if attempts < QUERY_ATTEMPTS {
+                let at = now_ms + retry::backoff_ms(attempts, &mut driven.rng, min_delay_ms);
+                driven.stage = Stage::Query { query: query.clone(), ids, attempts, not_before: at };
+            } else {
+                driven.result.error = Some(tried_again(&error, attempts));
+                driven.stage = Stage::Over;
+            }
+        };
+        let what = "the query to Sanity";
+        match outcome {
+            QueryOutcome::Answer { text, enveloped } => self.read_answer(receiver, &text, enveloped, ids, now_ms),
+            QueryOutcome::Failed(Response::Timeout) => {
+                retry(SyncError::retryable(format!("{what} did not answer within {} ms", query.timeout_ms)), None, driven)
+            }
+            QueryOutcome::Failed(response) => match retry::classify(&response, what, now_ms) {
+                Verdict::Retry { error, min_delay_ms, .. } => retry(error, min_delay_ms, driven),
+                Verdict::Fail(error) => {
+                    driven.result.error = Some(error.message);
+                    driven.stage = Stage::Over;
+                }
+                Verdict::Success(_) => {
+                    driven.result.error = Some(format!("{what}: a successful answer was reported as a failure"));
+                    driven.stage = Stage::Over;
+                }
+            },
+            QueryOutcome::TooLarge => {
+                driven.result.error =
+                    Some(format!("the query answer is over {} bytes, the most a page is read at once: lower catchUp.pageSize", query.max_bytes));
+                driven.stage = Stage::Over;
+            }
+            QueryOutcome::Unreadable(why) => {
+                driven.result.error = Some(format!("{what} answered what cannot be read: {why}"));
+                driven.stage = Stage::Over;
+            }
+            QueryOutcome::Client { message, status } => {
+                let error = SyncError::retryable(format!("{what} failed: {}", crate::error::shorten(&message, 300)));
+                match status {
+                    Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => {
+                        driven.result.error = Some(error.message);
+                        driven.stage = Stage::Over;
+                    }
+                    _ => retry(error, None, driven),
+                }
+            }
+        }
+    }
+
+    fn read_answer(&mut self, receiver: &Receiver, text: &str, enveloped: bool, ids: bool, now_ms: u64) {
+        let read = if ids {
+            self.deletions(receiver, text, enveloped, now_ms).map(|d| (d.ids, Then::Finish, Vec::new(), d.refused))
+        } else {
+            self.page(receiver, text, enveloped, now_ms).map(|p| {
+                let then = p.next.map_or(Then::Ids, Then::Query);
+                (p.ids, then, p.skipped, None)
+            })
+        };
+        let driven = self.driven.as_mut().expect("a run is under way");
+        match read {
+            Ok((ids, then, skipped, refused)) => {
+                driven.result.skipped.extend(skipped);
+                if refused.is_some() {
+                    driven.result.refused_deletions = refused;
+                }
+                driven.stage = Stage::Unit { ids, then, begun: None };
+            }
+            Err(e) => {
+                driven.result.error = Some(e.message);
+                driven.stage = Stage::Over;
+            }
+        }
+    }
+
+    /// The unit's documents could not be held in time: the run ends, and the next interval tries again.
+    pub fn unit_blocked(&mut self) {
+        if let Some(run) = self.run.as_mut() {
+            run.staged.clear();
+        }
+        if let Some(driven) = self.driven.as_mut() {
+            driven.result.error = Some(format!(
+                "documents of this page are still being applied by a push (waited {} ms); the run is tried again",
+                driven.wait_ms
+            ));
+            driven.stage = Stage::Over;
+        }
+    }
+
+    /// While the unit's documents are held: the next change whose hooks to run (`(ticket, change)`), or `None`
+    /// when the unit is over (then `next`). Changes already held are counted unchanged; after a hook timed out,
+    /// the rest of the unit is left for the next run (counted failed, the mark stays).
+    pub fn unit_next(&mut self, receiver: &mut Receiver, now_ms: u64) -> Option<(u32, Box<SyncPayload>)> {
+        if matches!(&self.driven, Some(Driven { stage: Stage::Unit { begun: None, .. }, .. })) {
+            let staged = self.run.as_mut().map(|run| std::mem::take(&mut run.staged)).unwrap_or_default();
+            let queue = staged.into_iter().map(|incoming| (incoming.id().to_string(), receiver.begin_change(incoming))).collect();
+            if let Some(Driven { stage: Stage::Unit { begun, .. }, .. }) = self.driven.as_mut() {
+                *begun = Some(Begun { queue, tickets: HashMap::new(), stopped: None });
+            }
+        }
+        let Some(Driven { stage: Stage::Unit { begun: Some(begun), .. }, result, .. }) = self.driven.as_mut() else { return None };
+        while let Some((id, step)) = begun.queue.pop_front() {
+            match step {
+                Step::Respond(reply) if reply.http_status >= 300 => result.failed.push(FailedChange { id, error: reply_error(&reply) }),
+                Step::Respond(_) => result.unchanged += 1,
+                Step::Apply { ticket, change } => match &begun.stopped {
+                    Some(why) => {
+                        receiver.finish(ticket, Err(why.clone()));
+                        result.failed.push(FailedChange { id, error: why.clone() });
+                    }
+                    None => {
+                        begun.tickets.insert(ticket, (id, change.op == Op::Delete));
+                        return Some((ticket, change));
+                    }
+                },
+                // A pulled document is a change to apply, never sync tags nor a refresh (only a push after a pull
+                // is one): refused, not applied.
+                Step::Tags { ticket, .. } | Step::Refresh { ticket, .. } => {
+                    let error = "a pulled document read as sync tags or a refresh".to_string();
+                    receiver.finish(ticket, Err(error.clone()));
+                    result.failed.push(FailedChange { id, error });
+                }
+            }
+        }
+        // The unit is over: what follows it.
+        let Some(Driven { stage, .. }) = self.driven.as_mut() else { return None };
+        let Stage::Unit { then, .. } = std::mem::replace(stage, Stage::Over) else { return None };
+        let next = match then {
+            Then::Query(query) => Stage::Query { query, ids: false, attempts: 0, not_before: now_ms },
+            Then::Ids => Stage::Query { query: self.ids_query(now_ms), ids: true, attempts: 0, not_before: now_ms },
+            Then::Finish => Stage::Over,
+        };
+        if let Some(driven) = self.driven.as_mut() {
+            driven.stage = next;
+        }
+        None
+    }
+
+    /// The hooks of `ticket` (handed out by `unit_next`) are over: the receiver's reply, counted.
+    pub fn unit_done(&mut self, receiver: &mut Receiver, ticket: u32, outcome: HookOutcome) -> Reply {
+        let timed_out = matches!(outcome, HookOutcome::TimedOut(_));
+        let reply = receiver.finish(ticket, outcome.into_result());
+        if let Some(Driven { stage: Stage::Unit { begun: Some(begun), .. }, result, .. }) = self.driven.as_mut() {
+            let (id, delete) = begun.tickets.remove(&ticket).unwrap_or_default();
+            if reply.http_status >= 300 {
+                result.failed.push(FailedChange { id, error: reply_error(&reply) });
+            } else if delete {
+                result.deleted += 1;
+            } else {
+                result.applied += 1;
+            }
+            if timed_out {
+                begun.stopped = Some("not applied: a hook of this run timed out before it".into());
+            }
+        }
+        reply
+    }
+}
+
+/// The error message of a refusing reply (`{"error": …}`).
+fn reply_error(reply: &Reply) -> String {
+    serde_json::from_str::<Value>(&reply.body).ok().and_then(|v| v.get("error").and_then(Value::as_str).map(String::from)).unwrap_or_else(|| reply.body.clone())
 }
 
 /// A query's result as a list of `T`, read from `text` bounded in size and depth; `enveloped`: `text` is the
@@ -415,6 +875,241 @@ mod tests {
     /// Apply every step, as the handler does when the hooks succeed; the number applied.
     fn apply(r: &mut Receiver, steps: &[Step]) -> usize {
         steps.iter().filter(|s| matches!(s, Step::Apply { .. })).map(|s| if let Step::Apply { ticket, .. } = s { r.finish(*ticket, Ok(false)) } else { unreachable!() }).count()
+    }
+
+    /// Drive a whole run as the I/O layer does: queries answered by `answer(query, attempt)`, every unit held at
+    /// once, hooks by `hook`. Returns the result and what happened, in order.
+    fn drive(
+        c: &mut CatchUp,
+        r: &mut Receiver,
+        mut answer: impl FnMut(&Query) -> QueryOutcome,
+        mut hook: impl FnMut(&SyncPayload) -> HookOutcome,
+    ) -> (RunResult, Vec<String>) {
+        let mut now = NOW;
+        let mut log = Vec::new();
+        c.begin(now, 10_000);
+        for _ in 0..1000 {
+            match c.next(now) {
+                RunStep::Query(q) => {
+                    log.push(if q.query.ends_with("._id") { "ids".to_string() } else { format!("page since={}", q.params["since"]) });
+                    let outcome = answer(&q);
+                    c.answered(r, outcome, now);
+                }
+                RunStep::Wait { until_ms } => {
+                    assert!(until_ms > now, "a wait moves time on");
+                    log.push(format!("wait {}", until_ms - now));
+                    now = until_ms;
+                }
+                RunStep::Apply { ids, .. } => {
+                    log.push(format!("hold {ids:?}"));
+                    while let Some((ticket, change)) = c.unit_next(r, now) {
+                        let outcome = hook(&change);
+                        log.push(format!("hooks {} {:?}", change.id, outcome));
+                        c.unit_done(r, ticket, outcome);
+                    }
+                }
+                RunStep::Done(result) => return (result, log),
+            }
+        }
+        panic!("the run did not end: {log:?}")
+    }
+
+    fn list(docs: &[Value]) -> QueryOutcome {
+        QueryOutcome::Answer { text: Value::Array(docs.to_vec()).to_string(), enveloped: false }
+    }
+
+    fn ids(docs: &[Value]) -> QueryOutcome {
+        QueryOutcome::Answer { text: json!(docs.iter().map(|d| d["_id"].clone()).collect::<Vec<_>>()).to_string(), enveloped: false }
+    }
+
+    fn sanity(docs: Vec<Value>) -> impl FnMut(&Query) -> QueryOutcome {
+        move |q| if q.query.ends_with("._id") { ids(&docs) } else { list(&docs) }
+    }
+
+    const OK: fn(&SyncPayload) -> HookOutcome = |_| HookOutcome::Done { restart: false };
+
+    #[test]
+    fn a_driven_run_reads_pages_then_ids_applies_each_unit_and_moves_the_mark() {
+        let (mut r, mut c) = (receiver(), catch_up(2));
+        let docs = vec![doc("a", "r1", "2026-11-27T10:00:00Z"), doc("b", "r1", "2026-11-27T10:01:00Z"), doc("c", "r1", "2026-11-27T10:02:00Z")];
+        let paged = |pages: Vec<Value>| {
+            move |q: &Query| match (q.query.ends_with("._id"), q.params.get("cursorId")) {
+                (true, _) => ids(&pages),
+                (false, None) => list(&pages[..2]),
+                (false, Some(_)) => list(&pages[2..]),
+            }
+        };
+        let (result, log) = drive(&mut c, &mut r, paged(docs.clone()), OK);
+        assert_eq!(log[0], "page since=null", "no mark: everything");
+        assert_eq!(log.iter().filter(|l| l.starts_with("hold")).count(), 3, "two pages and the deletions, each held as a unit: {log:?}");
+        assert_eq!((result.applied, result.deleted, result.unchanged, result.queries), (3, 0, 0, 3));
+        assert_eq!((result.since, result.mark.as_deref(), result.error), (None, Some("2026-11-27T10:02:00Z"), None));
+        // The next run reads from the mark less the lag, and what it reads again is unchanged.
+        let (again, log) = drive(&mut c, &mut r, paged(docs), OK);
+        assert_eq!(log[0], "page since=\"2026-11-27T10:01:00Z\"");
+        assert_eq!((again.applied, again.unchanged, again.since.as_deref()), (0, 3, Some("2026-11-27T10:01:00Z")));
+    }
+
+    #[test]
+    fn transient_query_failures_are_asked_again_after_a_backoff_then_the_run_fails_and_the_mark_stays() {
+        let (mut r, mut c) = (receiver(), catch_up(500));
+        let docs = vec![doc("a", "r1", "2026-11-27T10:00:00Z")];
+        // A timeout, then a 503 asking for 7 s: both asked again; the third attempt answers.
+        let mut n = 0;
+        let docs2 = docs.clone();
+        let (result, log) = drive(&mut c, &mut r, move |q| {
+            n += 1;
+            match n {
+                1 => QueryOutcome::Failed(Response::Timeout),
+                2 => QueryOutcome::Failed(Response::Http { status: 503, headers: vec![("retry-after".into(), "7".into())], body: String::new() }),
+                _ => sanity(docs2.clone())(q),
+            }
+        }, OK);
+        let waits: Vec<u64> = log.iter().filter_map(|l| l.strip_prefix("wait ")?.parse().ok()).collect();
+        assert_eq!(waits.len(), 2, "{log:?}");
+        assert!(waits[1] >= 7_000, "Retry-After is honoured: {waits:?}");
+        assert_eq!((result.applied, result.queries, result.error), (1, 4, None));
+        // Always failing: three attempts, then the run ends with why, and the mark does not move.
+        let (mut r, mut c) = (receiver(), catch_up(500));
+        let (result, log) = drive(&mut c, &mut r, |_| QueryOutcome::Failed(Response::Timeout), OK);
+        assert_eq!(log.iter().filter(|l| l.starts_with("page")).count(), QUERY_ATTEMPTS as usize);
+        assert_eq!(result.error.as_deref(), Some("the query to Sanity did not answer within 30000 ms (asked 3 times)"));
+        assert_eq!((result.mark, result.queries), (None, 3));
+    }
+
+    #[test]
+    fn refused_queries_end_the_run_at_once() {
+        for (outcome, expected) in [
+            (QueryOutcome::Failed(Response::json(401, r#"{"error":"Unauthorized"}"#)), "the query to Sanity: HTTP 401 credentials refused: Unauthorized"),
+            (QueryOutcome::Failed(Response::json(404, "{}")), "the query to Sanity: HTTP 404 not found"),
+            (QueryOutcome::TooLarge, "the query answer is over 268435456 bytes, the most a page is read at once: lower catchUp.pageSize"),
+            (QueryOutcome::Client { message: "dataset not found".into(), status: Some(404) }, "the query to Sanity failed: dataset not found"),
+            (QueryOutcome::Unreadable("nested too deeply to serialise".into()), "the query to Sanity answered what cannot be read: nested too deeply to serialise"),
+        ] {
+            let (mut r, mut c) = (receiver(), catch_up(500));
+            let once = outcome.clone();
+            let (result, log) = drive(&mut c, &mut r, move |_| once.clone(), OK);
+            assert_eq!(log.len(), 1, "asked once: {log:?}");
+            assert_eq!(result.error.as_deref(), Some(expected));
+        }
+        // A client error without a status (a network failure inside the client) is asked again.
+        let (mut r, mut c) = (receiver(), catch_up(500));
+        let (result, _) = drive(&mut c, &mut r, |_| QueryOutcome::Client { message: "socket hang up".into(), status: None }, OK);
+        assert_eq!(result.error.as_deref(), Some("the query to Sanity failed: socket hang up (asked 3 times)"));
+    }
+
+    #[test]
+    fn a_failed_hook_is_counted_failed_and_holds_the_mark_and_a_timed_out_one_stops_the_unit() {
+        let docs = vec![doc("a", "r1", "2026-11-27T10:00:00Z"), doc("b", "r1", "2026-11-27T10:00:00Z"), doc("c", "r1", "2026-11-27T10:00:00Z")];
+        let (mut r, mut c) = (receiver(), catch_up(500));
+        let (result, _) = drive(&mut c, &mut r, sanity(docs.clone()), |ch| {
+            if ch.id == "b" { HookOutcome::Failed("store unavailable".into()) } else { HookOutcome::Done { restart: false } }
+        });
+        assert_eq!(result.applied, 2);
+        assert_eq!(result.failed, [FailedChange { id: "b".into(), error: "the app could not apply b: store unavailable".into() }]);
+        assert_eq!(result.mark, None, "not everything applied: the mark stays");
+        // A hook that timed out: the rest of the unit is not started, and waits for the next run.
+        let (mut r, mut c) = (receiver(), catch_up(500));
+        let (result, log) = drive(&mut c, &mut r, sanity(docs.clone()), |ch| {
+            if ch.id == "a" { HookOutcome::TimedOut("the apply hook did not settle within 10000 ms".into()) } else { HookOutcome::Done { restart: false } }
+        });
+        assert_eq!(log.iter().filter(|l| l.starts_with("hooks")).count(), 1, "b and c were not started: {log:?}");
+        assert_eq!(result.failed.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(result.failed[1].error, "not applied: a hook of this run timed out before it");
+        assert_eq!((result.applied, result.mark.as_deref()), (0, None));
+        let (next, _) = drive(&mut c, &mut r, sanity(docs), OK);
+        assert_eq!((next.applied, next.mark.as_deref()), (3, Some("2026-11-27T10:00:00Z")));
+    }
+
+    #[test]
+    fn a_unit_that_cannot_be_held_ends_the_run_and_stages_nothing() {
+        let (r, mut c) = (receiver(), catch_up(500));
+        c.begin(NOW, 250);
+        let RunStep::Query(q) = c.next(NOW) else { panic!() };
+        c.answered(&r, list(&[doc("a", "r1", "2026-11-27T10:00:00Z")]), NOW);
+        assert!(matches!(c.next(NOW), RunStep::Apply { ref ids, wait_ms: 250 } if ids == &["a"]), "{q:?}");
+        c.unit_blocked();
+        let RunStep::Done(result) = c.next(NOW) else { panic!() };
+        assert_eq!(result.error.as_deref(), Some("documents of this page are still being applied by a push (waited 250 ms); the run is tried again"));
+        assert_eq!(result.mark, None);
+        assert!(r.is_untouched());
+        assert!(!c.running());
+    }
+
+    #[test]
+    fn a_replica_run_stages_what_the_primary_recorded_and_this_machine_has_not_purged_for() {
+        let (mut r, mut c) = (receiver(), catch_up(500));
+        // This Machine purged for a@r1 and o@r1 (pushes reached it).
+        c.start();
+        let (_, steps) = page(&mut c, &mut r, &json!([doc("a", "r1", "2026-11-27T10:00:00Z"), doc("o", "r1", "2026-11-27T10:00:00Z")]));
+        apply(&mut r, &steps);
+        c.finish(true);
+        let mark = |rev: &str, at: &str, deleted: bool| {
+            let ms = limits::rfc3339_ms(at).unwrap();
+            Mark { updated_ms: ms, rev: rev.into(), deleted, doc_type: "page".into(), updated_at: at.into(), routes: vec![format!("/{rev}")], pulled: false }
+        };
+        // The primary recorded a@r2 (a push this replica missed), q deleted, and o@r1 (already purged for).
+        let recorded = vec![
+            ("a".to_string(), mark("r2", "2026-11-27T11:00:00Z", false)),
+            ("q".to_string(), mark("r5", "2026-11-27T11:00:00Z", true)),
+            ("o".to_string(), mark("r1", "2026-11-27T10:00:00Z", false)),
+        ];
+        c.begin_replica(&r, recorded.clone(), "primary-1".into(), NOW, 1_000);
+        let RunStep::Apply { ids, .. } = c.next(NOW) else { panic!("a unit to purge for") };
+        assert_eq!(ids, ["a", "q"], "not o: this Machine purged for it already");
+        let mut seen = Vec::new();
+        while let Some((ticket, change)) = c.unit_next(&mut r, NOW) {
+            seen.push((change.id.clone(), change.op, change.routes.invalidate.clone()));
+            c.unit_done(&mut r, ticket, HookOutcome::Done { restart: false });
+        }
+        assert_eq!(seen, [("a".to_string(), Op::Upsert, vec!["/r2".to_string()]), ("q".to_string(), Op::Delete, vec!["/r5".to_string()])]);
+        let RunStep::Done(result) = c.next(NOW) else { panic!() };
+        assert_eq!((result.applied, result.deleted, result.queries, result.replica_of.as_deref()), (1, 1, 0, Some("primary-1")));
+        assert_eq!(result.mark.as_deref(), Some("2026-11-27T10:00:00Z"), "a replica's run does not move the mark");
+        // Purged for: the next run has nothing to do.
+        c.begin_replica(&r, recorded, "primary-1".into(), NOW, 1_000);
+        assert!(matches!(c.next(NOW), RunStep::Apply { ref ids, .. } if ids.is_empty()));
+    }
+
+    #[test]
+    fn a_restored_mark_starts_the_next_run_from_it_and_a_future_one_is_ignored() {
+        let (mut r, mut c) = (receiver(), catch_up(500));
+        c.restore_mark(limits::rfc3339_ms("2026-11-27T10:00:00Z").unwrap(), NOW);
+        let (result, log) = drive(&mut c, &mut r, sanity(vec![doc("a", "r2", "2026-11-27T11:00:00Z")]), OK);
+        assert_eq!(log[0], "page since=\"2026-11-27T09:59:00Z\"", "the restored mark less the lag");
+        assert_eq!((result.applied, result.mark.as_deref()), (1, Some("2026-11-27T11:00:00Z")));
+        let mut future = catch_up(500);
+        future.restore_mark(NOW + limits::MAX_FUTURE_SKEW_MS + 1, NOW);
+        assert_eq!(future.mark(), None);
+    }
+
+    #[test]
+    fn settings_name_the_query_source_and_refuse_what_is_missing_or_malformed() {
+        let read = |v: Value| CatchUpSettings::from_json(&v);
+        let s = read(json!({"types": ["page"], "client": true, "intervalSeconds": 5})).unwrap();
+        assert_eq!((s.source, s.interval_ms), (QuerySource::Client, 5_000));
+        let s = read(json!({"types": ["page"], "projectId": "abc123", "dataset": "production", "token": "sk-read"})).unwrap();
+        assert_eq!(s.source, QuerySource::Http {
+            url: "https://abc123.api.sanity.io/v2025-05-01/data/query/production?perspective=published".into(),
+            token: Some("sk-read".into()),
+        });
+        assert_eq!(s.interval_ms, 300_000);
+        let s = read(json!({"types": ["page"], "projectId": "p", "dataset": "d", "apiHost": "http://127.0.0.1:9/", "apiVersion": "X"})).unwrap();
+        assert!(matches!(s.source, QuerySource::Http { ref url, token: None } if url == "http://127.0.0.1:9/vX/data/query/d?perspective=published"));
+        for (bad, field) in [
+            (json!({"types": ["page"]}), "catchUp.client"),
+            (json!({"types": ["page"], "projectId": "p"}), "catchUp.client"),
+            (json!({"types": ["page"], "projectId": "P!", "dataset": "d"}), "catchUp.projectId"),
+            (json!({"types": ["page"], "projectId": "p", "dataset": "d/x"}), "catchUp.dataset"),
+            (json!({"types": ["page"], "projectId": "p", "dataset": "d", "apiVersion": "latest"}), "catchUp.apiVersion"),
+            (json!({"types": ["page"], "projectId": "p", "dataset": "d", "apiHost": "ftp://x"}), "catchUp.apiHost"),
+            (json!({"types": [], "client": true}), "catchUp.types"),
+            (json!({"types": ["page"], "client": true, "intervalSeconds": 0}), "catchUp.intervalSeconds"),
+        ] {
+            assert_eq!(read(bad.clone()).unwrap_err().field.as_deref(), Some(field), "{bad}");
+        }
+        let e = read(json!({"types": ["page"], "client": true, "interval": 5})).unwrap_err();
+        assert!(e.message.contains("unknown setting"), "{}", e.message);
     }
 
     #[test]

@@ -94,6 +94,10 @@ pub enum FanOut {
     Every,
     /// POST once through the app URL: for apps whose Machines share one store.
     One,
+    /// LiteFS: POST to every started Machine, as `Every`; the primary applies, each replica answers once the
+    /// change has replicated to it (a 503 with `Retry-After` until then, which is retried without reading the
+    /// Machine first). Every Machine holds every document, so no region rule applies.
+    LiteFs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +146,9 @@ pub struct Target {
     pub restart_timeout_ms: u64,
     /// Which documents that reference a changed one are refreshed with it.
     pub dependents: DependentsRule,
+    /// The Fly process groups to push to (`fly_process_group` in each Machine's metadata); `None`: every group
+    /// that serves the app.
+    pub process_groups: Option<Vec<String>>,
 }
 
 /// Documents that reference a changed one show it too (a post shows its author): they are looked up in Sanity
@@ -248,6 +255,7 @@ const TARGET_VARS: &[(&str, &str, Kind)] = &[
     ("FLY_SYNC_DEPENDENTS_DEPTH", "dependents.depth", Kind::Number),
     ("FLY_SYNC_DEPENDENTS_CAP", "dependents.cap", Kind::Number),
     ("FLY_SYNC_DEPENDENT_TYPES", "dependents.types", Kind::List),
+    ("FLY_PROCESS_GROUPS", "processGroups", Kind::List),
 ];
 
 /// Run-wide variables, read with either form: each sets (and overrides) a top-level key of the JSON form.
@@ -522,7 +530,7 @@ fn app_name(field: &str, name: &str) -> Result<String, SyncError> {
     }
 }
 
-fn base_url(field: &str, url: &str) -> Result<String, SyncError> {
+pub(crate) fn base_url(field: &str, url: &str) -> Result<String, SyncError> {
     // Trimmed first: `http:///` has no host (found by fuzzing: it was accepted as `http:`).
     let url = url.trim_end_matches('/');
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
@@ -575,7 +583,7 @@ fn parse_routes(field: &str, value: &Value) -> Result<BTreeMap<String, Vec<Route
 
 const TARGET_KEYS: &[&str] = &[
     "name", "app", "tokenEnv", "types", "routes", "syncPath", "fanOut", "regions", "restart", "maxUnavailable",
-    "machinesApiUrl", "appUrl", "includeDrafts", "includeVersions", "restartTimeoutMs", "dependents",
+    "machinesApiUrl", "appUrl", "includeDrafts", "includeVersions", "restartTimeoutMs", "dependents", "processGroups",
 ];
 
 /// `dependents`: `false` (none), or `{depth, cap, types}` (each optional: 1, 50, any type).
@@ -595,6 +603,25 @@ fn dependents_rule(obj: &Obj) -> Result<DependentsRule, SyncError> {
         }
         Some(_) => Err(SyncError::expected(obj.field("dependents"), "false, or {\"depth\": 0-3, \"cap\": 1-1000, \"types\": [...]}", "another value")),
     }
+}
+
+/// `processGroups`: a non-empty list of Fly process group names (`app`, `web`, `worker`: what fly.toml's
+/// `[processes]` names, lowercase letters, digits, `-` and `_`).
+fn process_groups(obj: &Obj) -> Result<Option<Vec<String>>, SyncError> {
+    const EXPECTED: &str = "a non-empty list of Fly process group names (as fly.toml's [processes] names them, e.g. [\"app\"])";
+    let Some(value) = obj.get("processGroups") else { return Ok(None) };
+    let field = obj.field("processGroups");
+    let names = str_list(&field, value)?;
+    if names.is_empty() {
+        return Err(SyncError::expected(&field, EXPECTED, "an empty list"));
+    }
+    for (i, name) in names.iter().enumerate() {
+        let ok = !name.is_empty() && name.len() <= 63 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(SyncError::expected(format!("{field}[{i}]"), EXPECTED, "another value"));
+        }
+    }
+    Ok(Some(names))
 }
 
 /// `maxUnavailable`: a count (1 to 1000), or a fraction of each region's Machines as a number between 0 and 1
@@ -677,7 +704,15 @@ fn target_from_json(obj: &Obj, env: &Env) -> Result<Target, SyncError> {
         fan_out: match obj.str_opt("fanOut")? {
             None | Some("every") => FanOut::Every,
             Some("one") => FanOut::One,
-            Some(_) => return Err(SyncError::expected(obj.field("fanOut"), "`every` or `one`", "another value")),
+            Some("litefs") if regions.is_some() => {
+                return Err(SyncError::expected(
+                    obj.field("fanOut"),
+                    "a fan-out that goes with `regions` (`every` or `one`): with `litefs` every Machine's replica holds every document, so the primary must get each change",
+                    "`litefs`",
+                ))
+            }
+            Some("litefs") => FanOut::LiteFs,
+            Some(_) => return Err(SyncError::expected(obj.field("fanOut"), "`every`, `one` or `litefs`", "another value")),
         },
         regions,
         restart,
@@ -692,6 +727,7 @@ fn target_from_json(obj: &Obj, env: &Env) -> Result<Target, SyncError> {
         include_versions: obj.bool_opt("includeVersions")?.unwrap_or(false),
         restart_timeout_ms: obj.u64_opt("restartTimeoutMs", 1_000, 900_000)?.unwrap_or(DEFAULT_RESTART_TIMEOUT_MS),
         dependents: dependents_rule(obj)?,
+        process_groups: process_groups(obj)?,
         app,
     })
 }
@@ -904,7 +940,7 @@ pub(crate) mod tests {
             ("FLY_RESTART_TIMEOUT_MS", "10", "a whole number from 1000 to 900000"),
             ("FLY_SYNC_ROUTES", "page=/{title}", "unknown placeholder"),
             ("FLY_API_URL", "ftp://x", "http:// or https://"),
-            ("FLY_SYNC_FAN_OUT", "all", "`every` or `one`"),
+            ("FLY_SYNC_FAN_OUT", "all", "`every`, `one` or `litefs`"),
             ("FLY_SYNC_BUDGET_MS", "5", "a whole number from 1000"),
             ("FLY_SYNC_DRY_RUN", "perhaps", "true or false"),
         ] {
@@ -966,6 +1002,37 @@ pub(crate) mod tests {
         let c = Config::from_env(&env(&[("FLY_APP_NAME", "web"), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", inner)])).unwrap();
         assert_eq!(c.sync_secret.expose(), inner, "inner spaces are part of the secret");
         assert_eq!(Secret::parse("secret", " x", 1).unwrap_err().field.as_deref(), Some("secret"));
+    }
+
+    #[test]
+    fn fan_out_litefs_is_every_machine_and_refuses_a_region_rule() {
+        let base = [("FLY_APP_NAME", "web"), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET), ("FLY_SYNC_FAN_OUT", "litefs")];
+        assert_eq!(Config::from_env(&env(&base)).unwrap().targets[0].fan_out, FanOut::LiteFs);
+        let json = r#"{"targets":[{"app":"web","fanOut":"litefs","regions":{"field":"market","map":{"jp":"nrt"}}}]}"#;
+        let e = Config::from_env(&env(&[("FLY_SYNC_CONFIG", json), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET)])).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("FLY_SYNC_CONFIG.targets[0].fanOut"));
+        assert!(e.message.contains("the primary must get each change"), "{}", e.message);
+    }
+
+    #[test]
+    fn process_groups_are_a_list_of_group_names() {
+        let base = [("FLY_APP_NAME", "web"), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET)];
+        let read = |groups: Option<&str>| {
+            let mut pairs = base.to_vec();
+            pairs.extend(groups.map(|g| ("FLY_PROCESS_GROUPS", g)));
+            Config::from_env(&env(&pairs)).map(|c| c.targets[0].process_groups.clone())
+        };
+        assert_eq!(read(None).unwrap(), None, "none named: every group that serves the app");
+        assert_eq!(read(Some("web, app")).unwrap(), Some(vec!["web".to_string(), "app".to_string()]));
+        let e = read(Some("Web")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("FLY_PROCESS_GROUPS"));
+        assert!(e.message.contains("a non-empty list of Fly process group names"), "{}", e.message);
+        let json = r#"{"targets":[{"app":"web","processGroups":[]}]}"#;
+        let e = Config::from_env(&env(&[("FLY_SYNC_CONFIG", json), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET)])).unwrap_err();
+        assert_eq!((e.field.as_deref(), e.message.ends_with("got an empty list")), (Some("FLY_SYNC_CONFIG.targets[0].processGroups"), true), "{}", e.message);
+        let json = r#"{"targets":[{"app":"web","processGroups":"worker"}]}"#;
+        let c = Config::from_env(&env(&[("FLY_SYNC_CONFIG", json), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET)])).unwrap();
+        assert_eq!(c.targets[0].process_groups, Some(vec!["worker".to_string()]));
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct Machine {
     /// `ok`, `unknown`, `unreachable`; absent on older API versions (taken as ok).
     pub host_status: Option<String>,
     pub process_group: Option<String>,
+    /// How many services its config declares (`None`: no config in the answer). A Machine with none (a worker)
+    /// cannot be reached through Fly's proxy.
+    pub services: Option<usize>,
     /// Health checks, without the `bg_deployments_compat*` ones flaps injects.
     pub checks: Vec<Check>,
     /// The newest event's timestamp (ms), to tell a fresh start from the one before a restart.
@@ -110,6 +113,7 @@ struct RawMachine {
 #[derive(Deserialize)]
 struct RawConfig {
     metadata: Option<RawMetadata>,
+    services: Option<Vec<serde::de::IgnoredAny>>,
 }
 
 #[derive(Deserialize)]
@@ -137,7 +141,9 @@ impl RawMachine {
         let id = self.id.filter(|s| !s.is_empty()).ok_or_else(|| SyncError::expected(format!("{field}.id"), "a Machine id", "nothing"))?;
         let state = self.state.filter(|s| !s.is_empty()).ok_or_else(|| SyncError::expected(format!("{field}.state"), "a Machine state", "nothing"))?;
         let state = MachineState::parse(&state);
-        let metadata = self.config.or(self.incomplete_config).and_then(|c| c.metadata);
+        let config = self.config.or(self.incomplete_config);
+        let services = config.as_ref().map(|c| c.services.as_ref().map_or(0, Vec::len));
+        let metadata = config.and_then(|c| c.metadata);
         let (process_group, intent) = match metadata {
             Some(m) => (m.fly_process_group, m.intent.filter(|v| !v.is_empty()).map(|v| RestartMark::parse(&v))),
             None => (None, None),
@@ -165,7 +171,7 @@ impl RawMachine {
             }
         }
         let region = self.region.unwrap_or_default();
-        Ok(Machine { id, region, state, host_status: self.host_status, process_group, checks, newest_event_ms, newest_start_ms, newest_event_id, mark: intent })
+        Ok(Machine { id, region, state, host_status: self.host_status, process_group, services, checks, newest_event_ms, newest_start_ms, newest_event_id, mark: intent })
     }
 }
 

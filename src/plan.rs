@@ -49,6 +49,10 @@ pub enum Skip {
     OtherRegion(String),
     Unreachable(String),
     NotAnAppMachine(String),
+    /// In a process group the target does not name (`None`: the Machine names none).
+    OtherProcessGroup(Option<String>),
+    /// In a named group, but with no services: a worker, which Fly's proxy cannot deliver a push to.
+    NoService(String),
 }
 
 impl Skip {
@@ -61,6 +65,8 @@ impl Skip {
             Skip::OtherRegion(_) => "other_region",
             Skip::Unreachable(_) => "host_unreachable",
             Skip::NotAnAppMachine(_) => "not_an_app_machine",
+            Skip::OtherProcessGroup(_) => "other_process_group",
+            Skip::NoService(_) => "no_http_service",
         }
     }
 
@@ -73,14 +79,31 @@ impl Skip {
             Skip::OtherRegion(r) => format!("in region `{r}`, which this document does not target"),
             Skip::Unreachable(h) => format!("its host is `{h}`: the Machines API cannot vouch for it"),
             Skip::NotAnAppMachine(g) => format!("a `{g}` Machine, not one that serves the app"),
+            Skip::OtherProcessGroup(Some(g)) => format!("in process group `{g}`, which this target's processGroups does not name"),
+            Skip::OtherProcessGroup(None) => "its metadata names no process group (fly_process_group), and this target's processGroups names some".into(),
+            Skip::NoService(g) => format!(
+                "in process group `{g}`, which has no services (a worker): Fly's proxy cannot deliver a push to it; give the group an \
+                 http service for the sync path, or let it reconcile with the receiver's catch-up"
+            ),
         }
     }
 }
 
-/// Which Machines get the push: the `started` ones in the targeted regions (`None` = all regions).
-pub fn select(machine: &Machine, regions: Option<&BTreeSet<String>>) -> Result<(), Skip> {
+/// Which Machines get the push: the `started` ones in the targeted regions (`None` = all regions) and, when the
+/// target names process groups, in those groups and with a service to reach them through.
+pub fn select(machine: &Machine, regions: Option<&BTreeSet<String>>, groups: Option<&[String]>) -> Result<(), Skip> {
     if let Some(group) = machine.process_group.as_deref().filter(|g| matches!(*g, "fly_app_release_command" | "fly_app_console")) {
         return Err(Skip::NotAnAppMachine(group.to_string()));
+    }
+    if let Some(groups) = groups {
+        match machine.process_group.as_deref() {
+            Some(g) if groups.iter().any(|n| n == g) => {
+                if machine.services == Some(0) {
+                    return Err(Skip::NoService(g.to_string()));
+                }
+            }
+            other => return Err(Skip::OtherProcessGroup(other.map(String::from))),
+        }
     }
     match &machine.state {
         MachineState::Started => {}
@@ -152,18 +175,47 @@ mod tests {
     #[test]
     fn only_started_reachable_machines_in_region_are_selected() {
         let ord: BTreeSet<String> = ["ord".to_string()].into();
-        assert_eq!(select(&machine("started", "ord"), Some(&ord)), Ok(()));
-        assert_eq!(select(&machine("started", "nrt"), Some(&ord)), Err(Skip::OtherRegion("nrt".into())));
-        assert_eq!(select(&machine("stopped", "ord"), None), Err(Skip::Stopped));
-        assert_eq!(select(&machine("suspended", "ord"), None), Err(Skip::Suspended));
-        assert_eq!(select(&machine("restarting", "ord"), None), Err(Skip::Transient("restarting".into())));
-        assert_eq!(select(&machine("created", "ord"), None), Err(Skip::NotStarted("created".into())));
+        assert_eq!(select(&machine("started", "ord"), Some(&ord), None), Ok(()));
+        assert_eq!(select(&machine("started", "nrt"), Some(&ord), None), Err(Skip::OtherRegion("nrt".into())));
+        assert_eq!(select(&machine("stopped", "ord"), None, None), Err(Skip::Stopped));
+        assert_eq!(select(&machine("suspended", "ord"), None, None), Err(Skip::Suspended));
+        assert_eq!(select(&machine("restarting", "ord"), None, None), Err(Skip::Transient("restarting".into())));
+        assert_eq!(select(&machine("created", "ord"), None, None), Err(Skip::NotStarted("created".into())));
         let mut m = machine("started", "ord");
         m.host_status = Some("unreachable".into());
-        assert_eq!(select(&m, None).unwrap_err().code(), "host_unreachable");
+        assert_eq!(select(&m, None, None).unwrap_err().code(), "host_unreachable");
         m.host_status = None;
         m.process_group = Some("fly_app_release_command".into());
-        assert_eq!(select(&m, None).unwrap_err().code(), "not_an_app_machine");
+        assert_eq!(select(&m, None, None).unwrap_err().code(), "not_an_app_machine");
+    }
+
+    #[test]
+    fn a_target_naming_process_groups_skips_other_groups_and_workers_with_a_reason() {
+        let grouped = |group: Option<&str>, services: Option<usize>| {
+            let mut config = json!({"metadata": {}});
+            if let Some(g) = group {
+                config["metadata"]["fly_process_group"] = json!(g);
+            }
+            if let Some(n) = services {
+                config["services"] = Value::Array(vec![json!({"internal_port": 8080}); n]);
+            }
+            Machine::parse(&json!({"id": "m", "state": "started", "region": "ord", "config": config}), "m").unwrap()
+        };
+        let web = ["web".to_string(), "app".to_string()];
+        assert_eq!(select(&grouped(Some("web"), Some(1)), None, Some(&web)), Ok(()));
+        assert_eq!(select(&grouped(Some("app"), Some(2)), None, Some(&web)), Ok(()));
+        let other = select(&grouped(Some("worker"), Some(1)), None, Some(&web)).unwrap_err();
+        assert_eq!((other.code(), other.reason().as_str()), ("other_process_group", "in process group `worker`, which this target's processGroups does not name"));
+        assert_eq!(select(&grouped(None, Some(1)), None, Some(&web)).unwrap_err().code(), "other_process_group");
+        // A worker the target names: refused with the way out, never pushed to and failed.
+        let workers = ["worker".to_string()];
+        let worker = select(&grouped(Some("worker"), None), None, Some(&workers)).unwrap_err();
+        assert_eq!(worker.code(), "no_http_service");
+        assert!(worker.reason().contains("Fly's proxy cannot deliver a push to it") && worker.reason().contains("catch-up"), "{}", worker.reason());
+        // No groups named: every group serves, as before (a worker in the list is left to the proxy).
+        assert_eq!(select(&grouped(Some("worker"), None), None, None), Ok(()));
+        // A Machine listed without its config is not judged by what the answer left out.
+        assert_eq!(select(&machine("started", "ord"), None, Some(&web)).unwrap_err().code(), "other_process_group");
     }
 
     #[test]

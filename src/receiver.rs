@@ -126,17 +126,42 @@ pub struct HandlerLimits {
 
 /// What the receiver remembers of a document: the newest revision applied, and whether it is deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Mark {
-    updated_ms: u64,
-    rev: String,
-    deleted: bool,
+pub struct Mark {
+    pub(crate) updated_ms: u64,
+    pub(crate) rev: String,
+    pub(crate) deleted: bool,
     /// Kept so a tombstone can be written for a document Sanity no longer has (reconciliation).
-    doc_type: String,
-    updated_at: String,
+    pub(crate) doc_type: String,
+    pub(crate) updated_at: String,
     /// The routes that show the revision held (`routes.current` of the payload applied).
-    routes: Vec<String>,
+    pub(crate) routes: Vec<String>,
     /// Applied from a read of Sanity (catch-up), not from its push: its routes and dependents were not known.
-    pulled: bool,
+    pub(crate) pulled: bool,
+}
+
+impl Mark {
+    /// Whether a change to `new` is no news against this mark: older, or the same revision, or an upsert of the
+    /// same instant as a delete held. (Two revisions of one instant cannot be ordered: the later arrival wins.)
+    pub(crate) fn covers(&self, new: &Mark) -> bool {
+        new.updated_ms < self.updated_ms
+            || (new.updated_ms == self.updated_ms && ((self.deleted && !new.deleted) || (self.deleted == new.deleted && self.rev == new.rev)))
+    }
+}
+
+/// What committing a change records: the document's new mark and the change's idempotency key (for a store).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commit {
+    pub id: String,
+    pub key: String,
+    pub mark: Mark,
+}
+
+/// The receiver's state as a store holds it, to start from after a restart.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub marks: Vec<(String, Mark)>,
+    /// Oldest first.
+    pub keys: Vec<String>,
 }
 
 /// A change whose hooks are running.
@@ -189,6 +214,8 @@ impl Incoming {
 #[derive(Debug, Clone)]
 pub enum Decision {
     Apply(Box<Incoming>),
+    /// The revision is held already (catch-up applied it): purge what its push names, apply nothing again.
+    Refresh(Box<Incoming>),
     /// Hand these sync tags to the app's hook.
     Tags(TagsPayload),
     /// Nothing to do, and success: the Machine already holds this revision or a newer one.
@@ -227,6 +254,9 @@ pub struct Receiver {
 pub enum Step {
     Respond(Reply),
     Apply { ticket: u32, change: Box<SyncPayload> },
+    /// Run only the app's `invalidate` hook on `change` (its revision is held already: catch-up applied it
+    /// before its push came, and only the push knows its routes and dependents), then `finish(ticket, …)`.
+    Refresh { ticket: u32, change: Box<SyncPayload> },
     /// Run the app's sync-tag hook on these, then `finish(ticket, …)`.
     Tags { ticket: u32, sync_tags: Vec<String> },
 }
@@ -396,6 +426,17 @@ impl Receiver {
         }
     }
 
+    /// A change a LiteFS primary recorded, read from the replicated store by a replica: checked like a push
+    /// (its routes are the primary's record of them), unsigned.
+    pub fn verify_replicated(&self, payload: SyncPayload, now_ms: u64) -> Result<Incoming, SyncError> {
+        self.accept(payload, false, now_ms)
+    }
+
+    /// Whether this receiver holds `mark` of `id` already (or something newer).
+    pub fn covers(&self, id: &str, mark: &Mark) -> bool {
+        self.marks.get(id).is_some_and(|held| held.covers(mark))
+    }
+
     /// A pulled document (catch-up): the same checks and ordering, without the signature.
     pub fn begin_pulled(&mut self, payload: SyncPayload, now_ms: u64) -> Step {
         match self.verify_pulled(payload, now_ms) {
@@ -409,11 +450,12 @@ impl Receiver {
             Decision::Reject { http_status, error } => Step::Respond(error_reply(http_status, &error)),
             Decision::Ignore(status) => Step::Respond(Reply { http_status: 200, body: self.ack(status, false) }),
             Decision::Apply(incoming) => {
-                let ticket = self.next_ticket;
-                self.next_ticket = self.next_ticket.wrapping_add(1);
-                let Incoming { payload, mark, .. } = *incoming;
-                self.pending.insert(ticket, Pending { id: payload.id.clone(), key: payload.idempotency_key.clone(), mark: Some(mark) });
-                Step::Apply { ticket, change: Box::new(payload) }
+                let (ticket, change) = self.hand_over(*incoming);
+                Step::Apply { ticket, change }
+            }
+            Decision::Refresh(incoming) => {
+                let (ticket, change) = self.hand_over(*incoming);
+                Step::Refresh { ticket, change }
             }
             Decision::Tags(tags) => {
                 let ticket = self.next_ticket;
@@ -422,6 +464,15 @@ impl Receiver {
                 Step::Tags { ticket, sync_tags: tags.sync_tags }
             }
         }
+    }
+
+    /// A change to the app's hooks: its ticket, held pending until `finish`.
+    fn hand_over(&mut self, incoming: Incoming) -> (u32, Box<SyncPayload>) {
+        let ticket = self.next_ticket;
+        self.next_ticket = self.next_ticket.wrapping_add(1);
+        let Incoming { payload, mark, .. } = incoming;
+        self.pending.insert(ticket, Pending { id: payload.id.clone(), key: payload.idempotency_key.clone(), mark: Some(mark) });
+        (ticket, Box::new(payload))
     }
 
     /// Step 4: the app's hooks finished. `Ok(restart_required)` commits the change; `Err(message)` (a failure or
@@ -453,16 +504,17 @@ impl Receiver {
             return Decision::Reject { http_status: 503, error };
         }
         if let Some(mark) = self.marks.get(incoming.id()) {
-            let new = &incoming.mark;
             // Newer instant wins. At the same instant: a delete beats an upsert (a late update must not bring a
             // deleted document back); the same revision is already here; two different revisions within Sanity's
             // timestamp precision cannot be ordered, so the later arrival wins.
+            let new = &incoming.mark;
             let same = new.updated_ms == mark.updated_ms && mark.deleted == new.deleted && mark.rev == new.rev;
-            let stale = new.updated_ms < mark.updated_ms || (new.updated_ms == mark.updated_ms && ((mark.deleted && !new.deleted) || same));
-            // The push of a revision catch-up already applied is applied again: it alone knows the routes and
-            // dependents to purge (applying the same revision twice changes nothing else).
-            let push_after_pull = same && mark.pulled && !incoming.pulled;
-            if stale && !push_after_pull {
+            // The push of a revision catch-up already applied: nothing to apply, but it alone knows the routes and
+            // dependents to purge.
+            if same && mark.pulled && !incoming.pulled {
+                return Decision::Refresh(Box::new(incoming));
+            }
+            if mark.covers(new) {
                 return Decision::Ignore(AckStatus::Stale);
             }
             // Routes of the revision held that the new one no longer has must go too, even when the change
@@ -477,6 +529,42 @@ impl Receiver {
             }
         }
         Decision::Apply(Box::new(incoming))
+    }
+
+    /// What `finish(ticket, Ok(..))` would record, for a store to write first (in the same transaction as the
+    /// app's own writes); `None` for an unknown ticket.
+    pub fn pending_commit(&self, ticket: u32) -> Option<Commit> {
+        // Sync tags leave nothing to store: invalidating them again after a restart is harmless.
+        let p = self.pending.get(&ticket)?;
+        Some(Commit { id: p.id.clone(), key: p.key.clone(), mark: p.mark.clone()? })
+    }
+
+    /// Start from what a store held (after a restart): the marks and the remembered keys, oldest first.
+    pub fn restore(&mut self, snapshot: Snapshot) {
+        for (id, mark) in snapshot.marks {
+            self.marks.insert(id, mark);
+        }
+        for key in snapshot.keys {
+            if self.keys.insert(key.clone()) {
+                self.key_order.push_back(key);
+            }
+        }
+        while self.key_order.len() > self.options.remember_keys.max(1) {
+            if let Some(old) = self.key_order.pop_front() {
+                self.keys.remove(&old);
+            }
+        }
+    }
+
+    /// How many idempotency keys are remembered at most.
+    pub fn remember_keys(&self) -> usize {
+        self.options.remember_keys.max(1)
+    }
+
+    /// Whether this Machine's replicated state (`held`, read from the store a LiteFS primary writes) already has
+    /// `incoming` or something newer: a replica then only invalidates.
+    pub fn replicated(incoming: &Incoming, held: Option<&Mark>) -> bool {
+        held.is_some_and(|held| held.covers(&incoming.mark))
     }
 
     /// Record an applied change (call after the app's hooks succeeded).
@@ -572,7 +660,7 @@ mod tests {
     fn deliver(r: &mut Receiver, p: &Value) -> Result<AckStatus, (u16, String)> {
         let body = p.to_string();
         match r.check(&signed(&body, NOW), body.as_bytes(), NOW) {
-            Decision::Apply(i) => {
+            Decision::Apply(i) | Decision::Refresh(i) => {
                 r.commit(&i);
                 Ok(AckStatus::Applied)
             }
@@ -591,7 +679,7 @@ mod tests {
     }
 
     #[test]
-    fn the_push_of_a_revision_catch_up_applied_first_still_purges_its_routes_and_dependents() {
+    fn the_push_of_a_revision_catch_up_applied_first_still_purges_its_routes_and_dependents_without_applying_it_again() {
         let mut r = receiver();
         let mut pushed = payload("upsert", "person-1", "r2", "2026-11-27T10:00:05Z");
         pushed["routes"] = json!({"invalidate": ["/blog/a", "/blog/b"], "current": [], "previous": []});
@@ -599,9 +687,10 @@ mod tests {
             "type": "page", "rev": "r2", "updatedAt": "2026-11-27T10:00:05Z", "document": {"_id": "person-1"}, "idempotencyKey": "pull:upsert:person-1:r2"})).unwrap();
         let Step::Apply { ticket, .. } = r.begin_pulled(pulled.clone(), NOW) else { panic!("catch-up applies it first") };
         r.finish(ticket, Ok(false));
-        // The push comes after: the same revision, but it carries what to purge. Applied, not `stale`.
+        // The push comes after: the same revision, but it carries what to purge. Refreshed (invalidate only), not
+        // dropped as `stale`, nor applied twice.
         let body = pushed.to_string();
-        let Step::Apply { ticket, change } = r.begin(&signed(&body, NOW), body.as_bytes(), NOW) else { panic!("the push was dropped as stale") };
+        let Step::Refresh { ticket, change } = r.begin(&signed(&body, NOW), body.as_bytes(), NOW) else { panic!("the push was dropped as stale") };
         assert_eq!(change.routes.invalidate, ["/blog/a", "/blog/b"]);
         r.finish(ticket, Ok(false));
         // Once: a second read by catch-up, or a retry of the push, is stale or a duplicate again.
@@ -701,6 +790,48 @@ mod tests {
         let body = del.to_string();
         let Step::Apply { change, .. } = r.begin(&signed(&body, NOW), body.as_bytes(), NOW) else { panic!() };
         assert_eq!(change.routes.previous, ["/c"]);
+    }
+
+    #[test]
+    fn a_receiver_restored_from_what_it_committed_decides_as_the_one_before_the_restart() {
+        let mut r = receiver();
+        let v1 = payload("upsert", "p", "r1", "2026-11-27T10:00:00Z").to_string();
+        let Step::Apply { ticket, .. } = r.begin(&signed(&v1, NOW), v1.as_bytes(), NOW) else { panic!() };
+        let commit = r.pending_commit(ticket).expect("what finish would record");
+        assert_eq!((commit.id.as_str(), commit.key.as_str(), commit.mark.rev.as_str()), ("p", "upsert:p:r1", "r1"));
+        r.finish(ticket, Ok(false));
+        assert_eq!(r.pending_commit(ticket), None, "committed: nothing pending");
+        deliver(&mut r, &payload("delete", "q", "r2", "2026-11-27T10:00:00Z")).unwrap();
+        let snapshot = Snapshot {
+            marks: vec![("p".into(), commit.mark.clone()), ("q".into(), r.marks["q"].clone())],
+            keys: vec!["old-1".into(), "old-2".into(), "upsert:p:r1".into(), "delete:q:r2".into()],
+        };
+        let mut restarted = receiver();
+        restarted.restore(snapshot);
+        assert_eq!(restarted.keys.len(), 3, "remembered keys stay bounded");
+        assert!(!restarted.keys.contains("old-1"));
+        let Step::Respond(again) = restarted.begin(&signed(&v1, NOW), v1.as_bytes(), NOW) else { panic!("applied twice") };
+        assert!(again.body.contains("duplicate"));
+        let mut retry = payload("upsert", "q", "r1", "2026-11-27T09:00:00Z");
+        retry["idempotencyKey"] = json!("a-late-push");
+        assert_eq!(deliver(&mut restarted, &retry), Ok(AckStatus::Stale), "the tombstone survived the restart");
+        assert_eq!(restarted.live_ids().collect::<Vec<_>>(), ["p"]);
+    }
+
+    #[test]
+    fn a_replica_holds_a_change_once_the_replicated_mark_covers_it() {
+        let r = receiver();
+        let incoming = |rev: &str, at: &str, op: &str| {
+            let body = payload(op, "p", rev, at).to_string();
+            let Verified::Change(incoming) = r.verify(&signed(&body, NOW), body.as_bytes(), NOW).unwrap() else { panic!("a change") };
+            *incoming
+        };
+        let held = incoming("r2", "2026-11-27T10:00:05Z", "upsert").mark.clone();
+        assert!(!Receiver::replicated(&incoming("r2", "2026-11-27T10:00:05Z", "upsert"), None), "nothing replicated yet");
+        assert!(Receiver::replicated(&incoming("r2", "2026-11-27T10:00:05Z", "upsert"), Some(&held)));
+        assert!(Receiver::replicated(&incoming("r1", "2026-11-27T10:00:00Z", "upsert"), Some(&held)), "an older one is covered");
+        assert!(!Receiver::replicated(&incoming("r3", "2026-11-27T10:00:09Z", "upsert"), Some(&held)), "a newer one is not there yet");
+        assert!(!Receiver::replicated(&incoming("r2", "2026-11-27T10:00:05Z", "delete"), Some(&held)), "its delete is not there yet");
     }
 
     #[test]

@@ -52,6 +52,37 @@ fn fans_out_to_every_started_machine_in_parallel() {
 }
 
 #[test]
+fn a_target_naming_process_groups_pushes_to_those_only_and_says_why_not_to_the_others() {
+    let mut fly = six();
+    fly.machine("m-ord-2").metadata.insert("fly_process_group".into(), "worker".into());
+    fly.machine("m-fra-1").metadata.insert("fly_process_group".into(), "worker".into());
+    fly.machine("m-fra-1").services = false;
+    // The web group only: the worker Machines are skipped, each with its reason.
+    let run = drive(&env(&[("FLY_PROCESS_GROUPS", "app")]), change("page", json!({})), &mut fly);
+    assert!(run.report.ok, "{:#?}", run.report);
+    let t = &run.report.targets[0];
+    let synced: Vec<&str> = t.machines.iter().filter(|m| m.sync == SyncOutcome::Synced).map(|m| m.id.as_str()).collect();
+    assert_eq!(synced, ["m-nrt-1", "m-ord-1"]);
+    let worker = t.machines.iter().find(|m| m.id == "m-ord-2").unwrap();
+    assert_eq!(worker.skip_code, Some("other_process_group"));
+    assert_eq!(worker.reason.as_deref(), Some("in process group `worker`, which this target's processGroups does not name"));
+    assert_eq!(fly.count("sync"), 2);
+    // A target for the workers: the one with a service gets the push; the one without is refused clearly.
+    let mut fly2 = six();
+    fly2.machine("m-ord-2").metadata.insert("fly_process_group".into(), "worker".into());
+    fly2.machine("m-fra-1").metadata.insert("fly_process_group".into(), "worker".into());
+    fly2.machine("m-fra-1").services = false;
+    let run = drive(&env(&[("FLY_PROCESS_GROUPS", "worker")]), change("page", json!({})), &mut fly2);
+    let t = &run.report.targets[0];
+    let synced: Vec<&str> = t.machines.iter().filter(|m| m.sync == SyncOutcome::Synced).map(|m| m.id.as_str()).collect();
+    assert_eq!(synced, ["m-ord-2"]);
+    let no_service = t.machines.iter().find(|m| m.id == "m-fra-1").unwrap();
+    assert_eq!(no_service.skip_code, Some("no_http_service"));
+    assert!(no_service.reason.as_deref().unwrap().contains("Fly's proxy cannot deliver a push to it"));
+    assert_eq!(fly2.count("sync"), 1, "nothing is sent to the worker without a service");
+}
+
+#[test]
 fn rate_limited_then_success_honours_retry_after() {
     let mut fly = six();
     let limited = Response::Http { status: 429, headers: vec![("retry-after".into(), "2".into())], body: r#"{"error":"rate limited"}"#.into() };
@@ -255,6 +286,31 @@ fn receiver_restart_request_is_ignored_when_the_target_says_so() {
     let run = drive(&env(&[("FLY_RESTART_ON_REQUEST", "false")]), change("page", json!({})), &mut fly);
     assert!(run.report.ok && run.report.targets[0].restart.is_none());
     assert_eq!(fly.count("restart") + fly.count("lease"), 0);
+}
+
+#[test]
+fn fan_out_litefs_asks_a_waiting_replica_again_after_its_retry_after_without_reading_the_machine() {
+    let replica_waiting = || Response::Http {
+        status: 503,
+        headers: vec![("retry-after".into(), "1".into())],
+        body: r#"{"error":"this Machine is a LiteFS replica (the primary is m-ord-1) and does not hold revision rev-2 of page-1 yet","class":"retryable"}"#.into(),
+    };
+    let mut fly = six();
+    fly.fault("sync", "m-fra-1", replica_waiting());
+    fly.fault("sync", "m-fra-1", replica_waiting());
+    let run = drive(&env(&[("FLY_SYNC_FAN_OUT", "litefs")]), change("page", json!({})), &mut fly);
+    assert!(run.report.ok, "{:#?}", run.report);
+    let synced = run.report.targets[0].machines.iter().filter(|m| m.sync == SyncOutcome::Synced).count();
+    assert_eq!(synced, 4, "every started Machine, the primary and the replicas");
+    assert_eq!(fly.count("sync"), 6, "the replica asked three times");
+    assert_eq!(fly.count("check"), 0, "a replica that answered is serving: not read");
+    let retries: Vec<u64> = fly.sent.iter().filter(|s| s.kind == "sync" && s.machine.as_deref() == Some("m-fra-1")).map(|s| s.at).collect();
+    assert!(retries.windows(2).all(|w| w[1] - w[0] >= 1_000), "after its Retry-After: {retries:?}");
+    // The same answers under `every`: the Machine is read before it is asked again.
+    let mut fly = six();
+    fly.fault("sync", "m-fra-1", replica_waiting());
+    drive(&env(&[]), change("page", json!({})), &mut fly);
+    assert_eq!(fly.count("check"), 1);
 }
 
 #[test]

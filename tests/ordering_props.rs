@@ -258,7 +258,7 @@ impl Machine {
                 assert_eq!(reply.http_status, 200);
                 reply.http_status
             }
-            Step::Tags { .. } => panic!("only changes are delivered here"),
+            Step::Tags { .. } | Step::Refresh { .. } => panic!("only pushed changes are delivered here, never after a pull"),
         }
     }
 

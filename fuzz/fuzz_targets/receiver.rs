@@ -114,10 +114,11 @@ fuzz_target!(|data: &[u8]| {
                             assert_eq!(again.http_status, 200, "{}", again.body);
                             check_reply(&again, false);
                         }
-                        Step::Apply { .. } | Step::Tags { .. } => panic!("an applied push was applied again"),
+                        Step::Apply { .. } | Step::Refresh { .. } | Step::Tags { .. } => panic!("an applied push was applied again"),
                     }
                 }
             }
+            Step::Refresh { .. } => panic!("a push refreshed a revision no pull applied"),
             Step::Tags { ticket, sync_tags } => {
                 assert!(signed, "an unsigned request reached the app");
                 for tag in &sync_tags {
@@ -131,7 +132,7 @@ fuzz_target!(|data: &[u8]| {
                 match receiver.begin_pulled(payload, now) {
                     Step::Respond(reply) => check_reply(&reply, false),
                     Step::Apply { ticket, .. } => check_reply(&receiver.finish(ticket, Ok(false)), true),
-                    Step::Tags { .. } => panic!("a pulled document became sync tags"),
+                    Step::Tags { .. } | Step::Refresh { .. } => panic!("a pulled document became sync tags or a refresh"),
                 }
             }
         }

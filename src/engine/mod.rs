@@ -426,7 +426,7 @@ impl Engine {
                 } else if now + delay + SEND_MARGIN_MS > self.limit(call.step) {
                     let e = SyncError::retryable(format!("{} (no time left in the {} ms budget to retry)", error.message, self.config.budget_ms));
                     self.give_up(call, e, now);
-                } else if let (Step::Push(Some(m)), false) = (call.step, rate_limited) {
+                } else if let (Step::Push(Some(m)), false, false) = (call.step, rate_limited, self.replica_waiting(&call, min_delay_ms)) {
                     self.push_failed(call, m, error, now + delay, now);
                 } else {
                     self.targets[call.target].counts.retries += 1;
@@ -486,6 +486,7 @@ impl Engine {
 
     /// Listing → Syncing (or Referencing while the dependents are looked up): select the Machines.
     fn exit_listing(&mut self, t: usize, mut machines: Vec<Machine>) {
+        let target = &self.config.targets[t];
         let dry_run = self.config.dry_run;
         let has_push = !matches!(self.work, Work::Resume);
         let run = &mut self.targets[t];
@@ -493,7 +494,7 @@ impl Engine {
         run.machines = machines
             .into_iter()
             .map(|machine| {
-                let sync = match plan::select(&machine, run.regions.as_ref()) {
+                let sync = match plan::select(&machine, run.regions.as_ref(), target.process_groups.as_deref()) {
                     Err(skip) => SyncState::NotSelected(skip),
                     Ok(()) if !has_push => SyncState::NothingToPush,
                     Ok(()) if dry_run => SyncState::WouldSync,
@@ -528,7 +529,7 @@ impl Engine {
         }
         let pending: Vec<usize> = (0..run.machines.len()).filter(|&m| matches!(run.machines[m].sync, SyncState::Pending)).collect();
         let pushes: Vec<Option<usize>> = match target.fan_out {
-            FanOut::Every => pending.into_iter().map(Some).collect(),
+            FanOut::Every | FanOut::LiteFs => pending.into_iter().map(Some).collect(),
             // One push through the proxy, only if some Machine is serving at all.
             FanOut::One if !pending.is_empty() => vec![None],
             FanOut::One => vec![],

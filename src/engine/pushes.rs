@@ -11,6 +11,12 @@ use crate::protocol::Ack;
 use crate::run::{PushPending, SyncState};
 
 impl Engine {
+    /// Under `fanOut: litefs`, a Machine that answered with a `Retry-After` (a replica the change has not reached
+    /// yet): it is serving, so it is asked again after that without reading the Machine first.
+    pub(super) fn replica_waiting(&self, call: &Call, retry_after: Option<u64>) -> bool {
+        self.config.targets[call.target].fan_out == crate::config::FanOut::LiteFs && retry_after.is_some()
+    }
+
     /// A push to Machine `m` failed transiently. The first time, read the Machine before trying again.
     pub(super) fn push_failed(&mut self, call: Call, m: usize, error: SyncError, retry_at: u64, now: u64) {
         self.targets[call.target].counts.retries += 1;
@@ -58,7 +64,7 @@ impl Engine {
             _ => None,
         };
         if let Some(machine) = machine {
-            if let Err(skip) = plan::select(&machine, regions.as_ref()) {
+            if let Err(skip) = plan::select(&machine, regions.as_ref(), self.config.targets[t].process_groups.as_deref()) {
                 mr.machine = machine;
                 mr.sync = SyncState::Gone(skip);
                 return;

@@ -7,8 +7,8 @@ import assert from 'node:assert/strict'
 import {createServer} from 'node:http'
 import {encodeSignatureHeader} from '@sanity/webhook'
 import {createReceiver} from '../../receiver/index.ts'
-import {SyncReceiver, wasmGeneration} from '../../wasm.ts'
-import {initSync} from '../../pkg/sanity_fly_sync.js'
+import {ReceiverDriver, wasmGeneration} from '../../receiver/wasm.ts'
+import {initSync} from '../../pkg/sanity_fly_sync_receiver.js'
 
 const secret = '0123456789abcdef-boundary'
 const NOW = () => new Date(Date.now() - 60_000).toISOString()
@@ -151,14 +151,14 @@ test('a trap inside the core: the module is replaced, the request gets 503 (retr
   const b = app()
   assert.equal((await post(a.handler, body({id: 'before', document: '{"_id":"before"}'}))).json.status, 'applied')
   const generation = wasmGeneration()
-  // A real trap, as a defect in the core would cause one: the next `verify` reads far outside the module's memory
-  // while the receiver object is borrowed, which would leave that object (and so every later call) unusable.
-  const verify = SyncReceiver.prototype.verify
-  t.after(() => (SyncReceiver.prototype.verify = verify))
-  SyncReceiver.prototype.verify = function trapOnce() {
-    SyncReceiver.prototype.verify = verify
+  // A real trap, as a defect in the core would cause one: the next push reads far outside the module's memory
+  // where the receiver object should be, which would leave the instance (and so every later call) unusable.
+  const handle = ReceiverDriver.prototype.handle
+  t.after(() => (ReceiverDriver.prototype.handle = handle))
+  ReceiverDriver.prototype.handle = function trapOnce(request) {
+    ReceiverDriver.prototype.handle = handle
     const raw = initSync({module: new Uint8Array(0)})
-    return raw.syncreceiver_verify(this.__wbg_ptr, 0x7fff_fff0, 64, 0x7fff_fff0, 64, Date.now())
+    return raw.receiverdriver_handle(0x7fff_fff0, request)
   }
   const errors = []
   const consoleError = console.error
@@ -194,11 +194,11 @@ test('after a trap, a receiver with catch-up reads everything again at once, as 
   })
   t.after(() => receiver.close())
   assert.equal((await receiver.ready).applied, 2)
-  const verify = SyncReceiver.prototype.verify
-  t.after(() => (SyncReceiver.prototype.verify = verify))
-  SyncReceiver.prototype.verify = function trapOnce() {
-    SyncReceiver.prototype.verify = verify
-    return initSync({module: new Uint8Array(0)}).syncreceiver_verify(this.__wbg_ptr, 0x7fff_fff0, 64, 0x7fff_fff0, 64, Date.now())
+  const handle = ReceiverDriver.prototype.handle
+  t.after(() => (ReceiverDriver.prototype.handle = handle))
+  ReceiverDriver.prototype.handle = function trapOnce(request) {
+    ReceiverDriver.prototype.handle = handle
+    return initSync({module: new Uint8Array(0)}).receiverdriver_handle(0x7fff_fff0, request)
   }
   const consoleError = console.error
   console.error = () => {}

@@ -8,7 +8,7 @@ import {readFileSync} from 'node:fs'
 import {runSimulation} from '../../local/simulation.mjs'
 
 const scenario = JSON.parse(readFileSync(new URL('../../local/scenarios/editorial.json', import.meta.url), 'utf8'))
-const run = (faults, steps = scenario.steps) => runSimulation({scenario: {...scenario, steps}, machines: 6, faults, restartTimeoutMs: 5_000})
+const run = (faults, steps = scenario.steps, extra = {}) => runSimulation({scenario: {...scenario, steps}, machines: 6, faults, restartTimeoutMs: 5_000, ...extra})
 const step = (result, label) => result.steps.find((s) => s.label.startsWith(label))
 const short = scenario.steps.filter((s) => /^(create|settings)/.test(s.label))
 const bound = (scenario.catchUpSeconds ?? 2) * 1000 + 3000
@@ -130,6 +130,34 @@ test('the editorial session: fresh by push after every event; lost pushes caught
   assert.equal(missed.caughtUp.length, 1)
   assert.match(missed.caughtUp[0].cause, /could not reach machine/)
   assert.ok(result.sanityRequests > 0)
+  // The memory store: every restarted Machine read everything again at boot.
+  assert.equal(result.store, 'memory')
+  assert.equal(result.restartCatchUp.fromMark, 0)
+  assert.ok(result.restartCatchUp.appliedP50 >= 20, JSON.stringify(result.restartCatchUp))
+})
+
+test('--store sqlite: a restarted Machine catches up from its stored mark instead of reloading everything', async () => {
+  const result = await run('none', short, {store: 'sqlite'})
+  assert.equal(result.ok, true, JSON.stringify(result.steps.filter((s) => !s.ok).map((s) => [s.label, s.stale])))
+  for (const s of result.steps) assert.equal(s.stale.length, 0, s.label)
+  const r = result.restartCatchUp
+  assert.equal(result.store, 'sqlite')
+  assert.ok(r.boots >= 6, JSON.stringify(r))
+  assert.equal(r.fromMark, r.boots, 'every restart read from its mark')
+  assert.equal(r.appliedP50, 0, 'and applied nothing it already held')
+})
+
+test('--litefs: the primary applies, replicas purge once replicated; all fresh, restarts read nothing', async () => {
+  const result = await run('none', short, {litefs: true})
+  assert.equal(result.ok, true, JSON.stringify(result.steps.filter((s) => !s.ok).map((s) => [s.label, s.stale])))
+  for (const s of result.steps) assert.equal(s.stale.length, 0, s.label)
+  assert.ok(result.litefs.copies > 0, 'changes replicated from the primary')
+  const create = step(result, 'create')
+  assert.equal(create.freshMachines, 6, 'every Machine, replicas included, serves the new article')
+  assert.ok(create.reports.every((r) => r.ok && r.targets[0].synced === 6), JSON.stringify(create.reports))
+  const r = result.restartCatchUp
+  assert.equal(r.replicas + r.fromMark, r.boots, 'replicas read nothing from Sanity; the primary reads from its mark')
+  assert.ok(r.replicas >= 5, JSON.stringify(r))
 })
 
 test('flaky Machines API (429 with and without Retry-After, 5xx, ambiguous 408): still all fresh', async () => {

@@ -48,6 +48,8 @@ pub struct FakeMachine {
     pub ask_restart: bool,
     pub ack_as: Option<String>,
     pub applied: Vec<Value>,
+    /// Its config declares a service (false: a worker the proxy cannot reach).
+    pub services: bool,
 }
 
 impl FakeMachine {
@@ -69,6 +71,7 @@ impl FakeMachine {
             ask_restart: false,
             ack_as: None,
             applied: vec![],
+            services: true,
         }
     }
 
@@ -104,12 +107,13 @@ impl FakeMachine {
             .map(|(i, (ts, ty, st))| json!({"id": format!("ev-{i:04}"), "type": ty, "status": st, "timestamp": ts}))
             .collect();
         let mut metadata: serde_json::Map<String, Value> = self.metadata.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-        metadata.insert("fly_process_group".into(), json!("app"));
+        metadata.entry("fly_process_group").or_insert_with(|| json!("app"));
+        let services = if self.services { json!([{"protocol": "tcp", "internal_port": 8080}]) } else { json!([]) };
         events.reverse();
         json!({
             "id": self.id, "name": format!("name-{}", self.id), "state": self.state, "region": self.region,
             "instance_id": "01HMVXC16ED6SHK9452AF029Y7", "host_status": "ok",
-            "config": {"metadata": metadata},
+            "config": {"metadata": metadata, "services": services},
             "checks": if self.checks { json!([{"name": "servicecheck-00-http-8080", "status": if checks_ok {"passing"} else {"critical"}}]) } else { json!([]) },
             "events": events,
         })
