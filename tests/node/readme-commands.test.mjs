@@ -28,7 +28,7 @@ import {delimiter, join, matchesGlob, relative} from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {spawnSync} from 'node:child_process'
 import {shellCommands, shellBlocks} from './support/shell-commands.mjs'
-import {startFlyStandIn} from './support/fly-stand-in.mjs'
+import {APP, FLEET, startFlyStandIn} from './support/fly-stand-in.mjs'
 import {assertOnePushPerStartedMachine} from './support/assert-sync.mjs'
 import {childEnv, freePort, FLY_API_TOKEN, FLY_SYNC_SECRET, ROOT, run, start} from './support/run.mjs'
 
@@ -179,6 +179,15 @@ async function functionsTest(cmd) {
   assert.equal(r.code, 0, r.output)
   return {output: r.output, report: reportIn(r.output)}
 }
+
+/** The metadata key a roll's marks live under (src/roll.rs INTENT_KEY). */
+const MARK_KEY = 'sanity_fly_sync_restart'
+/** Marks as the core writes them: owed app-wide by Machines started before 2026-01-01, and done in 3.7 s. */
+const OWED_MARK = '1;1767225600000;siteSettings@r2;app'
+const DONE_MARK = '1;done;siteSettings@r2;3696'
+
+/** The Machines API requests a command sent, each with the Authorization value it carried. */
+const apiRequests = () => session.standIn.requests.map((q) => ({request: `${q.method} ${q.url}`, authorization: q.headers.authorization}))
 
 /** fuzz/Cargo.toml's fuzz targets. */
 const fuzzTargets = () => [...readFileSync(join(ROOT, 'fuzz/Cargo.toml'), 'utf8').matchAll(/^name = "(\w+)"/gm)].map((m) => m[1]).filter((n) => n !== 'sanity-fly-sync-fuzz')
@@ -468,6 +477,68 @@ const RULES = [
     async check() {
       assert.ok(fuzzTargets().length >= 5, `fuzz targets: ${fuzzTargets()}`)
       assert.ok(existsSync(join(ROOT, 'fuzz/Cargo.toml')))
+    },
+  },
+
+  // ---- docs/rolls.md ----
+  ...[
+    ['functions env add fly-sync-resume FLY_API_TOKEN', /^npx sanity-run functions env add fly-sync-resume FLY_API_TOKEN "\$\(fly tokens create deploy -a my-fly-app\)"$/, [FLY_TOKEN_SUBSTITUTION]],
+    ['functions env add fly-sync-resume FLY_SYNC_SECRET', /^npx sanity-run functions env add fly-sync-resume FLY_SYNC_SECRET '<the Fly app secret>'$/, [SECRET_PLACEHOLDER]],
+    ['functions logs', /^npx sanity-run functions logs fly-sync(-resume)?$/, []],
+  ].map(([id, match, subs]) => ({
+    id,
+    match,
+    kind: 'offline',
+    why: "needs a Sanity login and a deployed project (it sets or reads a real Function's environment or logs); run to the CLI's login check, which comes after it has parsed the command",
+    subs,
+    check: (cmd, subs) => untilLogin(cmd, subs),
+  })),
+  {
+    id: 'APP for the Machines API calls',
+    match: /^APP=my-fly-app$/,
+    kind: 'state',
+    check: sets({APP: {value: APP, exported: false}}),
+  },
+  {
+    id: 'export the Fly token',
+    match: /^export FLY_API_TOKEN="\$\(fly tokens create deploy -a my-fly-app\)"$/,
+    kind: 'state',
+    subs: [FLY_TOKEN_SUBSTITUTION],
+    check: sets({FLY_API_TOKEN: {value: PRINTED_TOKEN, exported: true}}),
+  },
+  {
+    id: 'list the Machines with their restart marks',
+    match: /^curl -sSf -H "Authorization: \$FLY_API_TOKEN" "\$\{FLY_API_URL:-https:\/\/api\.machines\.dev\}\/v1\/apps\/\$APP\/machines" \| node -e '/,
+    kind: 'run',
+    async check(cmd) {
+      // One Machine owes a restart, one has its restart done, the stopped one carries no mark.
+      session.standIn.reset()
+      const marks = {[FLEET[0].id]: OWED_MARK, [FLEET[1].id]: DONE_MARK}
+      for (const [machine, value] of Object.entries(marks)) session.standIn.seedMetadata(machine, MARK_KEY, value)
+      const r = await bash(scriptFor(cmd.text))
+      assert.equal(r.code, 0, r.output)
+      assert.deepEqual(r.output.trimEnd().split('\n'), FLEET.map((m) => `${m.id} ${m.region} ${m.state} ${marks[m.id] ?? '-'}`))
+      // The Authorization value the core sends for the token as flyctl prints it (the `functions test --file`
+      // rule checks the core's own request carries it).
+      assert.deepEqual(apiRequests(), [{request: `GET /v1/apps/${APP}/machines`, authorization: PRINTED_TOKEN}])
+      assert.ok(!r.output.includes(FLY_API_TOKEN), 'the token is not printed')
+    },
+  },
+  {
+    id: "clear one Machine's restart mark",
+    match: /^curl -sSf -X DELETE -H "Authorization: \$FLY_API_TOKEN" "\$\{FLY_API_URL:-https:\/\/api\.machines\.dev\}\/v1\/apps\/\$APP\/machines\/<machine-id>\/metadata\/sanity_fly_sync_restart"$/,
+    kind: 'run',
+    subs: [{from: /<machine-id>/g, to: FLEET[0].id, why: 'a placeholder for an id the list printed: the Machine seeded with an owed mark'}],
+    async check(cmd, subs) {
+      // Two Machines owe the restart; the command clears the first one's mark and nothing else.
+      session.standIn.reset()
+      for (const m of FLEET.slice(0, 2)) session.standIn.seedMetadata(m.id, MARK_KEY, OWED_MARK)
+      const r = await bash(scriptFor(substitute(cmd.text, subs)))
+      assert.equal(r.code, 0, r.output)
+      assert.equal(r.output, '', 'Fly answers 204: nothing printed')
+      assert.deepEqual(apiRequests(), [{request: `DELETE /v1/apps/${APP}/machines/${FLEET[0].id}/metadata/${MARK_KEY}`, authorization: PRINTED_TOKEN}])
+      assert.deepEqual(session.standIn.metadata(FLEET[0].id), {}, 'its mark is gone')
+      assert.deepEqual(session.standIn.metadata(FLEET[1].id), {[MARK_KEY]: OWED_MARK}, "another Machine's mark stays")
     },
   },
 ]

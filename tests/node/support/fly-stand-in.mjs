@@ -1,6 +1,8 @@
 // A loopback stand-in for the Fly Machines API and the app's receiver, on one node:http server. It lists a
 // fixed fleet, answers each sync POST with the ack of the Machine named in `fly-force-instance-id` (as Fly's
 // proxy would route it), and records every request. Tests point FLY_API_URL and FLY_APP_URL at `url`.
+// Machine metadata beyond `fly_process_group` is what a test seeds (`seedMetadata`), shown in the list under
+// `config.metadata` and removed by `DELETE …/machines/<id>/metadata/<key>` (204, as Fly answers); none by default.
 import {createServer} from 'node:http'
 
 export const APP = 'my-fly-app' // sanity.blueprint.ts's example FLY_APP_NAME
@@ -15,10 +17,13 @@ export const FLEET = [
 
 /**
  * @param {{fleet?: {id: string, region: string, state: string}[]}} [options]
- * @returns {Promise<{url: string, requests: {method: string, url: string, headers: Record<string, string|string[]|undefined>, body: string}[], syncs: () => any[], reset: () => void, close: () => Promise<void>}>}
+ * @returns {Promise<{url: string, requests: {method: string, url: string, headers: Record<string, string|string[]|undefined>, body: string}[], syncs: () => any[], seedMetadata: (machine: string, key: string, value: string) => void, metadata: (machine: string) => Record<string, string>, reset: () => void, close: () => Promise<void>}>}
  */
 export async function startFlyStandIn({fleet = FLEET} = {}) {
   const requests = []
+  /** Seeded metadata per Machine id: `{key: value}`. */
+  const metadata = new Map()
+  const metadataPath = new RegExp(`^/v1/apps/${APP}/machines/([^/?]+)/metadata/([^/?]+)$`)
   const server = createServer(async (req, res) => {
     const chunks = []
     for await (const chunk of req) chunks.push(chunk)
@@ -31,8 +36,16 @@ export async function startFlyStandIn({fleet = FLEET} = {}) {
     if (req.method === 'GET' && req.url === `/v1/apps/${APP}/machines`) {
       return reply(
         200,
-        fleet.map((m) => ({...m, host_status: 'ok', config: {metadata: {fly_process_group: 'app'}}, checks: []})),
+        fleet.map((m) => ({...m, host_status: 'ok', config: {metadata: {fly_process_group: 'app', ...metadata.get(m.id)}}, checks: []})),
       )
+    }
+    const key = req.method === 'DELETE' && metadataPath.exec(req.url)
+    if (key) {
+      const [, machine, name] = key
+      if (!fleet.some((m) => m.id === machine)) return reply(404, {error: 'machine not found'})
+      delete metadata.get(machine)?.[name]
+      res.writeHead(204).end()
+      return
     }
     if (req.method === 'POST' && req.url === SYNC_PATH) {
       const machine = req.headers['fly-force-instance-id']
@@ -54,8 +67,18 @@ export async function startFlyStandIn({fleet = FLEET} = {}) {
       requests
         .filter((r) => r.method === 'POST' && r.url === SYNC_PATH)
         .map((r) => ({headers: r.headers, raw: r.body, body: JSON.parse(r.body)})),
-    /** Forget what arrived so far (between cases that share one stand-in). */
-    reset: () => void requests.splice(0),
+    /** Give a Machine of the fleet a metadata key, shown in the list until deleted or `reset`. */
+    seedMetadata: (machine, key, value) => {
+      if (!fleet.some((m) => m.id === machine)) throw new Error(`stand-in: no Machine ${machine} in the fleet`)
+      metadata.set(machine, {...metadata.get(machine), [key]: value})
+    },
+    /** A Machine's seeded metadata as it stands now (a copy). */
+    metadata: (machine) => ({...metadata.get(machine)}),
+    /** Forget what arrived so far and what was seeded (between cases that share one stand-in). */
+    reset: () => {
+      requests.splice(0)
+      metadata.clear()
+    },
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections()
