@@ -4,7 +4,7 @@
 // and what the outcome means (including the webhook's HTTP status); this file only runs `fetch` and timers,
 // feeds every answer back, and logs one JSON line per action. Secrets never reach a log line: requests are
 // logged through the core's redacted `log` description, never with their headers.
-import type {DocumentEventHandler, SyncTagInvalidateCallback} from '@sanity/functions'
+import type {DocumentEventHandler, FunctionPayload, SyncTagInvalidateCallback} from '@sanity/functions'
 import {loadWasm, SyncEngine} from './wasm.ts'
 import type {Action} from './pkg/types/Action.js'
 import type {Report} from './pkg/types/Report.js'
@@ -132,18 +132,18 @@ function jsonText(field: string, value: unknown): string {
 }
 
 /**
- * Hand a roll the core left unfinished to the Function it names (`report.resumeWith`), where the runtime can
- * invoke one (`context.invoke`); elsewhere the intent recorded on the Machines waits for the next run.
+ * Hand a roll the core left unfinished to the Function it names (`report.resumeWith`), through @sanity/functions'
+ * `invoke`: deployed, it publishes to that pubsub Function's topic; under Sanity's CLI (`context.local`) it runs it
+ * through the CLI's `context.invoke`. Either way this run does not wait for it. Where it cannot, the intent
+ * recorded on the Machines waits for the next run.
  */
-async function continueRoll(report: Report, context: {invoke?: (name: string, data?: Record<string, unknown>) => Promise<unknown>} | undefined) {
+async function continueRoll(report: Report, context: Invocation['context'] | undefined) {
   const next = report.resumeWith
   if (!next) return
-  if (typeof context?.invoke !== 'function') {
-    jsonLines({action: 'resume', function: next.function, invoked: false, why: 'this runtime offers no context.invoke: the next run finishes the roll'})
-    return
-  }
   try {
-    await context.invoke(next.function, next.data)
+    // Loaded here, not at start: it carries an AWS client most runs never need (a chunk beside the bundle).
+    const {invoke} = await import('@sanity/functions')
+    await invoke(next.function, {event: {data: next.data}, context: context as FunctionPayload['context']})
     jsonLines({action: 'resume', function: next.function, invoked: true})
   } catch (error) {
     const why = error instanceof Error ? error.message : String(error)

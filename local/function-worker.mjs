@@ -3,10 +3,11 @@
 // error) back; a `context.invoke` it makes is posted too, for the simulation to run (the continuation).
 import {parentPort, workerData} from 'node:worker_threads'
 import {handler} from '../function.ts'
+import {blueprintResources} from './blueprint-resources.mjs'
 
 const invoke = async (name, data) => parentPort.postMessage({type: 'invoke', name, data})
 try {
-  const report = await handler({context: {local: true, clientOptions: workerData.clientOptions, invoke}, event: {data: workerData.data}})
+  const report = await handler({context: {local: true, clientOptions: workerData.clientOptions, resources: blueprintResources(), invoke}, event: {data: workerData.data}})
   parentPort.postMessage({type: 'done', report})
 } catch (error) {
   parentPort.postMessage({type: 'done', error: error instanceof Error ? error.message : String(error), report: error?.report ?? null})

@@ -24,6 +24,7 @@ import {createApp, renderPage} from './app.mjs'
 import {applyFaults} from './faults.mjs'
 import {Worker} from 'node:worker_threads'
 import {handler} from '../function.ts'
+import {blueprintResources} from './blueprint-resources.mjs'
 import {SYNC_TAG_BUDGET_SECONDS} from '../blueprint/index.ts'
 
 export const SYNC_SECRET = 'simulation-sync-secret-0123456789'
@@ -82,8 +83,11 @@ function functionEnv({api, fleet, lake, markets, budgetMs, restartTimeoutMs, typ
  * the same handler) the way Sanity does, without the caller waiting: its run is added to `runs`, which the step
  * awaits before it checks freshness.
  */
+/** The blueprint's resources, as the CLI hands them to a run (the resume Function is found there). */
+const resources = blueprintResources()
+
 async function invoke(data, runs, clientOptions) {
-  const context = {local: true, clientOptions, invoke: async (_name, next) => void runs.push(invoke(next, runs, clientOptions))}
+  const context = {local: true, clientOptions, resources, invoke: async (_name, next) => void runs.push(invoke(next, runs, clientOptions))}
   try {
     return {report: await handler({context, event: {data}})}
   } catch (error) {

@@ -9,6 +9,7 @@
 // a temporary `{"type":"module"}` for local runs, and Node 22.12+ (the runtime is Node 24) loads ESM syntax in a
 // typeless .js file as ESM. Run after scripts/build-wasm.sh (`npm run build` does both).
 import {build} from 'esbuild'
+import {isBuiltin} from 'node:module'
 import {mkdirSync, readFileSync, rmSync, statSync} from 'node:fs'
 import {dirname, join} from 'node:path'
 import {fileURLToPath} from 'node:url'
@@ -31,14 +32,18 @@ const bundles = [
 
 for (const {entry, outDir} of bundles) {
   const outfile = join(root, outDir, 'index.js')
-  // A clean folder: whatever is in it is what gets zipped and deployed.
+  // A clean folder: whatever is in it is what gets zipped and deployed (the CLI zips the folder).
   rmSync(join(root, outDir), {recursive: true, force: true})
   mkdirSync(join(root, outDir), {recursive: true})
 
   const result = await build({
     absWorkingDir: root,
-    entryPoints: [entry],
-    outfile,
+    entryPoints: {index: entry},
+    outdir: join(root, outDir),
+    // What only some runs need (@sanity/functions' `invoke`, with its AWS client: a roll handed on) is a chunk
+    // beside index.js, loaded when a run needs it, so it costs no cold start.
+    splitting: true,
+    chunkNames: '[name]-[hash]',
     bundle: true,
     platform: 'node',
     format: 'esm',
@@ -52,11 +57,13 @@ for (const {entry, outDir} of bundles) {
   })
 
   // Self-contained or nothing: a bare import would make the CLI auto-install `<pkg>@latest` at deploy time.
-  const [output] = Object.values(result.metafile.outputs)
-  const external = output.imports.filter((i) => i.external && !i.path.startsWith('node:'))
+  const external = Object.values(result.metafile.outputs).flatMap((o) => o.imports.filter((i) => i.external && !isBuiltin(i.path)))
   if (external.length > 0) {
-    console.error(`bundle: ${outfile} imports ${external.map((i) => i.path).join(', ')}; it must import nothing`)
+    console.error(`bundle: ${outDir} imports ${external.map((i) => i.path).join(', ')}; it must import nothing`)
     process.exit(1)
+  }
+  for (const chunk of Object.keys(result.metafile.outputs).filter((o) => !o.endsWith('/index.js'))) {
+    console.log(`bundle: ${chunk} ${statSync(join(root, chunk)).size} bytes (loaded when needed)`)
   }
 
   const bytes = readFileSync(outfile)

@@ -5,7 +5,7 @@
 // a loopback stand-in. Needs `npm run build`.
 import {after, before, beforeEach, describe, test} from 'node:test'
 import assert from 'node:assert/strict'
-import {existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync} from 'node:fs'
+import {existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import AdmZip from 'adm-zip'
 import {startFlyStandIn} from './support/fly-stand-in.mjs'
@@ -82,15 +82,18 @@ describe('a team blueprint project with the package installed', () => {
     assert.deepEqual(standIn.requests, [], 'the audit Function does not sync')
   })
 
-  test('functions build: the deploy zip holds only the prebuilt index.js, which syncs in a fresh Node 24', async () => {
+  test('functions build: the deploy zip holds only the prebuilt Function (index.js and its chunks), which syncs in a fresh Node 24', async () => {
     const zips = join(out, 'zips')
     const r = await sanityRun(['functions', 'build', 'fly-sync', '--out-dir', zips], {cwd: project})
     assert.equal(r.code, 0, r.output)
     const zip = new AdmZip(join(zips, 'fly-sync.zip'))
-    assert.deepEqual(zip.getEntries().map((e) => e.entryName), ['index.js'])
+    // The installed package's prebuilt folder as it is: index.js and the chunks it loads when a run needs them.
+    const prebuilt = readdirSync(join(ROOT, 'pkg/function')).sort()
+    assert.ok(prebuilt.includes('index.js') && prebuilt.every((f) => f.endsWith('.js')), prebuilt.join(' '))
+    assert.deepEqual(zip.getEntries().map((e) => e.entryName).sort(), prebuilt)
     const unpacked = join(out, 'unpacked')
     zip.extractAllTo(unpacked, true)
-    assert.deepEqual(listFiles(unpacked), ['index.js'])
+    assert.deepEqual(listFiles(unpacked).sort(), prebuilt)
 
     const driver = `
       import {pathToFileURL} from 'node:url'

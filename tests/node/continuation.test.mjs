@@ -1,10 +1,10 @@
 // A roll longer than one run, under Sanity's own CLI: the Function restarts what its budget allows, leaves the rest
-// recorded on the Machines, and hands it on with `context.invoke` to the resume Function the blueprint helper
+// recorded on the Machines, and hands it on with @sanity/functions' `invoke` (locally through the CLI's `context.invoke`) to the resume Function the blueprint helper
 // declares (flySyncResumeFunction); that run finishes the roll. Checked on the local Fly's own records: every
 // Machine restarted exactly once, its mark done, no lease left. Needs `npm run build`.
 import {after, before, test} from 'node:test'
 import assert from 'node:assert/strict'
-import {copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync} from 'node:fs'
+import {cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {startFleet} from '../../local/fly/fleet.mjs'
@@ -37,7 +37,7 @@ before(async () => {
   })
   project = mkdtempSync(join(tmpdir(), 'fly-sync-continuation-'))
   mkdirSync(join(project, 'fn'))
-  copyFileSync(join(ROOT, 'dist/functions/fly-sync/index.js'), join(project, 'fn/index.js'))
+  cpSync(join(ROOT, 'dist/functions/fly-sync'), join(project, 'fn'), {recursive: true})
   symlinkSync(join(ROOT, 'blueprint'), join(project, 'helper'), 'dir')
   mkdirSync(join(project, 'node_modules/@sanity'), {recursive: true})
   symlinkSync(join(ROOT, 'node_modules/@sanity/blueprints'), join(project, 'node_modules/@sanity/blueprints'), 'dir')

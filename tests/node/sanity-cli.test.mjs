@@ -6,7 +6,7 @@
 // Content Lake (local/content-lake) on loopback, never at Sanity.
 import {after, before, beforeEach, describe, test} from 'node:test'
 import assert from 'node:assert/strict'
-import {mkdtempSync, readFileSync, rmSync} from 'node:fs'
+import {mkdtempSync, readdirSync, readFileSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import AdmZip from 'adm-zip'
@@ -267,8 +267,11 @@ describe('Sanity CLI with the repo blueprint', () => {
     assert.equal(r.code, 0, r.output)
 
     const zip = new AdmZip(join(outDir, 'fly-sync.zip'))
-    // Only the bundle: no package.json (so no install at deploy), no node_modules, no sibling .wasm.
-    assert.deepEqual(zip.getEntries().map((e) => e.entryName), ['index.js'])
+    // Only the bundle (index.js, and the chunks it loads when a run needs them): no package.json (so no install at
+    // deploy), no node_modules, no sibling .wasm.
+    const built = readdirSync(join(ROOT, 'dist/functions/fly-sync')).sort()
+    assert.ok(built.includes('index.js') && built.every((f) => f.endsWith('.js')), built.join(' '))
+    assert.deepEqual(zip.getEntries().map((e) => e.entryName).sort(), built)
     const unpacked = join(tmp, 'unpacked')
     zip.extractAllTo(unpacked, true)
 
