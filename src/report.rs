@@ -329,7 +329,8 @@ pub struct Continuation {
 pub(crate) fn assemble(config: &Config, work: &Work, runs: &[TargetRun], started_ms: u64, now_ms: u64, redactor: &Redactor) -> Report {
     let change = work.change();
     let dry_run = config.dry_run;
-    let targets: Vec<TargetReport> = runs.iter().zip(&config.targets).map(|(run, target)| target_report(run, target, dry_run)).collect();
+    let pushes = !matches!(work, Work::Resume);
+    let targets: Vec<TargetReport> = runs.iter().zip(&config.targets).map(|(run, target)| target_report(run, target, dry_run, pushes)).collect();
     let statuses: Vec<Status> = targets.iter().map(|t| t.status).collect();
     let status = if statuses.iter().all(|s| *s == Status::Skipped) {
         Status::Skipped
@@ -367,7 +368,7 @@ pub(crate) fn assemble(config: &Config, work: &Work, runs: &[TargetRun], started
     report
 }
 
-fn target_report(run: &TargetRun, target: &Target, dry_run: bool) -> TargetReport {
+fn target_report(run: &TargetRun, target: &Target, dry_run: bool, pushes: bool) -> TargetReport {
     let machines: Vec<MachineReport> = run.machines.iter().map(machine_report).collect();
     let count = |f: fn(&RestartState) -> bool| run.machines.iter().filter(|m| f(&m.restart)).count() as u32;
     let restart = run.restart_cause.map(|cause| RestartReport {
@@ -394,8 +395,13 @@ fn target_report(run: &TargetRun, target: &Target, dry_run: bool) -> TargetRepor
     } else if dry_run {
         Status::Planned
     } else if failed_sync == 0 && !restart_failed && !dependents_failed {
-        let restarted = restart.as_ref().map_or(0, |r| r.restarted);
-        if synced == 0 && restarted == 0 { Status::Skipped } else { Status::Ok }
+        let (restarted, resumable) = restart.as_ref().map_or((0, 0), |r| (r.restarted, r.resumable));
+        match (synced + restarted as usize, resumable) {
+            // Nothing done and restarts left: the budget could not see even one through (`stoppedEarly` says).
+            (0, 1..) => Status::Partial,
+            (0, 0) => Status::Skipped,
+            _ => Status::Ok,
+        }
     } else if synced > 0 {
         Status::Partial
     } else {
@@ -403,7 +409,8 @@ fn target_report(run: &TargetRun, target: &Target, dry_run: bool) -> TargetRepor
     };
     let skipped = match (&run.skipped, status) {
         (Some(why), _) => Some(why.clone()),
-        (None, Status::Skipped) => Some("no Machine is serving in the targeted regions".into()),
+        (None, Status::Skipped) if pushes => Some("no Machine is serving in the targeted regions".into()),
+        (None, Status::Skipped) => Some("no Machine owes a restart".into()),
         (None, _) => None,
     };
     TargetReport {

@@ -247,9 +247,18 @@ fn a_resume_run_that_makes_no_progress_hands_nothing_on() {
     let idle = drive_from(&tight, None, &mut fly, first.ended_at + 1_000, None).unwrap();
     assert_eq!(idle.report.resumable, first.report.resumable, "{:#?}", idle.report);
     assert!(idle.report.resume_with.is_none(), "no progress, no continuation");
+    // Not "skipped": restarts are owed and none was done, and the report says why.
+    let t = &idle.report.targets[0];
+    assert_eq!((idle.report.status, idle.report.ok), (Status::Partial, false), "{:#?}", idle.report);
+    let why = t.restart.as_ref().and_then(|r| r.stopped_early.as_deref()).unwrap_or_default();
+    assert!(why.contains("time budget"), "{why}");
     let done = drive_from(&env, None, &mut fly, idle.ended_at + 1_000, None).unwrap();
     assert_eq!(done.report.resumable, 0);
     assert_rolled_once(&fly, 1);
+    // A resume run with nothing owed: skipped, and said so.
+    let nothing = drive_from(&env, None, &mut fly, done.ended_at + 1_000, None).unwrap();
+    assert_eq!(nothing.report.status, Status::Skipped);
+    assert_eq!(nothing.report.targets[0].skipped.as_deref(), Some("no Machine owes a restart"));
 }
 
 #[test]

@@ -153,7 +153,9 @@ impl Engine {
     pub(super) fn exit_rolling(&mut self, t: usize, now: u64) {
         let run = &mut self.targets[t];
         if !run.queue.is_empty() && run.stopped_early.is_none() {
-            run.stopped_early = Some(format!("the time budget ran out with {} Machines to go; the next run finishes the roll", run.queue.len()));
+            let left = run.queue.len();
+            let machines = if left == 1 { "Machine" } else { "Machines" };
+            run.stopped_early = Some(format!("the time budget ran out with {left} {machines} to go; the next run finishes the roll"));
         }
         for m in run.queue.drain(..) {
             run.machines[m].restart =
