@@ -10,7 +10,7 @@ import {handler} from '../../function.ts'
 import {startContentLake} from '../../local/content-lake/server.mjs'
 import {DocumentStore} from '../../local/content-lake/store.mjs'
 import {startFlyStandIn} from './support/fly-stand-in.mjs'
-import {FLY_API_TOKEN, FLY_SYNC_SECRET, ROOT} from './support/run.mjs'
+import {ROOT, standInVars} from './support/run.mjs'
 
 const TOKEN = 'sk-local-robot-read-token'
 const ref = (id) => ({_type: 'reference', _ref: id})
@@ -63,11 +63,7 @@ describe('dependents: what a change costs, as docs/dependents.md states it', () 
   async function measure(id, env = {}) {
     for (const key of Object.keys(process.env)) if (key.startsWith('FLY_') || key.startsWith('SANITY_')) delete process.env[key]
     Object.assign(process.env, {
-      FLY_APP_NAME: 'my-fly-app',
-      FLY_API_URL: standIn.url,
-      FLY_APP_URL: standIn.url,
-      FLY_API_TOKEN,
-      FLY_SYNC_SECRET,
+      ...standInVars(standIn.url),
       FLY_SYNC_ROUTES: 'post=/posts/{slug},page=/{slug}',
       SANITY_API_HOST: lake.url,
       ...env,

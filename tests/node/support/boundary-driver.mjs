@@ -10,7 +10,7 @@
 // violations}`, `{stopped}` and `{done}`; everything else (the Function's own log lines) is captured, not printed.
 // BOUNDARY_FUZZ_ROOT points it at the built artifacts of another checkout (say, a scratch copy of a commit).
 import {startFlyStandIn} from './fly-stand-in.mjs'
-import {FLY_API_TOKEN, FLY_SYNC_SECRET, SANITY_WEBHOOK_SECRET, ROOT} from './run.mjs'
+import {SANITY_WEBHOOK_SECRET, ROOT, standInVars} from './run.mjs'
 import {
   BAD_UTF8, BIG_INTEGERS, DEPTHS, HUGE_STRINGS, LONE_SURROGATES, SPECIAL_KEYS, cyclicValues, deepArray, deepJson, deepObject, exactInteger,
   oddValues, prng, prototypeKeys, signBytes, specialKeyFields, throwingValues, withBytes, withOwnKeys,
@@ -148,11 +148,7 @@ const mk = (name, input, expect = {}) => ({name: `${family}: ${name}`, input, ex
 async function functionEntry() {
   const standIn = await startFlyStandIn()
   Object.assign(process.env, {
-    FLY_APP_NAME: 'my-fly-app',
-    FLY_API_URL: standIn.url,
-    FLY_APP_URL: standIn.url,
-    FLY_API_TOKEN,
-    FLY_SYNC_SECRET,
+    ...standInVars(standIn.url),
     FLY_SYNC_ROUTES: 'article=/blog/{slug}',
     FLY_SYNC_BUDGET_MS: '3000',
     FLY_SYNC_REQUEST_TIMEOUT_MS: '1000',
@@ -327,7 +323,7 @@ function randomDocument(rng, base) {
 async function webhookEntry() {
   const standIn = await startFlyStandIn()
   const env = {
-    FLY_APP_NAME: 'my-fly-app', FLY_API_TOKEN, FLY_SYNC_SECRET, SANITY_WEBHOOK_SECRET, FLY_API_URL: standIn.url, FLY_APP_URL: standIn.url,
+    ...standInVars(standIn.url), SANITY_WEBHOOK_SECRET,
     FLY_SYNC_ROUTES: 'article=/blog/{slug}', FLY_SYNC_BUDGET_MS: '3000', FLY_SYNC_REQUEST_TIMEOUT_MS: '1000',
   }
   const {createWebhookHandler} = await import(`${ARTIFACTS}/dist/functions/fly-sync/index.js`)

@@ -30,6 +30,9 @@ export function standInEnv(url, extra = {}) {
   return childEnv({FLY_API_URL: url, FLY_APP_URL: url, FLY_API_TOKEN, FLY_SYNC_SECRET, ...extra})
 }
 
+/** The variables that point an in-process handler at the stand-in's app (`my-fly-app`), with its token and secret. */
+export const standInVars = (url) => ({FLY_APP_NAME: 'my-fly-app', FLY_API_URL: url, FLY_APP_URL: url, FLY_API_TOKEN, FLY_SYNC_SECRET})
+
 /** Kill a detached child's whole process group; no-op once it has exited. */
 export function killGroup(child, signal = 'SIGTERM') {
   if (child.exitCode !== null || child.signalCode !== null) return
