@@ -17,6 +17,7 @@ pub mod fly_api;
 pub mod fly_token;
 pub mod http;
 pub mod json_read;
+pub mod known;
 pub mod limits;
 pub mod machines;
 pub mod plan;

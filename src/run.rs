@@ -151,6 +151,8 @@ pub struct TargetRun {
     pub signed: Option<(u64, String)>,
     /// This run's change as an intent (the lease description names it).
     pub intent: Option<Intent>,
+    /// Pushes went to the Machines of a known list before this run's own list came (`Engine::with_known`).
+    pub pushed_ahead: bool,
 }
 
 impl TargetRun {

@@ -22,6 +22,7 @@
 //! `requests`; the roll's rules are `roll`; which Machines get the push is `plan`; the payload and the ack are
 //! `protocol`; what a run knows so far is `run`; when to try again is `retry`; the report is `report`.
 
+mod known;
 mod pushes;
 mod requests;
 mod restarts;
@@ -31,6 +32,7 @@ use crate::config::{Config, FanOut};
 use crate::error::SyncError;
 use crate::fly_api::{self, Answer};
 use crate::http::{Request, RequestId, Response};
+use crate::known::KnownList;
 use crate::machines::Machine;
 use crate::plan;
 use crate::protocol;
@@ -181,6 +183,10 @@ pub struct Engine {
     targets: Vec<TargetRun>,
     redactor: Redactor,
     done: Option<Report>,
+    /// Per target, the list the process knew when the run started (or the run's own, once read).
+    known: Vec<Option<KnownList>>,
+    /// The lists this run read, for the process to remember (`take_learned`).
+    learned: Vec<(String, KnownList)>,
 }
 
 impl Engine {
@@ -203,6 +209,7 @@ impl Engine {
         let redactor = Redactor::new(secrets);
         let targets = config.targets.iter().map(|target| target_run(change.as_ref(), target)).collect::<Vec<_>>();
         let calls = (0..targets.len()).filter(|&t| targets[t].phase == Phase::Listing).map(|t| Call::new(t, Step::List, now_ms)).collect();
+        let targets_len = targets.len();
         Engine {
             work_deadline_ms: deadline_ms - reserve,
             deadline_ms,
@@ -214,6 +221,8 @@ impl Engine {
             targets,
             redactor,
             done: None,
+            known: vec![None; targets_len],
+            learned: Vec::new(),
             config,
             change,
         }
@@ -274,10 +283,24 @@ impl Engine {
         let Some(c) = self.calls.iter().position(|c| c.in_flight == Some(id)) else { return };
         let mut call = self.calls.remove(c);
         call.in_flight = None;
+        if call.step == Step::List {
+            if let Some(answer) = self.known_answer(call.target, &response) {
+                return self.on_answer(call, answer, now);
+            }
+        }
         let response = self.scrubbed(response);
-        let what = self.describe(&call);
+        // The call's description only goes into errors: not written for an answer that succeeded.
+        let what = match &response {
+            Response::Http { status, .. } if (200..300).contains(status) => String::new(),
+            _ => self.describe(&call),
+        };
         match fly_api::read(call.step.wire_kind(), &response, &what, now) {
-            Verdict::Success(answer) => self.on_answer(call, answer, now),
+            Verdict::Success(answer) => {
+                if let (Step::List, Answer::Machines(machines), Response::Http { body, .. }) = (call.step, &answer, &response) {
+                    self.learn(call.target, body, machines, now);
+                }
+                self.on_answer(call, answer, now)
+            }
             Verdict::Retry { error, min_delay_ms, rate_limited } => self.on_transient(call, error, min_delay_ms, rate_limited, now),
             Verdict::Fail(error) => self.give_up(call, error, now),
         }
@@ -429,6 +452,9 @@ impl Engine {
 
     /// Listing → Syncing (or Done for a dry run): select the Machines and push to each.
     fn exit_listing(&mut self, t: usize, mut machines: Vec<Machine>) {
+        if self.targets[t].pushed_ahead {
+            return self.reconcile(t, machines);
+        }
         let target = &self.config.targets[t];
         let dry_run = self.config.dry_run;
         let has_change = self.change.is_some();
@@ -518,6 +544,7 @@ fn target_run(change: Option<&ContentChange>, target: &crate::config::Target) ->
         list_reusable: change.is_some_and(|c| !plan::restart_for_type(c, target)),
         signed: None,
         intent: None,
+        pushed_ahead: false,
     }
 }
 

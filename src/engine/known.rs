@@ -1,0 +1,132 @@
+//! Runs that start from what the process knows (`crate::known`): freshness without waiting for the list.
+//!
+//! A run that knows its app's Machines from a recent list (`PUSH_AHEAD_MAX_AGE_MS`) pushes to the ones that
+//! were serving at once, while its own list is in flight; when the list comes, it reconciles: a Machine it did not
+//! know gets its push then, one no longer listed or no longer serving is skipped if its push fails (not failed,
+//! and not read again), one that acked stays synced. Everything after the pushes (a roll, its marks and leases)
+//! reads the run's own list, as before. A list answer equal, byte for byte, to the known one is not parsed again.
+
+use super::{Call, Engine, Step};
+use crate::config::FanOut;
+use crate::fly_api::Answer;
+use crate::http::Response;
+use crate::known::{self, KnownFleets, KnownList, PUSH_AHEAD_MAX_AGE_MS};
+use crate::machines::{Machine, MachineState};
+use crate::plan;
+use crate::run::{MachineRun, Phase, SyncState};
+use std::sync::Arc;
+
+impl Engine {
+    /// Start from the lists `fleets` remembers: push ahead of the list where one is recent enough.
+    pub fn with_known(mut self, fleets: &KnownFleets) -> Engine {
+        let now = self.now_ms;
+        for t in 0..self.targets.len() {
+            let Some(list) = fleets.get(&known::key(&self.config.targets[t])) else { continue };
+            self.known[t] = Some(list.clone());
+            let fresh_enough = now.saturating_sub(list.read_at_ms) <= PUSH_AHEAD_MAX_AGE_MS;
+            let pushes = self.change.is_some() && !self.config.dry_run && self.config.targets[t].fan_out == FanOut::Every;
+            if fresh_enough && pushes && self.targets[t].phase == Phase::Listing {
+                let machines: Vec<Machine> = list.machines.to_vec();
+                self.push_ahead(t, machines);
+            }
+        }
+        self
+    }
+
+    /// The lists this run read (each once), for the process to remember; taken, so each is handed over once.
+    pub fn take_learned(&mut self) -> Vec<(String, KnownList)> {
+        std::mem::take(&mut self.learned)
+    }
+
+    /// Push to the known Machines that were serving, before the list answers.
+    fn push_ahead(&mut self, t: usize, mut machines: Vec<Machine>) {
+        let run = &mut self.targets[t];
+        machines.sort_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
+        run.machines = machines
+            .into_iter()
+            .map(|machine| {
+                let sync = match plan::select(&machine, run.regions.as_ref()) {
+                    Ok(()) => SyncState::Pending,
+                    Err(skip) => SyncState::NotSelected(skip),
+                };
+                MachineRun::new(machine, sync)
+            })
+            .collect();
+        run.pushed_ahead = true;
+        let pending: Vec<usize> = (0..run.machines.len()).filter(|&m| matches!(run.machines[m].sync, SyncState::Pending)).collect();
+        self.calls.extend(pending.into_iter().map(|m| Call::new(t, Step::Push(Some(m)), 0)));
+    }
+
+    /// A list answer equal to the known one: its Machines, without reading it again.
+    pub(super) fn known_answer(&self, t: usize, response: &Response) -> Option<Answer> {
+        let known = self.known[t].as_ref()?;
+        match response {
+            Response::Http { status: 200, body, .. } if **body == *known.body => Some(Answer::Machines(known.machines.to_vec())),
+            _ => None,
+        }
+    }
+
+    /// Remember a list read by this run (`body` as it came, `machines` as read from it).
+    pub(super) fn learn(&mut self, t: usize, body: &str, machines: &[Machine], now: u64) {
+        let list = KnownList { read_at_ms: now, body: Arc::from(body), machines: Arc::from(machines) };
+        self.known[t] = Some(list.clone());
+        self.learned.push((known::key(&self.config.targets[t]), list));
+    }
+
+    /// The list came after pushes went ahead of it: push to the Machines the known list did not have, note the
+    /// ones no longer serving (a failed push to one of them is a skip), and keep the rest as they are.
+    pub(super) fn reconcile(&mut self, t: usize, mut fresh: Vec<Machine>) {
+        fresh.sort_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
+        let run = &mut self.targets[t];
+        let mut listed = vec![false; run.machines.len()];
+        let mut new_pushes = Vec::new();
+        for machine in fresh {
+            match run.machines.iter().position(|mr| mr.machine.id == machine.id) {
+                Some(m) => {
+                    listed[m] = true;
+                    let mr = &mut run.machines[m];
+                    mr.had_checks = !machine.checks.is_empty();
+                    if let SyncState::NotSelected(_) = mr.sync {
+                        // Not serving when the known list was read: the new list says whether it serves now.
+                        mr.sync = match plan::select(&machine, run.regions.as_ref()) {
+                            Ok(()) => {
+                                new_pushes.push(m);
+                                SyncState::Pending
+                            }
+                            Err(skip) => SyncState::NotSelected(skip),
+                        };
+                    }
+                    mr.machine = machine;
+                }
+                None => {
+                    let sync = match plan::select(&machine, run.regions.as_ref()) {
+                        Ok(()) => {
+                            new_pushes.push(run.machines.len());
+                            SyncState::Pending
+                        }
+                        Err(skip) => SyncState::NotSelected(skip),
+                    };
+                    run.machines.push(MachineRun::new(machine, sync));
+                }
+            }
+        }
+        // Known, not listed any more: destroyed since.
+        for (m, listed) in listed.into_iter().enumerate() {
+            if !listed {
+                run.machines[m].machine.state = MachineState::Destroyed;
+            }
+        }
+        run.phase = Phase::Syncing;
+        self.calls.extend(new_pushes.into_iter().map(|m| Call::new(t, Step::Push(Some(m)), 0)));
+    }
+
+    /// After pushes went ahead of the list: a Machine the list shows no longer serving (or no longer lists) is
+    /// skipped when its push fails, without reading it again.
+    pub(super) fn gone_since_listed(&self, t: usize, m: usize) -> Option<plan::Skip> {
+        let run = &self.targets[t];
+        if !run.pushed_ahead || run.phase == Phase::Listing {
+            return None;
+        }
+        plan::select(&run.machines[m].machine, run.regions.as_ref()).err()
+    }
+}
