@@ -1,6 +1,7 @@
 //! What the engine asks the shim to send, and what the shim feeds back. Plain data: no I/O here.
 
 use serde::Serialize;
+use std::sync::Arc;
 
 pub type RequestId = u32;
 
@@ -21,7 +22,9 @@ pub struct Request {
     pub method: Method,
     pub url: String,
     pub headers: Vec<(String, String)>,
-    pub body: Option<String>,
+    /// Shared: the pushes of one fan-out carry the same payload.
+    #[cfg_attr(test, ts(type = "string | null"))]
+    pub body: Option<Arc<str>>,
     /// Abort the request after this long and report `Response::Timeout`.
     #[cfg_attr(test, ts(type = "number"))]
     pub timeout_ms: u64,

@@ -1,10 +1,13 @@
-//! What a process remembers of each app's Machines between runs: the last list it read, when, and that answer's
-//! exact text. A run starts from it (`Engine::with_known`): it pushes to the Machines it knows while its own list is
-//! in flight, then reconciles with the list (pushes to Machines it did not know, skips the ones gone), and a list
-//! answer identical to the remembered one is not read again. Plain data: whoever drives the engines keeps one
-//! (the wasm boundary keeps one per process); the engine decides how it is used.
+//! What a process remembers between runs (`ProcessMemory`): the configuration read from its environment, and
+//! each app's Machines as last listed — when, and that answer's exact text. A run starts from it
+//! (`Engine::with_known`): it pushes to the Machines it knows while its own list is in flight, then reconciles
+//! with the list (pushes to Machines it did not know, skips the ones gone), and a list answer identical to the
+//! remembered one is not read again. Plain data: whoever drives the engines keeps one (the wasm boundary keeps
+//! one per process); the engine decides how it is used.
 
-use crate::config::Target;
+use crate::config::{Config, Target};
+use crate::engine::Engine;
+use crate::entry::{self, StartError};
 use crate::machines::Machine;
 use std::sync::Arc;
 
@@ -54,6 +57,54 @@ impl KnownFleets {
 
     pub fn is_empty(&self) -> bool {
         self.lists.is_empty()
+    }
+}
+
+/// Everything a process keeps between runs.
+#[derive(Debug, Default)]
+pub struct ProcessMemory {
+    /// The configuration read from the environment whose JSON text is `.0`: the same text, the same settings.
+    config: Option<(Box<[u8]>, Arc<Config>)>,
+    pub fleets: KnownFleets,
+}
+
+impl ProcessMemory {
+    /// The configuration of the environment `env_json` (`{"NAME": "value", …}`), read once per environment.
+    pub fn config(&mut self, env_json: &[u8]) -> Result<Arc<Config>, StartError> {
+        if let Some((text, config)) = &self.config {
+            if **text == *env_json {
+                return Ok(config.clone());
+            }
+        }
+        let env = entry::env_from_json(env_json)?;
+        let config = Arc::new(Config::from_env(&env).map_err(StartError::Config)?);
+        self.config = Some((env_json.into(), config.clone()));
+        Ok(config)
+    }
+
+    /// A Function run (`entry::from_function`) that starts from what this process knows.
+    pub fn from_function(&mut self, env_json: &[u8], event_json: &[u8], now_ms: u64, seed: u64) -> Result<Engine, StartError> {
+        let config = self.config(env_json)?;
+        Ok(entry::function_run(config, event_json, now_ms, seed)?.with_known(&self.fleets))
+    }
+
+    /// A webhook run (`entry::from_webhook`) that starts from what this process knows.
+    pub fn from_webhook(&mut self, env_json: &[u8], headers: &crate::event::Headers, body: &[u8], now_ms: u64, seed: u64) -> Result<Engine, StartError> {
+        let config = self.config(env_json)?;
+        Ok(entry::webhook_run(config, headers, body, now_ms, seed)?.with_known(&self.fleets))
+    }
+
+    /// Keep what `engine` has read since it last handed anything over (call after each answer fed to it).
+    pub fn learn(&mut self, engine: &mut Engine) {
+        for (key, list) in engine.take_learned() {
+            self.fleets.learn(key, list);
+        }
+    }
+
+    /// Forget everything: the next run starts as a new process's first.
+    pub fn forget(&mut self) {
+        self.config = None;
+        self.fleets.clear();
     }
 }
 

@@ -15,6 +15,7 @@ use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, SeqAccess, Visito
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::fmt;
 
 pub const PROTOCOL: &str = "sanity-fly-sync/1";
@@ -178,8 +179,7 @@ pub fn payload(change: &ContentChange, target: &Target) -> SyncPayload {
         tags: tags(change),
         locale: change.locale.clone(),
         market: change.market.clone(),
-        document: (change.op == Op::Upsert)
-            .then(|| serde_json::value::to_raw_value(&change.data).expect("a JSON object serialises")),
+        document: (change.op == Op::Upsert).then(|| change.data.clone()),
         idempotency_key: change.idempotency_key.clone(),
     }
 }
@@ -447,6 +447,26 @@ pub struct Ack {
 /// answers 200 with `"rejected"` has not synced. An absent `status` reads as `applied` (the field is optional
 /// in version 1's first receivers).
 pub fn parse_ack(body: &str) -> Result<Ack, SyncError> {
+    // The usual ack, read without a tree: every field absent, null or a string. Anything else is read the full
+    // way below, which says what is wrong with it.
+    #[derive(Deserialize)]
+    struct Usual<'a> {
+        #[serde(borrow)]
+        machine: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        status: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        restart: Option<Cow<'a, str>>,
+    }
+    if let Ok(Usual { machine: Some(machine), status, restart }) = serde_json::from_str::<Usual>(body) {
+        let status = match status.as_deref() {
+            None => Some(AckStatus::Applied),
+            Some(s) => AckStatus::ALL.into_iter().find(|a| a.as_str() == s),
+        };
+        if let (false, Some(status)) = (machine.is_empty(), status) {
+            return Ok(Ack { machine: machine.into_owned(), status, restart_required: restart.as_deref() == Some("required") });
+        }
+    }
     let value: Value = serde_json::from_str(body)
         .map_err(|_| SyncError::fatal("the receiver's answer is not JSON: is the sync path served by the sanity-fly-sync receiver?"))?;
     let machine = value

@@ -136,8 +136,8 @@ pub struct TargetRun {
     /// A failure of the target as a whole (its Machines could not be listed).
     pub error: Option<SyncError>,
     pub regions: Option<BTreeSet<String>>,
-    /// The payload, exactly the bytes that are signed and sent.
-    pub body: String,
+    /// The payload, exactly the bytes that are signed and sent (shared by its pushes).
+    pub body: std::sync::Arc<str>,
     pub machines: Vec<MachineRun>,
     pub restart_cause: Option<RestartCause>,
     /// Machines still to restart, in order.

@@ -57,13 +57,24 @@ impl Engine {
         self.calls.extend(pending.into_iter().map(|m| Call::new(t, Step::Push(Some(m)), 0)));
     }
 
-    /// A list answer equal to the known one: its Machines, without reading it again.
-    pub(super) fn known_answer(&self, t: usize, response: &Response) -> Option<Answer> {
-        let known = self.known[t].as_ref()?;
-        match response {
-            Response::Http { status: 200, body, .. } if **body == *known.body => Some(Answer::Machines(known.machines.to_vec())),
-            _ => None,
+    /// Whether `response` is a list answer equal to the known one (then it is not read again).
+    pub(super) fn is_known_answer(&self, t: usize, response: &Response) -> bool {
+        match (&self.known[t], response) {
+            (Some(known), Response::Http { status: 200, body, .. }) => **body == *known.body,
+            _ => false,
         }
+    }
+
+    /// The list answered with the known list: the Machines pushed to ahead of it are all there is (nothing to
+    /// reconcile), or the known Machines are this list's.
+    pub(super) fn on_known_list(&mut self, call: Call, now: u64) {
+        let t = call.target;
+        if self.targets[t].pushed_ahead && self.targets[t].phase == Phase::Listing {
+            self.targets[t].phase = Phase::Syncing;
+            return;
+        }
+        let machines = self.known[t].as_ref().map(|k| k.machines.to_vec()).unwrap_or_default();
+        self.on_answer(call, Answer::Machines(machines), now)
     }
 
     /// Remember a list read by this run (`body` as it came, `machines` as read from it).

@@ -42,6 +42,7 @@ use crate::retry::{self, Verdict};
 use crate::run::{MachineRun, Phase, SyncState, TargetRun};
 use serde::Serialize;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// How often a restarted Machine's checks are read until they pass (Fly allows 5 GETs/s per Machine).
 pub const POLL_INTERVAL_MS: u64 = 1_000;
@@ -169,7 +170,8 @@ impl Call {
 }
 
 pub struct Engine {
-    config: Config,
+    /// Shared with the process's memory of it (`known::ProcessMemory`): read once per environment.
+    config: Arc<Config>,
     /// `None` for a resume run: nothing to push, only unfinished restarts to finish.
     change: Option<ContentChange>,
     started_ms: u64,
@@ -191,16 +193,17 @@ pub struct Engine {
 
 impl Engine {
     /// A run for `change`. `seed` feeds the retry jitter (the shim passes a random one; tests a fixed one).
-    pub fn new(config: Config, change: ContentChange, now_ms: u64, seed: u64) -> Engine {
+    pub fn new(config: impl Into<Arc<Config>>, change: ContentChange, now_ms: u64, seed: u64) -> Engine {
         Engine::start(config, Some(change), now_ms, seed)
     }
 
     /// A run with no change: it lists every target's Machines and finishes the restarts they still owe.
-    pub fn resume(config: Config, now_ms: u64, seed: u64) -> Engine {
+    pub fn resume(config: impl Into<Arc<Config>>, now_ms: u64, seed: u64) -> Engine {
         Engine::start(config, None, now_ms, seed)
     }
 
-    fn start(config: Config, change: Option<ContentChange>, now_ms: u64, seed: u64) -> Engine {
+    fn start(config: impl Into<Arc<Config>>, change: Option<ContentChange>, now_ms: u64, seed: u64) -> Engine {
+        let config = config.into();
         let deadline_ms = now_ms.saturating_add(config.budget_ms);
         let reserve = RELEASE_RESERVE_MS.min(config.budget_ms / 5);
         let mut secrets: Vec<&str> = vec![config.sync_secret.expose()];
@@ -283,10 +286,8 @@ impl Engine {
         let Some(c) = self.calls.iter().position(|c| c.in_flight == Some(id)) else { return };
         let mut call = self.calls.remove(c);
         call.in_flight = None;
-        if call.step == Step::List {
-            if let Some(answer) = self.known_answer(call.target, &response) {
-                return self.on_answer(call, answer, now);
-            }
+        if call.step == Step::List && self.is_known_answer(call.target, &response) {
+            return self.on_known_list(call, now);
         }
         let response = self.scrubbed(response);
         // The call's description only goes into errors: not written for an answer that succeeded.
@@ -531,7 +532,7 @@ fn target_run(change: Option<&ContentChange>, target: &crate::config::Target) ->
     TargetRun {
         phase: if skipped.is_some() { Phase::Done } else { Phase::Listing },
         regions: change.and_then(|c| plan::target_regions(c, target)),
-        body: change.map(|c| protocol::payload_body(c, target)).unwrap_or_default(),
+        body: change.map_or_else(|| "".into(), |c| protocol::payload_body(c, target).into()),
         skipped,
         error: None,
         machines: Vec::new(),
