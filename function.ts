@@ -4,7 +4,7 @@
 // and what the outcome means (including the webhook's HTTP status); this file only runs `fetch` and timers,
 // feeds every answer back, and logs one JSON line per action. Secrets never reach a log line: requests are
 // logged through the core's redacted `log` description, never with their headers.
-import type {DocumentEventHandler} from '@sanity/functions'
+import type {DocumentEventHandler, SyncTagInvalidateCallback} from '@sanity/functions'
 import {loadWasm, SyncEngine} from './wasm.ts'
 import type {Action} from './pkg/types/Action.js'
 import type {Report} from './pkg/types/Report.js'
@@ -117,17 +117,17 @@ function envOf(source: Env): Record<string, string> {
 }
 
 /**
- * `JSON.stringify(event)`, what crosses into the core. The core refuses nesting beyond 128 levels; an event so
- * deep that JavaScript cannot even serialise it (a few thousand levels overflow its stack) is refused here, the
- * same way.
+ * `JSON.stringify(value)`, what crosses into the core (the event, the context's client options). The core refuses
+ * nesting beyond 128 levels; a value so deep that JavaScript cannot even serialise it (a few thousand levels
+ * overflow its stack) is refused here, the same way.
  */
-function eventText(event: unknown): string {
+function jsonText(field: string, value: unknown): string {
   try {
-    return JSON.stringify(event) ?? 'null'
+    return JSON.stringify(value) ?? 'null'
   } catch (error) {
     const got = `one JSON.stringify refused (${error instanceof Error ? error.name : 'error'})`
-    const message = `\`event\`: expected the Function event nested at most 128 levels deep, got ${got}`
-    throw {stage: 'input', class: 'bad_input', field: 'event', message, httpStatus: 400} satisfies Rejection
+    const message = `\`${field}\`: expected JSON nested at most 128 levels deep, got ${got}`
+    throw {stage: 'input', class: 'bad_input', field, message, httpStatus: 400} satisfies Rejection
   }
 }
 
@@ -151,29 +151,59 @@ async function continueRoll(report: Report, context: {invoke?: (name: string, da
   }
 }
 
-/**
- * The Sanity Function: a document's change (the document Function), or a roll to finish (the resume Function,
- * the same file). Throws when the sync did not fully succeed, so Sanity records a failure. The report is also
- * returned: production ignores it, `functions test` prints it as the Response.
- */
-export async function handler({context, event}: Parameters<DocumentEventHandler>[0]): Promise<Report> {
+/** Start the core's run for a Function invocation, or throw the core's refusal (logged) as an Error. */
+function startRun(context: {clientOptions?: unknown} | undefined, event: unknown): SyncEngine {
   loadWasm()
-  let engine: SyncEngine
   try {
-    // The event crosses as JSON text: the core bounds its size and depth (a JS object tree converted field by
-    // field could exhaust the module's stack).
-    engine = SyncEngine.fromFunctionEvent(envOf(process.env), eventText(event), Date.now(), seed())
+    // The event and the context's client options (project, dataset, token for the dependents query) cross as
+    // JSON text: the core bounds their size and depth (a JS object tree converted field by field could exhaust
+    // the module's stack).
+    const clientOptions = jsonText('context.clientOptions', context?.clientOptions ?? null)
+    return SyncEngine.fromFunctionEvent(envOf(process.env), jsonText('event', event), clientOptions, Date.now(), seed())
   } catch (error) {
     const e = error as Rejection
     jsonLines({action: 'rejected', ...e})
     throw new Error(`sanity-fly-sync: ${e.stage} error: ${e.message}`)
   }
-  const report = await runEngine(engine)
-  await continueRoll(report, context)
+}
+
+/** Sanity records a run that did not fully succeed as failed: throw, with the report attached. */
+function settle(report: Report): Report {
   if (!report.ok) {
     throw Object.assign(new Error(`sanity-fly-sync: sync ${report.status} (the report above says where and why)`), {report})
   }
   return report
+}
+
+/** What a Function handler gets: the sync-tag Function's invocations also carry `done`. */
+type Invocation = Parameters<DocumentEventHandler>[0] & {done?: SyncTagInvalidateCallback}
+
+/**
+ * The Sanity Function, for all three of its resources (one bundle): a document's change (the document Function),
+ * a roll to finish (the resume Function), or the sync tags Sanity invalidated (the sync-tag Function). Throws when
+ * the sync did not fully succeed, so Sanity records a failure. The report is also returned: production ignores it,
+ * `functions test` prints it as the Response. When the runtime passes `done` (a sync-tag invocation) it is called
+ * once the run is over, on every path, failures included: Sanity's clients waiting on live content wait for it.
+ */
+export async function handler({context, event, done}: Invocation): Promise<Report> {
+  try {
+    const report = await runEngine(startRun(context, event))
+    await continueRoll(report, context)
+    return settle(report)
+  } finally {
+    if (done !== undefined) await signalDone(done, (event?.data as {syncTags?: unknown} | undefined)?.syncTags)
+  }
+}
+
+/** Call `done` with the event's tags as given; its own failure is logged, never thrown over the run's outcome. */
+async function signalDone(done: SyncTagInvalidateCallback, tags: unknown): Promise<void> {
+  const given = Array.isArray(tags) ? tags.filter((t): t is string => typeof t === 'string') : []
+  try {
+    const response = await done(given)
+    jsonLines({action: 'sync-tags-done', called: true, tags: given.length, status: response?.status ?? null})
+  } catch (error) {
+    jsonLines({action: 'sync-tags-done', called: true, tags: given.length, error: error instanceof Error ? error.message : String(error)})
+  }
 }
 
 /** A Web-standard handler for GROQ-powered webhooks: mount it in any runtime (Node, Deno, Bun, workers). */

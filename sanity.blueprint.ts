@@ -9,7 +9,7 @@
 //   npx sanity-run functions env add fly-sync FLY_SYNC_SECRET "$(openssl rand -hex 32)"   # the same value in the Fly app
 // (`sanity functions env add …` is the same command through the `sanity` CLI.)
 import {defineBlueprint} from '@sanity/blueprints'
-import {BUDGET_HEADROOM_SECONDS, flySyncFunction, flySyncResumeFunction, type FlySyncFunctionOptions} from './blueprint/index.ts'
+import {BUDGET_HEADROOM_SECONDS, flySyncFunction, flySyncResumeFunction, flySyncTagFunction, type FlySyncFunctionOptions} from './blueprint/index.ts'
 
 // The same helper a team calls from its own blueprint (`sanity-fly-sync/blueprint`, README): the events, filter,
 // projection and time limits live there, once. This file only names this repository's types, routes and knobs.
@@ -88,6 +88,14 @@ const FLY_SYNC: FlySyncFunctionOptions = {
   //   FLY_SYNC_BUDGET_MS    the core's deadline for the run (set by the helper: the timeout minus 20 s)
   //   FLY_SYNC_RESUME_FUNCTION  the Function a run hands an unfinished roll to (set by the helper:
   //                         `<name>-resume`, the resource flySyncResumeFunction declares; `none`: don't)
+  //   FLY_SYNC_DEPENDENTS_DEPTH, FLY_SYNC_DEPENDENTS_CAP, FLY_SYNC_DEPENDENT_TYPES   the documents referencing a
+  //                         change, refreshed with it (set by the helper's `dependents` option: levels 0–3, default
+  //                         1; at most 50; any type). The lookup reads as the Function's robot token (`robotToken`)
+  //   SANITY_PROJECT_ID, SANITY_DATASET   where the dependents query goes: a Function takes both from its context,
+  //                         the webhook entry needs them set
+  //   SANITY_API_READ_TOKEN secret, webhook entry only: the dependents query's token (a Function uses its robot token)
+  //   SANITY_API_HOST       the Sanity API host, default https://<project>.api.sanity.io (local tests: a loopback
+  //                         Content Lake)
 }
 
 export default defineBlueprint({
@@ -96,5 +104,8 @@ export default defineBlueprint({
     // Runs of fly-sync that leave a rolling restart unfinished (their time ran out) hand it to this one, so the
     // roll goes on without waiting for the next edit (README: "How a roll survives a timeout").
     flySyncResumeFunction(FLY_SYNC),
+    // Sanity's sync tags (what its Live Content API invalidated) pushed to every Machine, for apps that render with
+    // next-sanity's sanityFetch + <SanityLive>: `done` is called once every Machine answered (README: "Sync tags").
+    flySyncTagFunction(FLY_SYNC),
   ],
 })

@@ -18,7 +18,7 @@ export function loadCoreCase() {
 
 /** One event, start to report; returns the number of requests answered. */
 function oneEvent(c, seed) {
-  const engine = SyncEngine.fromFunctionEvent(c.env, JSON.stringify(c.event), c.nowMs, seed)
+  const engine = SyncEngine.fromFunctionEvent(c.env, JSON.stringify(c.event), "null", c.nowMs, seed)
   let answered = 0
   try {
     for (;;) {

@@ -85,7 +85,7 @@ fn one_event_timed(case: &Case, seed: u64, memory: &mut ProcessMemory, into: &mu
             lap = now;
         }
     };
-    let mut engine = memory.from_function(&case.env, black_box(case.event.as_bytes()), case.now_ms, seed).expect("the case starts a run");
+    let mut engine = memory.from_function(&case.env, black_box(case.event.as_bytes()), b"null", case.now_ms, seed).expect("the case starts a run");
     mark(0, into);
     let mut answered = 0;
     loop {

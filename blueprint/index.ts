@@ -11,7 +11,7 @@
 // points at the prebuilt Function inside the installed package (one ESM file, the wasm inlined), so the CLI neither
 // transpiles nor installs anything. Secrets never go here: `sanity functions env add <name> FLY_API_TOKEN …`.
 // This repository's own sanity.blueprint.ts is built with it too.
-import {defineDocumentFunction, definePubSubFunction} from '@sanity/blueprints'
+import {defineDocumentFunction, definePubSubFunction, defineSyncTagInvalidateFunction} from '@sanity/blueprints'
 
 export const DEFAULT_NAME = 'fly-sync'
 /** Where npm puts the prebuilt Function, relative to the blueprint's folder (override with `src`). */
@@ -30,7 +30,7 @@ export const BUDGET_HEADROOM_SECONDS = 20
 const MIN_TIMEOUT_SECONDS = 30
 const MAX_TIMEOUT_SECONDS = 900
 /** Set with `functions env add`, never in a blueprint (it is committed and deployed as plain text). */
-const SECRETS = ['FLY_API_TOKEN', 'FLY_SYNC_SECRET', 'SANITY_WEBHOOK_SECRET']
+const SECRETS = ['FLY_API_TOKEN', 'FLY_SYNC_SECRET', 'SANITY_WEBHOOK_SECRET', 'SANITY_API_READ_TOKEN']
 
 /**
  * What the core reads (src/event.rs): the whole document (`...`) for the app to render, then the fields that steer
@@ -65,6 +65,19 @@ export interface FlySyncFunctionOptions {
   routes?: Readonly<Record<string, string | readonly string[]>>
   /** Types whose change needs a rolling restart (FLY_RESTART_TYPES), e.g. settings read at boot. */
   restartTypes?: readonly string[]
+  /**
+   * The published documents that reference a changed one (a post shows its author) ride in its push, so their
+   * pages are refreshed too: one query to Sanity per level. `depth` levels of references (0–3, default 1), at
+   * most `cap` documents (1–1000, default 50; the rest are covered by their types' tags), of `types` only (default
+   * any). `false` turns the lookup off. List the referenced types (an author, a category) in `types` too: the
+   * Function fires only for those.
+   */
+  dependents?: false | {depth?: number; cap?: number; types?: readonly string[]}
+  /**
+   * The robot token the Function runs with (`'$.resources.<name>'` of a `defineRobotToken` in the same blueprint):
+   * the dependents query reads the dataset with it. Without one a private dataset answers that query with nothing.
+   */
+  robotToken?: string
   /** The Function's name (`functions test <name>`, `functions env add <name> …`). Default `fly-sync`. */
   name?: string
   displayName?: string
@@ -97,6 +110,25 @@ function stringList(field: string, value: unknown, required: boolean): string[] 
     if (typeof t !== 'string' || t.trim() === '') throw expected(`${field}[${i}]`, 'a document type name', typeof t === 'string' ? 'an empty string' : kind(t))
   })
   return value
+}
+
+/** FLY_SYNC_DEPENDENTS_DEPTH, _CAP, FLY_SYNC_DEPENDENT_TYPES; the core checks the ranges when it starts. */
+function dependentsEnv(dependents: FlySyncFunctionOptions['dependents']): Record<string, string> {
+  if (dependents === undefined) return {}
+  if (dependents === false) return {FLY_SYNC_DEPENDENTS_DEPTH: '0'}
+  if (typeof dependents !== 'object' || dependents === null || Array.isArray(dependents)) {
+    throw expected('dependents', '`false` or an object {depth, cap, types}', kind(dependents))
+  }
+  const out: Record<string, string> = {}
+  for (const [key, variable, min, max] of [['depth', 'FLY_SYNC_DEPENDENTS_DEPTH', 0, 3], ['cap', 'FLY_SYNC_DEPENDENTS_CAP', 1, 1000]] as const) {
+    const value = dependents[key]
+    if (value === undefined) continue
+    if (!Number.isInteger(value) || value < min || value > max) throw expected(`dependents.${key}`, `a whole number from ${min} to ${max}`, typeof value === 'number' ? 'another number' : kind(value))
+    out[variable] = String(value)
+  }
+  const types = stringList('dependents.types', dependents.types, false)
+  if (types.length) out.FLY_SYNC_DEPENDENT_TYPES = types.join(',')
+  return out
 }
 
 /** FLY_SYNC_ROUTES: `type=/a/{slug}|/b/{slug},type2=…`. The core checks each template when it starts. */
@@ -142,6 +174,10 @@ export function flySyncFunction(options: FlySyncFunctionOptions) {
     throw expected('timeout', `whole seconds from ${MIN_TIMEOUT_SECONDS} to ${MAX_TIMEOUT_SECONDS}`, typeof timeout === 'number' ? 'another number' : kind(timeout))
   }
   const routes = routesEnv(options.routes, types)
+  const dependents = dependentsEnv(options.dependents)
+  if (options.robotToken !== undefined && (typeof options.robotToken !== 'string' || options.robotToken.trim() === '')) {
+    throw expected('robotToken', "a robot token reference ('$.resources.<name>')", kind(options.robotToken))
+  }
   const name = options.name ?? DEFAULT_NAME
 
   return defineDocumentFunction({
@@ -151,6 +187,7 @@ export function flySyncFunction(options: FlySyncFunctionOptions) {
     runtime: 'nodejs24.x',
     timeout,
     memory: options.memory ?? 1,
+    ...(options.robotToken ? {robotToken: options.robotToken} : {}),
     event: {
       // Explicit: the default (`publish`) misses deletes, and renames need `update` with before().
       on: ['create', 'update', 'delete'],
@@ -161,6 +198,7 @@ export function flySyncFunction(options: FlySyncFunctionOptions) {
       ...(several ? {} : {FLY_APP_NAME: options.app!.trim()}),
       ...(routes ? {FLY_SYNC_ROUTES: routes} : {}),
       ...(restartTypes.length ? {FLY_RESTART_TYPES: restartTypes.join(',')} : {}),
+      ...dependents,
       FLY_SYNC_BUDGET_MS: String((timeout - BUDGET_HEADROOM_SECONDS) * 1000),
       // The Function a run hands an unfinished roll to (flySyncResumeFunction below).
       FLY_SYNC_RESUME_FUNCTION: resumeName(name),
@@ -186,9 +224,35 @@ export function flySyncResumeFunction(options: FlySyncFunctionOptions) {
     runtime: main.runtime,
     timeout: main.timeout,
     memory: main.memory,
+    ...(main.robotToken ? {robotToken: main.robotToken} : {}),
     env: main.env,
   })
 }
 
-// The sync-tag Function (Sanity's sync-tag-invalidate event, pushed to every Machine) gets its own helper here,
-// beside this one, when it exists.
+/**
+ * Seconds a sync-tag run may take, all Machines included (FLY_SYNC_BUDGET_MS of the sync-tag Function). Sanity's
+ * clients waiting on live content wait for the run's `done`: a Machine that cannot be reached in this time is
+ * reported, not waited for.
+ */
+export const SYNC_TAG_BUDGET_SECONDS = 10
+
+/**
+ * The sync-tag Function: Sanity's sync-tag-invalidate event (the tags its Live Content API returned with query
+ * results, now stale) pushed, signed, to every started Machine, whose receiver hands them to the app (the Next kit
+ * revalidates them as next-sanity's `sanityFetch` tags its cache). The same prebuilt code and configuration as
+ * `flySyncFunction(options)`; it never restarts anything, and calls `done` when every Machine has answered or its
+ * budget is over. Add it beside the other for an app that uses next-sanity's `<SanityLive>` (README).
+ */
+export function flySyncTagFunction(options: FlySyncFunctionOptions) {
+  const main = flySyncFunction(options)
+  return defineSyncTagInvalidateFunction({
+    name: `${main.name}-tags`,
+    displayName: 'Push Sanity sync tags to Fly Machines',
+    src: main.src,
+    runtime: main.runtime,
+    timeout: SYNC_TAG_BUDGET_SECONDS + BUDGET_HEADROOM_SECONDS,
+    memory: main.memory,
+    ...(main.robotToken ? {robotToken: main.robotToken} : {}),
+    env: {...main.env, FLY_SYNC_BUDGET_MS: String(SYNC_TAG_BUDGET_SECONDS * 1000)},
+  })
+}

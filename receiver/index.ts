@@ -35,6 +35,12 @@ export interface ReceiverHooks {
   apply(change: SyncPayload, context: HookContext): void | {restart?: boolean} | Promise<void | {restart?: boolean}>
   /** Purge what shows the document: its old and new routes and its cache tags. Runs after `apply`. */
   invalidate?(routes: string[], tags: string[], change: SyncPayload, context: HookContext): void | Promise<void>
+  /**
+   * Drop what was rendered with these Sanity sync tags (the sync-tag Function's push; a Next.js app calls
+   * `revalidateTag` for each, as the Next kit does). Without this hook such a push is refused (422), so the
+   * Function's report names this Machine. Throw to have the Function retry.
+   */
+  syncTags?(tags: string[], context: HookContext): void | Promise<void>
 }
 
 /** Anything that runs a GROQ query: a `@sanity/client` instance fits. */
@@ -210,8 +216,8 @@ function documentLocks() {
 /** Create the handler. Throws a `{class, field, message}` error for bad options. */
 export function createReceiver(options: ReceiverOptions): Receiver {
   loadWasm()
-  const {apply, invalidate, catchUp, machineId = (globalThis as Env).process?.env.FLY_MACHINE_ID, ...settings} = options
-  const optionsText = JSON.stringify({...settings, machineId})
+  const {apply, invalidate, syncTags, catchUp, machineId = (globalThis as Env).process?.env.FLY_MACHINE_ID, ...settings} = options
+  const optionsText = JSON.stringify({...settings, machineId, syncTags: typeof syncTags === 'function'})
   const catchUpText = catchUp &&
     JSON.stringify({
       types: catchUp.types,
@@ -290,19 +296,24 @@ export function createReceiver(options: ReceiverOptions): Receiver {
     return {outcome, settled: work.then(noop, noop)}
   }
 
+  type HookCall = ['apply' | 'invalidate' | 'syncTags', (context: HookContext) => unknown]
+  /** The app's hooks a step runs, in order: a change's `apply` then `invalidate`; sync tags' `syncTags`. */
+  function hooksFor(step: Exclude<Step, {type: 'respond'}>): HookCall[] {
+    if (step.type === 'tags') return [['syncTags', (context) => syncTags!(step.syncTags, context)]]
+    const change = step.change
+    const calls: HookCall[] = [['apply', (context) => apply(change, context)]]
+    if (invalidate) calls.push(['invalidate', (context) => invalidate(change.routes.invalidate, change.tags, change, context)])
+    return calls
+  }
+
   /** Run the app's hooks for one step; the core's reply, when the document is free again, and whether a hook timed out. */
   async function perform(step: Step, generation: number): Promise<Held<Reply> & {timedOut?: boolean}> {
     if (step.type === 'respond') return {result: step, released: Promise.resolve()}
-    const change = step.change
     let restart = false
     let failure: string | undefined
     let late: Promise<unknown> | undefined
-    for (const which of ['apply', 'invalidate'] as const) {
-      if (which === 'invalidate' && !invalidate) break
-      const {outcome, settled} =
-        which === 'apply'
-          ? await hook((context) => apply(change, context))
-          : await hook((context) => invalidate!(change.routes.invalidate, change.tags, change, context))
+    for (const [which, run] of hooksFor(step)) {
+      const {outcome, settled} = await hook(run)
       if (outcome.ok) {
         if (which === 'apply') restart = (outcome.value as {restart?: boolean} | undefined)?.restart === true
         continue

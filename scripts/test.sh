@@ -15,4 +15,5 @@ node scripts/bundle-function.mjs   # dist/functions/fly-sync, what sanity.bluepr
 node scripts/build-package.mjs     # pkg/ as the npm package (tests pack and install it)
 tsc --noEmit -p .   # also checks the generated .d.ts
 cargo test --all-targets
+cargo check --quiet --manifest-path fuzz/Cargo.toml   # the fuzz targets compile against today's API
 node --test 'tests/node/**/*.test.*'   # quoted glob: Node 24 runs a bare directory as a module

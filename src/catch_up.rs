@@ -210,7 +210,7 @@ impl CatchUp {
     /// Begin what the last `page` or `deletions` staged, as one unit (the handler holds their ids meanwhile).
     pub fn begin_staged(&mut self, receiver: &mut Receiver) -> Vec<Step> {
         let staged = self.run.as_mut().map(|run| std::mem::take(&mut run.staged)).unwrap_or_default();
-        staged.into_iter().map(|incoming| receiver.begin_verified(incoming)).collect()
+        staged.into_iter().map(|incoming| receiver.begin_change(incoming)).collect()
     }
 
     /// Every id of the types that Sanity still has, asked at `now_ms`.
@@ -377,6 +377,7 @@ fn pulled(op: Op, id: &str, doc_type: &str, rev: &str, updated_at: &str) -> Sync
         previous_slug: None,
         routes: Routes::default(),
         tags: vec![id.to_string(), doc_type.to_string()],
+        dependents: None,
         locale: None,
         market: None,
         document: None,

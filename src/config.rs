@@ -84,6 +84,8 @@ pub struct Config {
     pub dry_run: bool,
     /// The Function a run invokes to finish a roll it could not (`None`: wait for the next run instead).
     pub resume_function: Option<String>,
+    /// Where to query Sanity (for dependents).
+    pub sanity: SanityApi,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +140,57 @@ pub struct Target {
     pub include_versions: bool,
     /// How long one Machine may take to be `started` with passing checks after a restart.
     pub restart_timeout_ms: u64,
+    /// Which documents that reference a changed one are refreshed with it.
+    pub dependents: DependentsRule,
+}
+
+/// Documents that reference a changed one show it too (a post shows its author): they are looked up in Sanity
+/// (`references()`), to `depth` levels (a page showing a post showing its author is depth 2; 0 turns it off),
+/// at most `cap` of them (more are covered by their types' tags), of `types` (empty: any type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DependentsRule {
+    pub depth: u8,
+    pub cap: u32,
+    pub types: Vec<String>,
+}
+
+impl Default for DependentsRule {
+    fn default() -> Self {
+        DependentsRule { depth: 1, cap: 50, types: Vec::new() }
+    }
+}
+
+/// Where the run may query Sanity (for dependents): the project and dataset of the change, and a token that may
+/// read it. A Function gets them from its context (`context.clientOptions`, with its robot token); the webhook
+/// entry from `SANITY_PROJECT_ID`, `SANITY_DATASET`, `SANITY_API_READ_TOKEN`. `SANITY_API_HOST` overrides where.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SanityApi {
+    pub project_id: Option<String>,
+    pub dataset: Option<String>,
+    pub api_host: Option<String>,
+    pub token: Option<Secret>,
+}
+
+/// The Sanity API version the run's queries are written for.
+pub const SANITY_API_VERSION: &str = "v2025-02-19";
+
+impl SanityApi {
+    /// The query endpoint for the published perspective, when the project and dataset are known.
+    pub fn query_url(&self) -> Option<String> {
+        let (project, dataset) = (self.project_id.as_deref()?, self.dataset.as_deref()?);
+        let host = self.api_host.clone().unwrap_or_else(|| format!("https://{project}.api.sanity.io"));
+        Some(format!("{}/{SANITY_API_VERSION}/data/query/{dataset}?perspective=published", host.trim_end_matches('/')))
+    }
+
+    /// Fill what the environment left open from the Function's context (`context.clientOptions`): its project,
+    /// dataset and token are the change's own; the host stays the environment's when set (local tests).
+    pub fn with_context(mut self, context: SanityApi) -> SanityApi {
+        self.project_id = context.project_id.or(self.project_id);
+        self.dataset = context.dataset.or(self.dataset);
+        self.token = context.token.or(self.token);
+        self.api_host = self.api_host.or(context.api_host);
+        self
+    }
 }
 
 impl Target {
@@ -161,7 +214,7 @@ enum Kind {
 }
 
 /// The simple form's per-target variables and the target key (in `FLY_SYNC_CONFIG`) each one sets.
-const TARGET_VARS: [(&str, &str, Kind); 13] = [
+const TARGET_VARS: &[(&str, &str, Kind)] = &[
     ("FLY_APP_NAME", "app", Kind::Text),
     ("FLY_SYNC_TYPES", "types", Kind::List),
     ("FLY_SYNC_ROUTES", "routes", Kind::Routes),
@@ -175,6 +228,9 @@ const TARGET_VARS: [(&str, &str, Kind); 13] = [
     ("FLY_SYNC_INCLUDE_DRAFTS", "includeDrafts", Kind::Bool),
     ("FLY_SYNC_INCLUDE_VERSIONS", "includeVersions", Kind::Bool),
     ("FLY_RESTART_TIMEOUT_MS", "restartTimeoutMs", Kind::Number),
+    ("FLY_SYNC_DEPENDENTS_DEPTH", "dependents.depth", Kind::Number),
+    ("FLY_SYNC_DEPENDENTS_CAP", "dependents.cap", Kind::Number),
+    ("FLY_SYNC_DEPENDENT_TYPES", "dependents.types", Kind::List),
 ];
 
 /// Run-wide variables, read with either form: each sets (and overrides) a top-level key of the JSON form.
@@ -277,7 +333,7 @@ fn document(env: &Env) -> Result<Document, SyncError> {
                 return Err(SyncError::expected("FLY_APP_NAME", "the Fly app to sync (or a FLY_SYNC_CONFIG document)", "nothing"));
             };
             let mut target = Map::new();
-            for (var, key, kind) in TARGET_VARS {
+            for &(var, key, kind) in TARGET_VARS {
                 if let Some(text) = get(var) {
                     insert_path(&mut target, key, env_value(var, text, kind)?);
                     sources.push((format!("FLY_SYNC_CONFIG.targets[0].{key}"), var));
@@ -321,7 +377,57 @@ impl Config {
                 Some(name) if name == "none" => None,
                 Some(name) => Some(name),
             },
+            sanity: sanity_from_env(env)?,
         })
+    }
+}
+
+/// `SANITY_PROJECT_ID`, `SANITY_DATASET`, `SANITY_API_HOST`, `SANITY_API_READ_TOKEN` (each optional).
+fn sanity_from_env(env: &Env) -> Result<SanityApi, SyncError> {
+    let get = |k: &str| env.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    Ok(SanityApi {
+        project_id: get("SANITY_PROJECT_ID").map(|p| project_id("SANITY_PROJECT_ID", p)).transpose()?,
+        dataset: get("SANITY_DATASET").map(|d| dataset_name("SANITY_DATASET", d)).transpose()?,
+        api_host: get("SANITY_API_HOST").map(|u| base_url("SANITY_API_HOST", u)).transpose()?,
+        token: get("SANITY_API_READ_TOKEN").map(|t| Secret::parse("SANITY_API_READ_TOKEN", t, 1)).transpose()?,
+    })
+}
+
+/// The Function's `context.clientOptions` (JSON text; `null` when the runtime gives none): its project, dataset,
+/// host and token, each optional (a local `functions test` passes none of the host and token). Other keys the
+/// runtime adds (`apiVersion`, `organizationId`…) are not ours to check.
+pub fn sanity_from_client_options(json: &[u8]) -> Result<SanityApi, SyncError> {
+    const FIELD: &str = "context.clientOptions";
+    let doc = crate::limits::parse_json(FIELD, json, "a JSON object or null")?;
+    if doc.is_null() {
+        return Ok(SanityApi::default());
+    }
+    let o = Obj::root(&doc, FIELD, FIELD)?;
+    let text = |key: &str| o.str_opt(key).map(|v| v.filter(|v| !v.is_empty()));
+    Ok(SanityApi {
+        project_id: text("projectId")?.map(|p| project_id(&o.field("projectId"), p)).transpose()?,
+        dataset: text("dataset")?.map(|d| dataset_name(&o.field("dataset"), d)).transpose()?,
+        api_host: text("apiHost")?.map(|u| base_url(&o.field("apiHost"), u)).transpose()?,
+        token: text("token")?.map(|t| Secret::parse(&o.field("token"), t, 1)).transpose()?,
+    })
+}
+
+/// A Sanity project id: lowercase letters and digits.
+pub fn project_id(field: &str, id: &str) -> Result<String, SyncError> {
+    if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        Ok(id.to_string())
+    } else {
+        Err(SyncError::expected(field, "a Sanity project id (lowercase letters and digits)", "another value"))
+    }
+}
+
+/// A Sanity dataset name: lowercase letters, digits, `_` and `-`, at most 64 characters.
+pub fn dataset_name(field: &str, name: &str) -> Result<String, SyncError> {
+    let ok = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(SyncError::expected(field, "a Sanity dataset name (lowercase letters, digits, `_`, `-`)", "another value"))
     }
 }
 
@@ -452,8 +558,27 @@ fn parse_routes(field: &str, value: &Value) -> Result<BTreeMap<String, Vec<Route
 
 const TARGET_KEYS: &[&str] = &[
     "name", "app", "tokenEnv", "types", "routes", "syncPath", "fanOut", "regions", "restart", "maxUnavailable",
-    "machinesApiUrl", "appUrl", "includeDrafts", "includeVersions", "restartTimeoutMs",
+    "machinesApiUrl", "appUrl", "includeDrafts", "includeVersions", "restartTimeoutMs", "dependents",
 ];
+
+/// `dependents`: `false` (none), or `{depth, cap, types}` (each optional: 1, 50, any type).
+fn dependents_rule(obj: &Obj) -> Result<DependentsRule, SyncError> {
+    match obj.get("dependents") {
+        None => Ok(DependentsRule::default()),
+        Some(Value::Bool(false)) => Ok(DependentsRule { depth: 0, ..DependentsRule::default() }),
+        Some(Value::Object(_)) => {
+            let d = obj.obj("dependents")?.expect("checked object");
+            d.deny_unknown(&["depth", "cap", "types"])?;
+            let default = DependentsRule::default();
+            Ok(DependentsRule {
+                depth: d.u64_opt("depth", 0, 3)?.map_or(default.depth, |n| n as u8),
+                cap: d.u64_opt("cap", 1, 1_000)?.map_or(default.cap, |n| n as u32),
+                types: d.str_list_opt("types")?.unwrap_or_default(),
+            })
+        }
+        Some(_) => Err(SyncError::expected(obj.field("dependents"), "false, or {\"depth\": 0-3, \"cap\": 1-1000, \"types\": [...]}", "another value")),
+    }
+}
 
 /// `maxUnavailable`: a count (1 to 1000), or a fraction of each region's Machines as a number between 0 and 1
 /// (`0.33`) or a percentage (`"33%"`), as flyctl's rolling strategy takes either.
@@ -549,6 +674,7 @@ fn target_from_json(obj: &Obj, env: &Env) -> Result<Target, SyncError> {
         include_drafts: obj.bool_opt("includeDrafts")?.unwrap_or(false),
         include_versions: obj.bool_opt("includeVersions")?.unwrap_or(false),
         restart_timeout_ms: obj.u64_opt("restartTimeoutMs", 1_000, 900_000)?.unwrap_or(DEFAULT_RESTART_TIMEOUT_MS),
+        dependents: dependents_rule(obj)?,
         app,
     })
 }
@@ -667,6 +793,61 @@ pub(crate) mod tests {
         let full = Config::from_env(&env(&[("FLY_SYNC_CONFIG", json), ("FLY_API_TOKEN", "fm2_abc"), ("FLY_SYNC_SECRET", SECRET)])).unwrap();
         assert_eq!(format!("{:?}", simple.targets), format!("{:?}", full.targets));
         assert_eq!(simple.targets[0].routes["article"].len(), 3, "a type named twice keeps all its templates");
+    }
+
+    #[test]
+    fn the_functions_client_options_are_read_field_by_field() {
+        let read = |text: &str| sanity_from_client_options(text.as_bytes());
+        let got = read(r#"{"projectId":"abc123","dataset":"production","apiHost":"https://api.sanity.io","token":"sk-robot","apiVersion":"vX","organizationId":"o1"}"#).unwrap();
+        assert_eq!((got.project_id.as_deref(), got.dataset.as_deref()), (Some("abc123"), Some("production")));
+        assert_eq!(got.token.unwrap().expose(), "sk-robot");
+        assert_eq!(read("null").unwrap(), SanityApi::default(), "no context: nothing known");
+        assert_eq!(read(r#"{"projectId":"","dataset":"production"}"#).unwrap().project_id, None, "an empty id is none (local runs)");
+        for (text, field) in [
+            (r#"{"projectId":"Not A Project"}"#, "context.clientOptions.projectId"),
+            (r#"{"dataset":7}"#, "context.clientOptions.dataset"),
+            (r#"{"token":"sk-padded\n"}"#, "context.clientOptions.token"),
+            ("[]", "context.clientOptions"),
+        ] {
+            let e = read(text).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{text}: {e:?}");
+            assert!(!e.message.contains("sk-padded"), "the token is never echoed");
+        }
+    }
+
+    #[test]
+    fn dependents_default_to_one_level_and_fifty_and_can_be_turned_off() {
+        let base = [("FLY_APP_NAME", "web"), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET)];
+        let c = Config::from_env(&env(&base)).unwrap();
+        assert_eq!(c.targets[0].dependents, DependentsRule { depth: 1, cap: 50, types: vec![] });
+        let mut more = base.to_vec();
+        more.extend([("FLY_SYNC_DEPENDENTS_DEPTH", "2"), ("FLY_SYNC_DEPENDENTS_CAP", "10"), ("FLY_SYNC_DEPENDENT_TYPES", "post,page")]);
+        let c = Config::from_env(&env(&more)).unwrap();
+        assert_eq!(c.targets[0].dependents, DependentsRule { depth: 2, cap: 10, types: vec!["post".into(), "page".into()] });
+        let off = r#"{"targets":[{"app":"web","dependents":false}]}"#;
+        let c = Config::from_env(&env(&[("FLY_SYNC_CONFIG", off), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET)])).unwrap();
+        assert_eq!(c.targets[0].dependents.depth, 0);
+        let mut deep = base.to_vec();
+        deep.push(("FLY_SYNC_DEPENDENTS_DEPTH", "9"));
+        assert_eq!(Config::from_env(&env(&deep)).unwrap_err().field.as_deref(), Some("FLY_SYNC_DEPENDENTS_DEPTH"));
+    }
+
+    #[test]
+    fn sanity_api_from_the_environment_and_the_functions_context() {
+        let base = [("FLY_APP_NAME", "web"), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET)];
+        let c = Config::from_env(&env(&base)).unwrap();
+        assert_eq!(c.sanity.query_url(), None, "nothing known: no queries");
+        let mut with = base.to_vec();
+        with.extend([("SANITY_PROJECT_ID", "abc123"), ("SANITY_DATASET", "production"), ("SANITY_API_READ_TOKEN", "sk-read")]);
+        let c = Config::from_env(&env(&with)).unwrap();
+        assert_eq!(c.sanity.query_url().unwrap(), "https://abc123.api.sanity.io/v2025-02-19/data/query/production?perspective=published");
+        let context = SanityApi { project_id: Some("ctx1".into()), dataset: Some("staging".into()), api_host: Some("https://api.sanity.io".into()), token: None };
+        let merged = c.sanity.clone().with_context(context);
+        assert_eq!(merged.query_url().unwrap(), "https://api.sanity.io/v2025-02-19/data/query/staging?perspective=published");
+        assert_eq!(merged.token.unwrap().expose(), "sk-read", "the environment's token where the context has none");
+        let mut bad = base.to_vec();
+        bad.push(("SANITY_PROJECT_ID", "ABC 1"));
+        assert_eq!(Config::from_env(&env(&bad)).unwrap_err().field.as_deref(), Some("SANITY_PROJECT_ID"));
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! Inputs arrive as text and bytes (the event's JSON, the delivery's raw body), never as a JavaScript object
 //! tree, so their size and depth are bounded here, in Rust, before anything is built from them.
 
-use crate::config::{Config, Env};
+use crate::config::{self, Config, Env};
 use crate::engine::Engine;
 use crate::error::SyncError;
+use crate::sync_tags::SyncTags;
 use crate::event::{self, Headers};
 use serde::Serialize;
 use std::sync::Arc;
@@ -69,17 +70,27 @@ pub struct Rejection {
 }
 
 /// A Function invocation: `event_json` is the handler's `event` (`{data}`) as JSON text — a document's change, or
-/// the continuation a run sent to finish a roll (`event::FunctionEvent`).
-pub fn from_function(env: &Env, event_json: &[u8], now_ms: u64, seed: u64) -> Result<Engine, StartError> {
+/// the continuation a run sent to finish a roll (`event::FunctionEvent`); `client_options_json` is its
+/// `context.clientOptions` (or `null`), whose project, dataset and token the dependents query uses.
+pub fn from_function(env: &Env, event_json: &[u8], client_options_json: &[u8], now_ms: u64, seed: u64) -> Result<Engine, StartError> {
     let config = Config::from_env(env).map_err(StartError::Config)?;
+    let config = with_client_options(config, client_options_json)?;
     function_run(Arc::new(config), event_json, now_ms, seed)
+}
+
+/// `config` with the Function's `context.clientOptions` (JSON text, or `null`) for the dependents query.
+pub fn with_client_options(mut config: Config, client_options_json: &[u8]) -> Result<Config, StartError> {
+    let context = config::sanity_from_client_options(client_options_json).map_err(StartError::Input)?;
+    config.sanity = config.sanity.with_context(context);
+    Ok(config)
 }
 
 /// `from_function` with the configuration read already.
 pub fn function_run(config: Arc<Config>, event_json: &[u8], now_ms: u64, seed: u64) -> Result<Engine, StartError> {
     match event::function_event_from_json(event_json, now_ms).map_err(StartError::Input)? {
-        event::FunctionEvent::Change(change) => Ok(Engine::new(config, change, now_ms, seed)),
+        event::FunctionEvent::Change(change) => Ok(Engine::new(config, *change, now_ms, seed)),
         event::FunctionEvent::Resume => Ok(Engine::resume(config, now_ms, seed)),
+        event::FunctionEvent::SyncTags(tags) => Ok(Engine::sync_tags(config, SyncTags::new(tags, now_ms, seed), now_ms, seed)),
     }
 }
 
@@ -142,7 +153,7 @@ mod tests {
         let mut env = webhook_env();
         env.insert("FLY_API_URL".into(), "https://api.machines.dev/v1/".into());
         let event = br#"{"data":{"_id":"a","_type":"t","_rev":"r","_updatedAt":"2026-11-27T10:00:00Z"}}"#;
-        let mut engine = from_function(&env, event, 1_800_000_000_000, 1).unwrap();
+        let mut engine = from_function(&env, event, b"null", 1_800_000_000_000, 1).unwrap();
         let crate::engine::Action::Send { requests } = engine.poll(1_800_000_000_000) else { panic!("a list request first") };
         assert_eq!(requests[0].url, "https://api.machines.dev/v1/apps/web/machines");
     }

@@ -57,7 +57,7 @@ fn check_size(field: &str, len: usize, max: usize) -> Result<(), SyncError> {
 pub fn function_event_from_json(event_json: &[u8], now_ms: u64) -> Result<FunctionEvent, SyncError> {
     check_size("event", event_json.len(), MAX_INPUT_BYTES)?;
     if let Some(change) = function_event_shallow(event_json, now_ms) {
-        return change.map(FunctionEvent::Change);
+        return change.map(|c| FunctionEvent::Change(Box::new(c)));
     }
     let event = limits::parse_json("event", event_json, "the Function event (a JSON object with `data`)")?;
     if let Some(marker) = event.pointer(&format!("/data/{CONTINUATION_KEY}")) {
@@ -66,13 +66,18 @@ pub fn function_event_from_json(event_json: &[u8], now_ms: u64) -> Result<Functi
             _ => Err(SyncError::expected(format!("event.data.{CONTINUATION_KEY}"), format!("`{RESUME}`"), "another value")),
         };
     }
+    // A sync-tag-invalidate event: `{syncTags}` and no document (a document's own field of that name comes with
+    // its `_id`, and is a document's).
+    if let (Some(tags), None) = (event.pointer("/data/syncTags"), event.pointer("/data/_id")) {
+        return crate::sync_tags::read("event.data.syncTags", tags).map(FunctionEvent::SyncTags);
+    }
     // Moved into the envelope, not copied (`json!` would serialise a copy of the whole document).
-    from_function_event(&Value::Object(Map::from_iter([("event".to_string(), event)])), now_ms).map(FunctionEvent::Change)
+    from_function_event(&Value::Object(Map::from_iter([("event".to_string(), event)])), now_ms).map(|c| FunctionEvent::Change(Box::new(c)))
 }
 
 /// A document's change read the short way: the top level of `data` as keys and value texts, the fields `build`
 /// reads parsed from their texts, the document's text assembled from the rest without parsing it. Every event
-/// this does not take (`None`: not an object with an object `data`, the continuation, nesting near the limit,
+/// this does not take (`None`: not an object with an object `data`, the continuation, sync tags, nesting near the limit,
 /// escapes of surrogates, which the full reading checks and skipping does not) is read the full way, which
 /// accepts and refuses exactly as before. What is accepted here is accepted there, with the same change.
 fn function_event_shallow(bytes: &[u8], now_ms: u64) -> Option<Result<ContentChange, SyncError>> {
@@ -86,7 +91,8 @@ fn function_event_shallow(bytes: &[u8], now_ms: u64) -> Option<Result<ContentCha
         data: BTreeMap<Cow<'a, str>, &'a RawValue>,
     }
     let Event { data } = serde_json::from_str(text).ok()?;
-    if data.contains_key(CONTINUATION_KEY) {
+    // The continuation and sync-tag events are read the full way.
+    if data.contains_key(CONTINUATION_KEY) || (data.contains_key("syncTags") && !data.contains_key("_id")) {
         return None;
     }
     let mut read = Map::new();
@@ -108,11 +114,13 @@ fn function_event_shallow(bytes: &[u8], now_ms: u64) -> Option<Result<ContentCha
 pub const CONTINUATION_KEY: &str = "sanityFlySync";
 pub const RESUME: &str = "resume";
 
-/// What a Function invocation asks for: sync a content change, or finish the restarts the Machines still owe.
+/// What a Function invocation asks for: sync a content change, finish the restarts the Machines still owe, or
+/// push the sync tags Sanity invalidated.
 #[derive(Debug)]
 pub enum FunctionEvent {
-    Change(ContentChange),
+    Change(Box<ContentChange>),
     Resume,
+    SyncTags(Vec<String>),
 }
 
 /// Parse a Function invocation, `{context, event: {data}}` (the context is not needed). `now_ms` bounds how far
@@ -310,7 +318,7 @@ mod tests {
 
     fn function(extra: Value) -> Result<ContentChange, SyncError> {
         match function_event_from_json(&page(extra), NOW)? {
-            FunctionEvent::Change(c) => Ok(c),
+            FunctionEvent::Change(c) => Ok(*c),
             other => panic!("not a change: {other:?}"),
         }
     }
@@ -495,7 +503,7 @@ mod tests {
             ("FLY_SYNC_SECRET", crate::config::tests::SECRET),
         ]))
         .unwrap();
-        let pushed = crate::protocol::payload_body(&c, &config.targets[0]);
+        let pushed = crate::protocol::payload_body(&c, &config.targets[0], None);
         for digits in ["1180591620717411303424", "0.1000000000000000055511151231257827", "-9223372036854775809"] {
             assert!(pushed.contains(digits), "{digits} in {pushed}");
         }

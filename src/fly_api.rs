@@ -4,7 +4,7 @@
 
 use crate::config::Target;
 use crate::error::{shorten, SyncError};
-use crate::http::{Method, Response};
+use crate::http::{Method, Response, Wire};
 use crate::machines::Machine;
 use crate::protocol::{self, Ack};
 use crate::retry::{self, Verdict};
@@ -59,15 +59,6 @@ impl Call<'_> {
             Call::Push { .. } => Kind::Push,
         }
     }
-}
-
-/// A request as it goes on the wire. `headers` may hold the token: never log them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Wire {
-    pub method: Method,
-    pub url: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Option<Arc<str>>,
 }
 
 const LEASE_NONCE: &str = "fly-machine-lease-nonce";

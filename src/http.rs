@@ -51,6 +51,16 @@ pub struct RequestLog {
     pub attempt: u32,
 }
 
+/// A request as it goes on the wire, before the engine gives it an id and a timeout. `headers` may hold a
+/// token: never log them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wire {
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Arc<str>>,
+}
+
 /// What came back for a request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Response {

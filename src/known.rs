@@ -63,34 +63,37 @@ impl KnownFleets {
 /// Everything a process keeps between runs.
 #[derive(Debug, Default)]
 pub struct ProcessMemory {
-    /// The configuration read from the environment whose JSON text is `.0`: the same text, the same settings.
-    config: Option<(Box<[u8]>, Arc<Config>)>,
+    /// The configuration read from the environment and client options whose JSON texts are `.0` and `.1`: the
+    /// same texts, the same settings.
+    config: Option<(Box<[u8]>, Box<[u8]>, Arc<Config>)>,
     pub fleets: KnownFleets,
 }
 
 impl ProcessMemory {
-    /// The configuration of the environment `env_json` (`{"NAME": "value", …}`), read once per environment.
-    pub fn config(&mut self, env_json: &[u8]) -> Result<Arc<Config>, StartError> {
-        if let Some((text, config)) = &self.config {
-            if **text == *env_json {
+    /// The configuration of the environment `env_json` (`{"NAME": "value", …}`) with the Function's
+    /// `context.clientOptions` (`client_options_json`, JSON text or `null`): read once per pair of texts.
+    pub fn config(&mut self, env_json: &[u8], client_options_json: &[u8]) -> Result<Arc<Config>, StartError> {
+        if let Some((env, options, config)) = &self.config {
+            if **env == *env_json && **options == *client_options_json {
                 return Ok(config.clone());
             }
         }
         let env = entry::env_from_json(env_json)?;
-        let config = Arc::new(Config::from_env(&env).map_err(StartError::Config)?);
-        self.config = Some((env_json.into(), config.clone()));
+        let config = Config::from_env(&env).map_err(StartError::Config)?;
+        let config = Arc::new(entry::with_client_options(config, client_options_json)?);
+        self.config = Some((env_json.into(), client_options_json.into(), config.clone()));
         Ok(config)
     }
 
     /// A Function run (`entry::from_function`) that starts from what this process knows.
-    pub fn from_function(&mut self, env_json: &[u8], event_json: &[u8], now_ms: u64, seed: u64) -> Result<Engine, StartError> {
-        let config = self.config(env_json)?;
+    pub fn from_function(&mut self, env_json: &[u8], event_json: &[u8], client_options_json: &[u8], now_ms: u64, seed: u64) -> Result<Engine, StartError> {
+        let config = self.config(env_json, client_options_json)?;
         Ok(entry::function_run(config, event_json, now_ms, seed)?.with_known(&self.fleets))
     }
 
     /// A webhook run (`entry::from_webhook`) that starts from what this process knows.
     pub fn from_webhook(&mut self, env_json: &[u8], headers: &crate::event::Headers, body: &[u8], now_ms: u64, seed: u64) -> Result<Engine, StartError> {
-        let config = self.config(env_json)?;
+        let config = self.config(env_json, b"null")?;
         Ok(entry::webhook_run(config, headers, body, now_ms, seed)?.with_known(&self.fleets))
     }
 

@@ -29,7 +29,9 @@ pub mod retry;
 pub mod roll;
 pub mod routes;
 pub mod run;
+pub mod sanity_api;
 pub mod signature;
+pub mod sync_tags;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

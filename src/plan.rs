@@ -103,7 +103,7 @@ pub fn select(machine: &Machine, regions: Option<&BTreeSet<String>>) -> Result<(
 
 /// Restart needed because of the document's type (settings read at boot).
 pub fn restart_for_type(change: &ContentChange, target: &Target) -> bool {
-    target.restart.types.iter().any(|t| *t == change.doc_type)
+    target.restart.types.contains(&change.doc_type)
 }
 
 #[cfg(test)]

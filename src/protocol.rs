@@ -56,7 +56,44 @@ pub struct SyncPayload {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional, type = "Record<string, unknown>"))]
     pub document: Option<Box<RawValue>>,
+    /// The published documents that reference this one (they show it: a post shows its author), with their
+    /// routes and tags. Those routes and tags are in `routes.invalidate` and `tags` too, so a receiver that
+    /// invalidates those refreshes the dependents with the document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub dependents: Option<Dependents>,
     pub idempotency_key: String,
+}
+
+/// The documents that reference a changed one, as far as the run looked them up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+pub struct Dependents {
+    #[serde(default)]
+    pub documents: Vec<Dependent>,
+    /// More of them than the cap: how many were left out, and their types (whose type tags are invalidated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub more: Option<More>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+pub struct Dependent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub doc_type: String,
+    #[serde(default)]
+    pub routes: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+pub struct More {
+    pub count: u32,
+    pub types: Vec<String>,
 }
 
 fn unknown_operation() -> Operation {
@@ -108,8 +145,18 @@ impl<'de> Deserialize<'de> for Operation {
     }
 }
 
+/// The routes of a document of `doc_type` with these values, each once, by the target's templates.
+pub fn render_routes(target: &Target, vars: &RouteVars) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for route in target.routes.get(vars.doc_type).into_iter().flatten().filter_map(|t| t.render(vars)) {
+        if !out.contains(&route) {
+            out.push(route);
+        }
+    }
+    out
+}
+
 pub fn routes(change: &ContentChange, target: &Target) -> Routes {
-    let Some(templates) = target.routes.get(&change.doc_type) else { return Routes::default() };
     let render = |slug: Option<&str>| -> Vec<String> {
         let vars = RouteVars {
             slug,
@@ -118,13 +165,7 @@ pub fn routes(change: &ContentChange, target: &Target) -> Routes {
             locale: change.locale.as_deref(),
             market: change.market.as_deref(),
         };
-        let mut out: Vec<String> = Vec::new();
-        for route in templates.iter().filter_map(|t| t.render(&vars)) {
-            if !out.contains(&route) {
-                out.push(route);
-            }
-        }
-        out
+        render_routes(target, &vars)
     };
     let (current, previous) = match change.op {
         // A deleted document is nowhere now: every route it had (under its last or previous slug) is gone.
@@ -154,16 +195,39 @@ pub fn routes(change: &ContentChange, target: &Target) -> Routes {
 
 /// The projection's cache tags, plus the document id and type so every app can key on those.
 pub fn tags(change: &ContentChange) -> Vec<String> {
+    document_tags(&change.cache_tags, &change.id, &change.doc_type)
+}
+
+/// A document's tags: its cache tags, then its id and type, each once.
+pub fn document_tags(cache_tags: &[String], id: &str, doc_type: &str) -> Vec<String> {
     let mut tags: Vec<String> = Vec::new();
-    for tag in change.cache_tags.iter().chain([&change.id, &change.doc_type]) {
-        if !tags.contains(tag) {
-            tags.push(tag.clone());
+    for tag in cache_tags.iter().map(String::as_str).chain([id, doc_type]) {
+        if !tags.iter().any(|t| t == tag) {
+            tags.push(tag.to_string());
         }
     }
     tags
 }
 
-pub fn payload(change: &ContentChange, target: &Target) -> SyncPayload {
+/// Add `more` to `list`, each item once.
+fn merge(list: &mut Vec<String>, more: impl IntoIterator<Item = String>) {
+    for item in more {
+        if !list.contains(&item) {
+            list.push(item);
+        }
+    }
+}
+
+/// The payload of `change` for `target`, with the dependents the run found: their routes and tags are also
+/// added to what the receiver invalidates (and the types of those left out over the cap, as tags).
+pub fn payload(change: &ContentChange, target: &Target, dependents: Option<&Dependents>) -> SyncPayload {
+    let mut routes = routes(change, target);
+    let mut tags = tags(change);
+    for d in dependents.iter().flat_map(|d| &d.documents) {
+        merge(&mut routes.invalidate, d.routes.iter().cloned());
+        merge(&mut tags, d.tags.iter().cloned());
+    }
+    merge(&mut tags, dependents.and_then(|d| d.more.as_ref()).into_iter().flat_map(|m| m.types.iter().cloned()));
     SyncPayload {
         protocol: PROTOCOL.to_string(),
         target: target.name.clone(),
@@ -175,18 +239,96 @@ pub fn payload(change: &ContentChange, target: &Target) -> SyncPayload {
         updated_at: change.updated_at.clone(),
         slug: change.slug.clone(),
         previous_slug: change.previous_slug.clone(),
-        routes: routes(change, target),
-        tags: tags(change),
+        routes,
+        tags,
         locale: change.locale.clone(),
         market: change.market.clone(),
         document: (change.op == Op::Upsert).then(|| change.data.clone()),
+        dependents: dependents.cloned(),
         idempotency_key: change.idempotency_key.clone(),
     }
 }
 
 /// The payload as the exact bytes that get signed and sent.
-pub fn payload_body(change: &ContentChange, target: &Target) -> String {
-    serde_json::to_string(&payload(change, target)).expect("payload serialises: plain data")
+pub fn payload_body(change: &ContentChange, target: &Target, dependents: Option<&Dependents>) -> String {
+    serde_json::to_string(&payload(change, target, dependents)).expect("payload serialises: plain data")
+}
+
+/// A sync-tag push (docs/protocol.md, "Sync tags"): the tags Sanity invalidated, for the app's caches. No
+/// document, no ordering: invalidating a tag twice is harmless, and the key drops a repeat of the same run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+#[serde(rename_all = "camelCase")]
+pub struct TagsPayload {
+    pub protocol: String,
+    #[serde(default)]
+    pub target: String,
+    /// Always `tags`.
+    pub op: String,
+    pub sync_tags: Vec<String>,
+    pub idempotency_key: String,
+}
+
+/// The `op` of a sync-tag push.
+pub const TAGS_OP: &str = "tags";
+
+/// A sync-tag push as the exact bytes that get signed and sent.
+pub fn tags_body(target: &Target, tags: &crate::sync_tags::SyncTags) -> String {
+    let payload = TagsPayload {
+        protocol: PROTOCOL.to_string(),
+        target: target.name.clone(),
+        op: TAGS_OP.to_string(),
+        sync_tags: tags.tags.clone(),
+        idempotency_key: tags.idempotency_key.clone(),
+    };
+    serde_json::to_string(&payload).expect("payload serialises: plain data")
+}
+
+/// What a push carries: a document's change, or sync tags.
+#[derive(Debug, Clone)]
+pub enum Push {
+    Change(Box<SyncPayload>),
+    Tags(TagsPayload),
+}
+
+/// Parse a pushed body: a change (`parse_payload`) or, when its `op` is `tags`, sync tags (each checked as the
+/// Function checks them).
+pub fn parse_push(body: &[u8]) -> Result<Push, SyncError> {
+    #[derive(Deserialize)]
+    struct Peek {
+        #[serde(default)]
+        op: Option<Value>,
+    }
+    let text = checked_text(body, "a sync payload (JSON object)")?;
+    let is_tags = serde_json::from_str::<Peek>(text).is_ok_and(|p| p.op.as_ref().and_then(Value::as_str) == Some(TAGS_OP));
+    if !is_tags {
+        return parse_change(text).map(|p| Push::Change(Box::new(p)));
+    }
+    check_version(text)?;
+    let payload: TagsPayload = read_typed("", "body", text, &tags_expects)?;
+    if payload.sync_tags.len() > crate::sync_tags::MAX_TAGS {
+        return Err(SyncError::expected("syncTags", format!("at most {} sync tags", crate::sync_tags::MAX_TAGS), "more"));
+    }
+    for (i, tag) in payload.sync_tags.iter().enumerate() {
+        crate::sync_tags::check_tag(&format!("syncTags[{i}]"), tag)?;
+    }
+    if payload.idempotency_key.trim().is_empty() {
+        return Err(SyncError::expected("idempotencyKey", "the idempotency key", "an empty string"));
+    }
+    Ok(Push::Tags(payload))
+}
+
+fn tags_expects(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "" => "a sync-tag payload (JSON object)",
+        "protocol" => "`sanity-fly-sync/1`",
+        "op" => "`tags`",
+        "target" => "a string",
+        "syncTags" => "a list of sync tags",
+        "syncTags[]" => "a sync tag (a string)",
+        "idempotencyKey" => "the idempotency key",
+        _ => return None,
+    })
 }
 
 /// What each payload field holds, for errors (`routes.current[]` stands for every item of the list).
@@ -215,11 +357,26 @@ fn payload_expects(field: &str) -> Option<&'static str> {
 /// version, every field of its type, the required strings non-empty, the document an object on an upsert.
 /// Errors name the field and never echo a value. Revision times and routes are the receiver's to check.
 pub fn parse_payload(body: &[u8]) -> Result<SyncPayload, SyncError> {
-    const WHOLE: &str = "a sync payload (JSON object)";
+    parse_change(checked_text(body, "a sync payload (JSON object)")?)
+}
+
+/// The body as UTF-8 JSON text of one object, nested at most `limits::MAX_JSON_DEPTH` deep.
+fn checked_text<'a>(body: &'a [u8], whole: &str) -> Result<&'a str, SyncError> {
     let text = std::str::from_utf8(body).map_err(|_| SyncError::expected("body", "UTF-8 JSON", "bytes that are not UTF-8"))?;
-    check_depth("body", text, WHOLE)?;
-    check_object("body", text, WHOLE)?;
-    // The version first: a payload of another version may differ in any other field.
+    check_depth("body", text, whole)?;
+    check_object("body", text, whole)?;
+    Ok(text)
+}
+
+fn parse_change(text: &str) -> Result<SyncPayload, SyncError> {
+    check_version(text)?;
+    let payload: SyncPayload = read_typed("", "body", text, &payload_expects)?;
+    payload.check_shape()?;
+    Ok(payload)
+}
+
+/// The version first: a payload of another version may differ in any other field.
+fn check_version(text: &str) -> Result<(), SyncError> {
     #[derive(Deserialize)]
     struct Version {
         #[serde(default)]
@@ -239,9 +396,7 @@ pub fn parse_payload(body: &[u8]) -> Result<SyncPayload, SyncError> {
         Some(other) => return Err(SyncError::expected("protocol", format!("`{PROTOCOL}`"), crate::error::kind_of(&other))),
         None => return Err(SyncError::expected("protocol", format!("`{PROTOCOL}`"), "nothing")),
     }
-    let payload: SyncPayload = read_typed("", "body", text, &payload_expects)?;
-    payload.check_shape()?;
-    Ok(payload)
+    Ok(())
 }
 
 impl SyncPayload {
@@ -539,7 +694,7 @@ mod tests {
     #[test]
     fn delete_moves_every_route_to_previous_and_drops_the_document() {
         let c = change(json!({"op":"delete","slug":"gone"}));
-        let body: Value = serde_json::from_str(&payload_body(&c, &target())).unwrap();
+        let body: Value = serde_json::from_str(&payload_body(&c, &target(), None)).unwrap();
         assert_eq!(body["op"], "delete");
         assert_eq!(body["routes"]["current"], json!([]));
         assert_eq!(body["routes"]["previous"], json!(["/blog/gone", "/en/blog/gone", "/feed.xml"]));
@@ -550,7 +705,7 @@ mod tests {
     #[test]
     fn upsert_payload_carries_document_and_tags() {
         let c = change(json!({"op":"create","slug":"a","cacheTags":["article:article-1","article"]}));
-        let body: Value = serde_json::from_str(&payload_body(&c, &target())).unwrap();
+        let body: Value = serde_json::from_str(&payload_body(&c, &target(), None)).unwrap();
         assert_eq!(body["protocol"], PROTOCOL);
         assert_eq!(body["type"], "article");
         assert_eq!(body["updatedAt"], "2026-11-27T10:00:00Z");
@@ -562,7 +717,7 @@ mod tests {
     #[test]
     fn the_wire_shape_is_the_documented_one_and_parses_back_to_the_same_bytes() {
         let c = change(json!({"op":"update","slug":"new","previousSlug":"old","market":"eu"}));
-        let body = payload_body(&c, &target());
+        let body = payload_body(&c, &target(), None);
         let keys: Vec<String> = serde_json::from_str::<serde_json::Map<String, Value>>(&body).unwrap().keys().cloned().collect();
         let mut documented = ["protocol", "target", "op", "operation", "id", "type", "rev", "updatedAt", "slug", "previousSlug", "routes",
             "tags", "locale", "market", "document", "idempotencyKey"];

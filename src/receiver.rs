@@ -17,7 +17,7 @@
 use crate::error::SyncError;
 use crate::event::Headers;
 use crate::limits;
-use crate::protocol::{self, AckStatus, Routes, SyncPayload, PROTOCOL, SIGNATURE_HEADER};
+use crate::protocol::{self, AckStatus, Push, Routes, SyncPayload, TagsPayload, PROTOCOL, SIGNATURE_HEADER};
 use crate::routes;
 use crate::signature;
 use hmac::{Hmac, Mac};
@@ -46,9 +46,12 @@ pub struct ReceiverOptions {
     pub max_body_bytes: u64,
     /// How long each call of an app hook may take (the handler's timer; the core only carries the setting).
     pub hook_timeout_ms: u64,
+    /// The app takes sync tags (it gave a hook for them); a sync-tag push is refused (422) otherwise, so the
+    /// Function's report says so instead of counting tags nobody invalidated as delivered.
+    pub sync_tags: bool,
 }
 
-const OPTION_KEYS: [&str; 7] = ["secret", "machineId", "maxAgeSeconds", "acceptDrafts", "rememberKeys", "maxBodyBytes", "hookTimeoutMs"];
+const OPTION_KEYS: [&str; 8] = ["secret", "machineId", "maxAgeSeconds", "acceptDrafts", "rememberKeys", "maxBodyBytes", "hookTimeoutMs", "syncTags"];
 
 impl ReceiverOptions {
     /// The defaults for everything but the secret and the Machine id.
@@ -61,11 +64,12 @@ impl ReceiverOptions {
             remember_keys: 100_000,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             hook_timeout_ms: DEFAULT_HOOK_TIMEOUT_MS,
+            sync_tags: false,
         }
     }
 
     /// From the options object the app passes (`{secret, machineId, maxAgeSeconds?, acceptDrafts?, rememberKeys?,
-    /// maxBodyBytes?, hookTimeoutMs?}`).
+    /// maxBodyBytes?, hookTimeoutMs?, syncTags?}`).
     pub fn from_json(value: &Value) -> Result<ReceiverOptions, SyncError> {
         let obj = crate::json_read::Obj::root(value, "", "receiver options")?;
         obj.deny_unknown(&OPTION_KEYS)?;
@@ -83,6 +87,7 @@ impl ReceiverOptions {
             remember_keys: obj.u64_opt("rememberKeys", 1, 10_000_000)?.map_or(defaults.remember_keys, |n| n as usize),
             max_body_bytes: obj.u64_opt("maxBodyBytes", 1_024, 1 << 30)?.unwrap_or(defaults.max_body_bytes),
             hook_timeout_ms: obj.u64_opt("hookTimeoutMs", 10, 600_000)?.unwrap_or(defaults.hook_timeout_ms),
+            sync_tags: obj.bool_opt("syncTags")?.unwrap_or(defaults.sync_tags),
         };
         options.validate()?;
         Ok(options)
@@ -137,7 +142,8 @@ struct Mark {
 struct Pending {
     id: String,
     key: String,
-    mark: Mark,
+    /// `None` for sync tags: only their key is recorded.
+    mark: Option<Mark>,
 }
 
 /// A verified change (its payload accepted whole), to order with `begin_verified`.
@@ -147,6 +153,24 @@ pub struct Incoming {
     mark: Mark,
     /// Read from Sanity by reconciliation: its routes are unknown (empty), not "none".
     pulled: bool,
+}
+
+/// A verified push: a change, or sync tags.
+#[derive(Debug, Clone)]
+pub enum Verified {
+    Change(Box<Incoming>),
+    Tags(TagsPayload),
+}
+
+impl Verified {
+    /// What the handler holds while the push is applied: the document's id, or for sync tags the push's key
+    /// (`tags:…`: a `:` is in no document id, so the two never wait on each other).
+    pub fn id(&self) -> &str {
+        match self {
+            Verified::Change(incoming) => incoming.id(),
+            Verified::Tags(tags) => &tags.idempotency_key,
+        }
+    }
 }
 
 impl Incoming {
@@ -163,6 +187,8 @@ impl Incoming {
 #[derive(Debug, Clone)]
 pub enum Decision {
     Apply(Box<Incoming>),
+    /// Hand these sync tags to the app's hook.
+    Tags(TagsPayload),
     /// Nothing to do, and success: the Machine already holds this revision or a newer one.
     Ignore(AckStatus),
     /// Refuse with this HTTP status (400 malformed, 401 signature, 413 too large, 422 not accepted here,
@@ -199,6 +225,8 @@ pub struct Receiver {
 pub enum Step {
     Respond(Reply),
     Apply { ticket: u32, change: Box<SyncPayload> },
+    /// Run the app's sync-tag hook on these, then `finish(ticket, …)`.
+    Tags { ticket: u32, sync_tags: Vec<String> },
 }
 
 /// An HTTP answer: status and JSON body.
@@ -291,16 +319,23 @@ impl Receiver {
     }
 
     /// Step 2, pure: the whole request verified and its payload accepted, or the answer that refuses it.
-    pub fn verify(&self, headers: &Headers, body: &[u8], now_ms: u64) -> Result<Incoming, (u16, SyncError)> {
+    pub fn verify(&self, headers: &Headers, body: &[u8], now_ms: u64) -> Result<Verified, (u16, SyncError)> {
         let header = signature_header(headers)?;
         self.check_size(headers, body.len() as u64).map_err(|e| (413, e))?;
         signature::verify(SIGNATURE_HEADER, header, body, &self.options.secret, now_ms, self.options.max_age_ms).map_err(|e| (401, e))?;
-        let payload = protocol::parse_payload(body).map_err(|e| (400, e))?;
+        let payload = match protocol::parse_push(body).map_err(|e| (400, e))? {
+            Push::Change(payload) => *payload,
+            Push::Tags(_) if !self.options.sync_tags => {
+                let error = SyncError::bad_field("op", "sync tags are not taken by this receiver: give createReceiver a `syncTags` hook");
+                return Err((422, error));
+            }
+            Push::Tags(tags) => return Ok(Verified::Tags(tags)),
+        };
         if !self.options.accept_drafts && (payload.id.starts_with("drafts.") || payload.id.starts_with("versions.")) {
             let error = SyncError::bad_field("id", "draft and version ids are not accepted by this receiver (set acceptDrafts for a preview app)");
             return Err((422, error));
         }
-        self.accept(payload, false, now_ms).map_err(|e| (400, e))
+        self.accept(payload, false, now_ms).map(|i| Verified::Change(Box::new(i))).map_err(|e| (400, e))
     }
 
     /// A payload built from a document pulled from Sanity (catch-up), checked like a push but unsigned.
@@ -330,7 +365,7 @@ impl Receiver {
     /// Decide what to do with a pushed request (headers with any case, raw body bytes). Pure: see `begin`.
     pub fn check(&self, headers: &Headers, body: &[u8], now_ms: u64) -> Decision {
         match self.verify(headers, body, now_ms) {
-            Ok(incoming) => self.order(incoming),
+            Ok(verified) => self.decide(verified),
             Err((http_status, error)) => Decision::Reject { http_status, error },
         }
     }
@@ -340,15 +375,28 @@ impl Receiver {
         self.step(self.check(headers, body, now_ms))
     }
 
-    /// Step 3: order a verified change against what is held.
-    pub fn begin_verified(&mut self, incoming: Incoming) -> Step {
+    /// Step 3: order a verified change against what is held (sync tags: drop a repeat).
+    pub fn begin_verified(&mut self, verified: Verified) -> Step {
+        self.step(self.decide(verified))
+    }
+
+    /// `begin_verified` for a change known to be one (catch-up's pulled documents).
+    pub fn begin_change(&mut self, incoming: Incoming) -> Step {
         self.step(self.order(incoming))
+    }
+
+    fn decide(&self, verified: Verified) -> Decision {
+        match verified {
+            Verified::Change(incoming) => self.order(*incoming),
+            Verified::Tags(tags) if self.keys.contains(&tags.idempotency_key) => Decision::Ignore(AckStatus::Duplicate),
+            Verified::Tags(tags) => Decision::Tags(tags),
+        }
     }
 
     /// A pulled document (catch-up): the same checks and ordering, without the signature.
     pub fn begin_pulled(&mut self, payload: SyncPayload, now_ms: u64) -> Step {
         match self.verify_pulled(payload, now_ms) {
-            Ok(incoming) => self.begin_verified(incoming),
+            Ok(incoming) => self.begin_change(incoming),
             Err(error) => Step::Respond(error_reply(400, &error)),
         }
     }
@@ -361,8 +409,14 @@ impl Receiver {
                 let ticket = self.next_ticket;
                 self.next_ticket = self.next_ticket.wrapping_add(1);
                 let Incoming { payload, mark, .. } = *incoming;
-                self.pending.insert(ticket, Pending { id: payload.id.clone(), key: payload.idempotency_key.clone(), mark });
+                self.pending.insert(ticket, Pending { id: payload.id.clone(), key: payload.idempotency_key.clone(), mark: Some(mark) });
                 Step::Apply { ticket, change: Box::new(payload) }
+            }
+            Decision::Tags(tags) => {
+                let ticket = self.next_ticket;
+                self.next_ticket = self.next_ticket.wrapping_add(1);
+                self.pending.insert(ticket, Pending { id: tags.idempotency_key.clone(), key: tags.idempotency_key, mark: None });
+                Step::Tags { ticket, sync_tags: tags.sync_tags }
             }
         }
     }
@@ -422,11 +476,13 @@ impl Receiver {
 
     /// Record an applied change (call after the app's hooks succeeded).
     pub fn commit(&mut self, incoming: &Incoming) {
-        self.record(incoming.payload.id.clone(), incoming.payload.idempotency_key.clone(), incoming.mark.clone());
+        self.record(incoming.payload.id.clone(), incoming.payload.idempotency_key.clone(), Some(incoming.mark.clone()));
     }
 
-    fn record(&mut self, id: String, key: String, mark: Mark) {
-        self.marks.insert(id, mark);
+    fn record(&mut self, id: String, key: String, mark: Option<Mark>) {
+        if let Some(mark) = mark {
+            self.marks.insert(id, mark);
+        }
         if self.keys.insert(key.clone()) {
             self.key_order.push_back(key);
             while self.key_order.len() > self.options.remember_keys.max(1) {
@@ -515,6 +571,7 @@ mod tests {
                 r.commit(&i);
                 Ok(AckStatus::Applied)
             }
+            Decision::Tags(_) => Ok(AckStatus::Applied),
             Decision::Ignore(s) => Ok(s),
             Decision::Reject { http_status, error } => Err((http_status, error.message)),
         }
@@ -526,6 +583,41 @@ mod tests {
             Decision::Reject { http_status, error } => (http_status, error.field.unwrap_or_default(), error.message),
             other => panic!("accepted: {other:?}"),
         }
+    }
+
+    #[test]
+    fn sync_tags_go_to_the_hook_once_per_run_and_are_refused_where_no_hook_takes_them() {
+        let tags = json!({"protocol": PROTOCOL, "target": "web", "op": "tags", "syncTags": ["s1:a", "s1:b"], "idempotencyKey": "tags:1-2"});
+        let body = tags.to_string();
+        let mut without = receiver();
+        assert_eq!(reject(&without, &tags).0, 422, "no hook: refused, so the Function does not count it delivered");
+        assert!(matches!(without.begin(&signed(&body, NOW), body.as_bytes(), NOW), Step::Respond(Reply { http_status: 422, .. })));
+        let mut r = Receiver::new(ReceiverOptions { sync_tags: true, ..ReceiverOptions::new(SECRET, "m1") }).unwrap();
+        let Step::Tags { ticket, sync_tags } = r.begin(&signed(&body, NOW), body.as_bytes(), NOW) else { panic!("tags for the hook") };
+        assert_eq!(sync_tags, ["s1:a", "s1:b"]);
+        // A hook that fails leaves nothing recorded: the Function's retry hands the tags over again.
+        assert_eq!(r.finish(ticket, Err("cache down".into())).http_status, 503);
+        let Step::Tags { ticket, .. } = r.begin(&signed(&body, NOW), body.as_bytes(), NOW) else { panic!("again after a failure") };
+        let ack = r.finish(ticket, Ok(false));
+        assert_eq!(ack.http_status, 200);
+        assert!(ack.body.contains(r#""status":"applied""#), "{}", ack.body);
+        assert!(matches!(r.begin(&signed(&body, NOW), body.as_bytes(), NOW), Step::Respond(Reply { http_status: 200, ref body }) if body.contains("duplicate")));
+        assert!(r.live_ids().next().is_none(), "tags are no document");
+        // The same tags from another run (a later edit) are handed over again.
+        let later = json!({"protocol": PROTOCOL, "op": "tags", "syncTags": ["s1:a"], "idempotencyKey": "tags:1-3"}).to_string();
+        assert!(matches!(r.begin(&signed(&later, NOW), later.as_bytes(), NOW), Step::Tags { .. }));
+        // Tags are checked as the Function checks them; the signature and version come first.
+        let bad = |t: Value| {
+            let mut p = tags.clone();
+            p["syncTags"] = t;
+            reject(&r, &p)
+        };
+        assert_eq!(bad(json!(["ok", "two words"])).1, "syncTags[1]");
+        assert_eq!(bad(json!("s1:a")).1, "syncTags");
+        assert_eq!(bad(json!(["x".repeat(300)])).0, 400);
+        let mut other_version = tags.clone();
+        other_version["protocol"] = json!("sanity-fly-sync/2");
+        assert_eq!(reject(&r, &other_version).1, "protocol");
     }
 
     #[test]

@@ -3,9 +3,10 @@
 
 use crate::change::{ContentChange, Op, Operation, Source};
 use crate::config::{Config, Target};
+use crate::engine::Work;
 use crate::error::{ErrorClass, SyncError};
 use crate::redact::Redactor;
-use crate::run::{MachineRun, RestartState, SyncState, TargetRun};
+use crate::run::{DependentsRun, DependentsState, MachineRun, RestartState, SyncState, TargetRun};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -30,8 +31,13 @@ pub struct Report {
     pub ok: bool,
     pub status: Status,
     pub dry_run: bool,
-    /// The change this run synced; `null` for a resume run, which only finishes unfinished restarts.
+    /// The change this run synced; `null` for a resume run, which only finishes unfinished restarts, and for a
+    /// sync-tag run.
     pub change: Option<ChangeSummary>,
+    /// The sync tags this run pushed (a sync-tag run only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub sync_tags: Option<SyncTagsSummary>,
     /// Machines whose restart is left for a later run (recorded on them; see `resumeWith`).
     pub resumable: u32,
     /// When some of a roll is left: the Function to invoke, and its event data, so the roll goes on without
@@ -44,6 +50,14 @@ pub struct Report {
     #[cfg_attr(test, ts(type = "number"))]
     pub duration_ms: u64,
     pub targets: Vec<TargetReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+#[serde(rename_all = "camelCase")]
+pub struct SyncTagsSummary {
+    pub count: u32,
+    pub idempotency_key: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -96,7 +110,38 @@ pub struct TargetReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional))]
     pub restart: Option<RestartReport>,
+    /// The documents that reference the change, refreshed with it (absent when none were looked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub dependents: Option<DependentsReport>,
     pub requests: RequestCounts,
+}
+
+/// What the dependents lookup found and pushed, or why it did not.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export))]
+#[serde(rename_all = "camelCase")]
+pub struct DependentsReport {
+    /// Ids of the documents whose routes and tags rode in the push.
+    pub pushed: Vec<String>,
+    /// More than the cap: how many were left out, covered by their types' tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub left_out: Option<crate::protocol::More>,
+    /// Levels of references looked up.
+    pub levels: u8,
+    /// The lookup had no token, and what that misses (a private dataset shows an anonymous query nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub without_token: Option<String>,
+    /// Why they were not looked up (no project known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub not_looked_up: Option<String>,
+    /// The lookup failed: the document was pushed without its dependents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub error: Option<SyncError>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -105,6 +150,8 @@ pub struct TargetReport {
 pub struct RequestCounts {
     pub machines_api: u32,
     pub app: u32,
+    /// Queries to Sanity (the dependents lookup).
+    pub sanity: u32,
     pub retries: u32,
     pub rate_limited: u32,
 }
@@ -231,7 +278,7 @@ impl Report {
             return 200;
         }
         let errors = self.targets.iter().flat_map(|t| {
-            t.error.iter().chain(t.machines.iter().flat_map(|m| {
+            t.error.iter().chain(t.dependents.iter().flat_map(|d| d.error.iter())).chain(t.machines.iter().flat_map(|m| {
                 m.error.iter().chain(m.restart.iter().flat_map(|r| r.error.iter()))
             }))
         });
@@ -250,6 +297,9 @@ impl Report {
         };
         for t in &mut self.targets {
             clean_err(&mut t.error);
+            if let Some(d) = &mut t.dependents {
+                clean_err(&mut d.error);
+            }
             t.skipped.as_mut().map(clean);
             for m in &mut t.machines {
                 clean_err(&mut m.error);
@@ -276,7 +326,8 @@ pub struct Continuation {
 }
 
 /// The report of a run that ended at `now_ms`, from what it knows (`run`).
-pub(crate) fn assemble(config: &Config, change: Option<&ContentChange>, runs: &[TargetRun], started_ms: u64, now_ms: u64, redactor: &Redactor) -> Report {
+pub(crate) fn assemble(config: &Config, work: &Work, runs: &[TargetRun], started_ms: u64, now_ms: u64, redactor: &Redactor) -> Report {
+    let change = work.change();
     let dry_run = config.dry_run;
     let targets: Vec<TargetReport> = runs.iter().zip(&config.targets).map(|(run, target)| target_report(run, target, dry_run)).collect();
     let statuses: Vec<Status> = targets.iter().map(|t| t.status).collect();
@@ -298,6 +349,10 @@ pub(crate) fn assemble(config: &Config, change: Option<&ContentChange>, runs: &[
         status,
         dry_run,
         change: change.map(ChangeSummary::of),
+        sync_tags: match work {
+            Work::SyncTags(t) => Some(SyncTagsSummary { count: t.tags.len() as u32, idempotency_key: t.idempotency_key.clone() }),
+            _ => None,
+        },
         resumable,
         // A resume run that restarted nothing hands nothing on: no chain of runs that make no progress.
         resume_with: config.resume_function.clone().filter(|_| resumable > 0 && !dry_run && (change.is_some() || restarted > 0)).map(|function| Continuation {
@@ -334,13 +389,15 @@ fn target_report(run: &TargetRun, target: &Target, dry_run: bool) -> TargetRepor
     let failed_sync = machines.iter().filter(|m| m.sync == SyncOutcome::Failed).count();
     let synced = machines.iter().filter(|m| matches!(m.sync, SyncOutcome::Synced | SyncOutcome::SharedStore)).count();
     let restart_failed = restart.as_ref().is_some_and(|r| r.restarted < r.planned);
+    let dependents = dependents_report(&run.dependents);
+    let dependents_failed = dependents.as_ref().is_some_and(|d| d.error.is_some());
     let status = if run.skipped.is_some() {
         Status::Skipped
     } else if run.error.is_some() {
         Status::Failed
     } else if dry_run {
         Status::Planned
-    } else if failed_sync == 0 && !restart_failed {
+    } else if failed_sync == 0 && !restart_failed && !dependents_failed {
         let restarted = restart.as_ref().map_or(0, |r| r.restarted);
         if synced == 0 && restarted == 0 { Status::Skipped } else { Status::Ok }
     } else if synced > 0 {
@@ -362,7 +419,28 @@ fn target_report(run: &TargetRun, target: &Target, dry_run: bool) -> TargetRepor
         regions: run.regions.as_ref().map(|r| r.iter().cloned().collect()),
         machines,
         restart,
+        dependents,
         requests: run.counts,
+    }
+}
+
+fn dependents_report(run: &DependentsRun) -> Option<DependentsReport> {
+    let base = |error: Option<SyncError>, not_looked_up: Option<String>| DependentsReport {
+        pushed: run.found.documents.iter().map(|d| d.id.clone()).collect(),
+        left_out: run.found.more.clone(),
+        levels: run.level,
+        without_token: run.anonymous.then(|| {
+            "looked up without a token: a private dataset answers such a query with no documents, so its dependents stay stale; give the Function a robot token (its blueprint's robotToken) or set SANITY_API_READ_TOKEN for the webhook entry".to_string()
+        }),
+        not_looked_up,
+        error,
+    };
+    match &run.state {
+        DependentsState::Off => None,
+        DependentsState::NotLookedUp(why) => Some(base(None, Some(why.clone()))),
+        DependentsState::Failed(e) => Some(DependentsReport { pushed: vec![], left_out: None, ..base(Some(e.clone()), None) }),
+        DependentsState::Querying => Some(base(Some(SyncError::retryable("the run ended before the dependents were found")), None)),
+        DependentsState::Done => Some(base(None, None)),
     }
 }
 

@@ -3,6 +3,7 @@
 use crate::error::SyncError;
 use crate::machines::Machine;
 use crate::plan::Skip;
+use crate::protocol::Dependents;
 use crate::protocol::Ack;
 use crate::report::{RequestCounts, RestartCause};
 use crate::roll::Intent;
@@ -12,6 +13,8 @@ use std::collections::{BTreeSet, VecDeque};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Listing,
+    /// The Machines are listed; the documents that reference the change are still being looked up.
+    Referencing,
     Syncing,
     /// Reading the Machines afresh before a roll, when the first list may have been a reused one.
     Relisting,
@@ -153,6 +156,33 @@ pub struct TargetRun {
     pub intent: Option<Intent>,
     /// Pushes went to the Machines of a known list before this run's own list came (`Engine::with_known`).
     pub pushed_ahead: bool,
+    /// The documents that reference the change, as far as they were looked up.
+    pub dependents: DependentsRun,
+}
+
+/// Looking up the documents that reference the change (`sanity_api`), level by level.
+#[derive(Debug, Default)]
+pub struct DependentsRun {
+    pub state: DependentsState,
+    /// Ids already seen (the change's own first): a later level never asks for them again, so cycles end.
+    pub seen: Vec<String>,
+    /// The ids whose referrers the next level asks for.
+    pub frontier: Vec<String>,
+    pub level: u8,
+    pub found: Dependents,
+    /// Whether the query went without a token (it then sees a public dataset only).
+    pub anonymous: bool,
+}
+
+#[derive(Debug, Default)]
+pub enum DependentsState {
+    /// Not looked up, and why (`None`: not asked for, e.g. a resume run).
+    #[default]
+    Off,
+    NotLookedUp(String),
+    Querying,
+    Done,
+    Failed(SyncError),
 }
 
 impl TargetRun {

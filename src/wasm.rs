@@ -39,9 +39,9 @@ impl SyncEngine {
     /// `env`: the Function's environment (an object of strings); `event_json`: the handler's `event` (`{data}`)
     /// as JSON text (`JSON.stringify(event)`).
     #[wasm_bindgen(js_name = fromFunctionEvent)]
-    pub fn from_function_event(env: JsValue, event_json: &str, now_ms: f64, seed: f64) -> Result<SyncEngine, JsValue> {
+    pub fn from_function_event(env: JsValue, event_json: &str, client_options_json: &str, now_ms: f64, seed: f64) -> Result<SyncEngine, JsValue> {
         let env: Env = from_js(env, "env")?;
-        entry::from_function(&env, event_json.as_bytes(), now_ms as u64, seed as u64).map(|inner| SyncEngine { inner }).map_err(start_error)
+        entry::from_function(&env, event_json.as_bytes(), client_options_json.as_bytes(), now_ms as u64, seed as u64).map(|inner| SyncEngine { inner }).map_err(start_error)
     }
 
     /// `headers_json`: the delivery's headers as JSON text (`{"name": "value", …}`); `body`: its raw bytes, unparsed.
@@ -140,12 +140,13 @@ impl BodyIntake {
 /// A push whose request is verified and payload accepted, waiting for its turn (`beginVerified`).
 #[wasm_bindgen]
 pub struct VerifiedPush {
-    inner: crate::receiver::Incoming,
+    inner: crate::receiver::Verified,
 }
 
 #[wasm_bindgen]
 impl VerifiedPush {
-    /// The document id: the handler applies one change per document at a time.
+    /// What the handler holds while it is applied: the document id (one change per document at a time), or a
+    /// sync-tag push's key.
     #[wasm_bindgen(getter)]
     pub fn id(&self) -> String {
         self.inner.id().to_string()
@@ -155,7 +156,7 @@ impl VerifiedPush {
 #[wasm_bindgen]
 impl SyncReceiver {
     /// `options`: the JSON of `{secret, machineId, maxAgeSeconds?, acceptDrafts?, rememberKeys?, maxBodyBytes?,
-    /// hookTimeoutMs?}`; throws a `SyncError` (JSON).
+    /// hookTimeoutMs?, syncTags?}`; throws a `SyncError` (JSON).
     #[wasm_bindgen(constructor)]
     pub fn new(options: &str) -> Result<SyncReceiver, String> {
         let options = crate::limits::parse_json("options", options.as_bytes(), "the receiver options (JSON object)").map_err(|e| error_json(&e))?;

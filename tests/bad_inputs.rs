@@ -50,7 +50,7 @@ fn run(case: &Value) -> Result<(), (Option<&'static str>, SyncError)> {
                 None => case["event"].to_string(),
             };
             let now = case["nowMs"].as_u64().unwrap_or(NOW);
-            entry::from_function(&env, text.as_bytes(), now, 1).map(drop).map_err(staged)
+            entry::from_function(&env, text.as_bytes(), b"null", now, 1).map(drop).map_err(staged)
         }
         "webhook" => {
             let body = body_of(case);
@@ -78,7 +78,7 @@ fn run(case: &Value) -> Result<(), (Option<&'static str>, SyncError)> {
                 assert!(receiver.is_untouched(), "a refused request records nothing (pending, keys, marks)");
             }
             match step {
-                Step::Apply { .. } => Ok(()),
+                Step::Apply { .. } | Step::Tags { .. } => Ok(()),
                 Step::Respond(reply) => {
                     let answer: Value = serde_json::from_str(&reply.body).unwrap();
                     assert_eq!(Some(reply.http_status), case["expect"]["status"].as_u64().map(|s| s as u16), "status of {}", answer);

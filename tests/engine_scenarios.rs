@@ -393,7 +393,7 @@ fn skipped_types_and_drafts_send_nothing() {
 fn report_and_logs_never_hold_the_token_or_secret() {
     let mut fly = six();
     // A receiver that echoes secrets in its error: the report must not carry them on.
-    fly.fault("sync", "m-ord-1", Response::json(400, &format!(r#"{{"error":"echo {TOKEN} {SECRET}"}}"#)));
+    fly.fault("sync", "m-ord-1", Response::json(400, format!(r#"{{"error":"echo {TOKEN} {SECRET}"}}"#)));
     let run = drive(&env(&[("FLY_RESTART_TYPES", "page")]), change("page", json!({})), &mut fly);
     let text = serde_json::to_string(&run.report).unwrap() + &run.log.join("\n");
     assert!(text.contains("echo [redacted] [redacted]"), "the error is kept, scrubbed");

@@ -131,7 +131,7 @@ fn history(plans: &[DocPlan], target: &Target) -> Vec<Event> {
             // The Function runs right after the commit: its clock reads the revision time.
             let now = rfc3339_ms(&updated_at).expect("an RFC 3339 time");
             let change = event::from_function_event(&envelope, now).expect("the history's events are valid");
-            let body = protocol::payload_body(&change, target);
+            let body = protocol::payload_body(&change, target, None);
             events.push(Event::new(doc, n, op == "delete", body, change.idempotency_key.clone()));
             live = if op == "delete" { None } else { Some((slug, rev, updated_at)) };
         }
@@ -258,6 +258,7 @@ impl Machine {
                 assert_eq!(reply.http_status, 200);
                 reply.http_status
             }
+            Step::Tags { .. } => panic!("only changes are delivered here"),
         }
     }
 
@@ -405,7 +406,7 @@ proptest! {
 fn payload(op: &str, rev: &str, at: &str) -> String {
     let data = json!({"_id": "doc-x", "_type": "page", "_rev": rev, "_updatedAt": at, "op": op, "slug": "x", "title": rev});
     let change = event::from_function_event(&json!({"event": {"data": data}}), rfc3339_ms(at).unwrap()).unwrap();
-    protocol::payload_body(&change, &target())
+    protocol::payload_body(&change, &target(), None)
 }
 
 proptest! {
@@ -607,7 +608,7 @@ fn renames(steps: &[(&str, Option<&str>, Option<&str>, u64)]) -> Vec<Event> {
             let data = json!({"_id": "doc-0", "_type": "article", "_rev": rev, "_updatedAt": at, "op": op, "slug": slug,
                 "previousSlug": previous, "language": "en"});
             let change = event::from_function_event(&json!({"event": {"data": data}}), rfc3339_ms(&at).unwrap()).unwrap();
-            let body = protocol::payload_body(&change, &target);
+            let body = protocol::payload_body(&change, &target, None);
             Event::new(0, n, op == "delete", body, change.idempotency_key)
         })
         .collect()

@@ -98,7 +98,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(config.sync_secret.expose().chars().count() >= 16);
             assert!(!config.targets.is_empty());
             for (i, t) in config.targets.iter().enumerate() {
-                assert!(t.max_unavailable >= 1, "targets[{i}].maxUnavailable");
+                assert!(t.max_unavailable.region_cap(1) >= 1 && t.max_unavailable.total_cap() >= 1, "targets[{i}].maxUnavailable");
                 assert!(t.sync_path.starts_with('/'), "targets[{i}].syncPath");
                 assert!(t.app_url.starts_with("http://") || t.app_url.starts_with("https://"));
                 assert!(t.machines_api_url.starts_with("http://") || t.machines_api_url.starts_with("https://"));
@@ -111,7 +111,7 @@ fuzz_target!(|data: &[u8]| {
             // An engine from this configuration: its first requests' log lines hold no secret.
             let event = br#"{"data": {"_id": "article-1", "_type": "article", "_rev": "r1", "_updatedAt": "2026-11-27T10:00:00Z",
                 "slug": "hello", "previousSlug": "hi", "locale": "en", "market": "us", "op": "update"}}"#;
-            if let Ok(mut engine) = entry::from_function(&env, event, common::NOW, 1) {
+            if let Ok(mut engine) = entry::from_function(&env, event, b"null", common::NOW, 1) {
                 if let sanity_fly_sync::engine::Action::Send { requests } = engine.poll(common::NOW) {
                     for r in requests {
                         common::assert_no_secret(&serde_json::to_string(&r.log).unwrap(), &secrets);

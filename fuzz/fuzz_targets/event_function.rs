@@ -17,12 +17,19 @@ fuzz_target!(|data: &[u8]| {
     let parsed = event::function_event_from_json(data, common::NOW);
     match &parsed {
         Err(e) => common::assert_input_error(e),
-        Ok(change) => {
+        Ok(event::FunctionEvent::Change(change)) => {
             common::check_change(change);
             common::receiver_accepts(change);
         }
+        Ok(event::FunctionEvent::Resume) => {}
+        Ok(event::FunctionEvent::SyncTags(tags)) => {
+            assert!(tags.len() <= sanity_fly_sync::sync_tags::MAX_TAGS);
+            for tag in tags {
+                assert!(sanity_fly_sync::sync_tags::check_tag("tag", tag).is_ok(), "a tag the receiver would refuse");
+            }
+        }
     }
-    match entry::from_function(common::env(), data, common::NOW, 1) {
+    match entry::from_function(common::env(), data, b"null", common::NOW, 1) {
         Ok(engine) => {
             assert!(parsed.is_ok(), "the entry accepts what the parser refused");
             common::first_step(engine);

@@ -114,9 +114,16 @@ fuzz_target!(|data: &[u8]| {
                             assert_eq!(again.http_status, 200, "{}", again.body);
                             check_reply(&again, false);
                         }
-                        Step::Apply { .. } => panic!("an applied change was applied again"),
+                        Step::Apply { .. } | Step::Tags { .. } => panic!("an applied push was applied again"),
                     }
                 }
+            }
+            Step::Tags { ticket, sync_tags } => {
+                assert!(signed, "an unsigned request reached the app");
+                for tag in &sync_tags {
+                    assert!(sanity_fly_sync::sync_tags::check_tag("tag", tag).is_ok(), "a tag the Function would refuse reached the app");
+                }
+                check_reply(&receiver.finish(ticket, Ok(false)), true);
             }
         }
         if flags & 8 != 0 {
@@ -124,6 +131,7 @@ fuzz_target!(|data: &[u8]| {
                 match receiver.begin_pulled(payload, now) {
                     Step::Respond(reply) => check_reply(&reply, false),
                     Step::Apply { ticket, .. } => check_reply(&receiver.finish(ticket, Ok(false)), true),
+                    Step::Tags { .. } => panic!("a pulled document became sync tags"),
                 }
             }
         }

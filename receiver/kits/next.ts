@@ -1,5 +1,6 @@
 // Next.js App Router: the receiver as a route handler that, after your `apply`, revalidates on this process every
-// route the change names (`revalidatePath`) and every tag (`revalidateTag`). Next's caches live in each server
+// route the change names (`revalidatePath`) and every tag (`revalidateTag`), and the Sanity sync tags the sync-tag
+// Function pushes (as next-sanity's `sanityFetch` tags its cache entries). Next's caches live in each server
 // process, so revalidating in one Machine reaches only that Machine — the Function pushes to every one of them.
 //
 //   // app/internal/content-sync/route.ts
@@ -20,6 +21,12 @@ export interface NextRouteOptions extends ReceiverOptions {
    * pushed content (`"max"` would serve the old entry once more while it re-renders in the background).
    */
   tagProfile?: TagProfile
+  /**
+   * Sanity sync tags (the sync-tag Function's push) are revalidated as `revalidateTag(prefix + tag)` for each of
+   * these prefixes: next-sanity's `sanityFetch` tags a published query's cache entry `sp:<tag>` (earlier versions
+   * `sanity:<tag>`). Default both; `[]` takes the tags without revalidating any (your `syncTags` hook still runs).
+   */
+  syncTagPrefixes?: readonly string[]
 }
 
 export interface NextRoute {
@@ -34,7 +41,7 @@ export interface NextRoute {
  * with a 500 naming the option (and logged), so the Function reports them.
  */
 export function createNextRoute(options: NextRouteOptions): NextRoute {
-  const {tagProfile = {expire: 0}, invalidate, ...receiverOptions} = options
+  const {tagProfile = {expire: 0}, syncTagPrefixes = ['sp:', 'sanity:'], invalidate, syncTags, ...receiverOptions} = options
   let receiver: Receiver | undefined
   const get = () =>
     (receiver ??= createReceiver({
@@ -43,6 +50,10 @@ export function createNextRoute(options: NextRouteOptions): NextRoute {
         for (const route of routes) revalidatePath(route)
         for (const tag of tags) revalidateTag(tag, tagProfile)
         await invalidate?.(routes, tags, change, context)
+      },
+      async syncTags(tags, context) {
+        for (const tag of tags) for (const prefix of syncTagPrefixes) revalidateTag(`${prefix}${tag}`, tagProfile)
+        await syncTags?.(tags, context)
       },
     }))
   const route = async (request: Request): Promise<Response> => {

@@ -1,19 +1,20 @@
 //! Runs that start from what the process knows (`crate::known`): freshness without waiting for the list.
 //!
 //! A run that knows its app's Machines from a recent list (`PUSH_AHEAD_MAX_AGE_MS`) pushes to the ones that
-//! were serving at once, while its own list is in flight; when the list comes, it reconciles: a Machine it did not
+//! were serving as soon as its payload is ready (at once, or when the change's dependents are known), while its
+//! own list is in flight; when the list comes, it reconciles: a Machine it did not
 //! know gets its push then, one no longer listed or no longer serving is skipped if its push fails (not failed,
 //! and not read again), one that acked stays synced. Everything after the pushes (a roll, its marks and leases)
 //! reads the run's own list, as before. A list answer equal, byte for byte, to the known one is not parsed again.
 
-use super::{Call, Engine, Step};
+use super::{Call, Engine, Step, Work};
 use crate::config::FanOut;
 use crate::fly_api::Answer;
 use crate::http::Response;
 use crate::known::{self, KnownFleets, KnownList, PUSH_AHEAD_MAX_AGE_MS};
 use crate::machines::{Machine, MachineState};
 use crate::plan;
-use crate::run::{MachineRun, Phase, SyncState};
+use crate::run::{DependentsState, MachineRun, Phase, SyncState};
 use std::sync::Arc;
 
 impl Engine {
@@ -24,9 +25,9 @@ impl Engine {
             let Some(list) = fleets.get(&known::key(&self.config.targets[t])) else { continue };
             self.known[t] = Some(list.clone());
             let fresh_enough = now.saturating_sub(list.read_at_ms) <= PUSH_AHEAD_MAX_AGE_MS;
-            let pushes = self.change.is_some() && !self.config.dry_run && self.config.targets[t].fan_out == FanOut::Every;
+            let pushes = !matches!(self.work, Work::Resume) && !self.config.dry_run && self.config.targets[t].fan_out == FanOut::Every;
             if fresh_enough && pushes && self.targets[t].phase == Phase::Listing {
-                let machines: Vec<Machine> = list.machines.to_vec();
+                let machines = list.machines.to_vec();
                 self.push_ahead(t, machines);
             }
         }
@@ -38,10 +39,10 @@ impl Engine {
         std::mem::take(&mut self.learned)
     }
 
-    /// Push to the known Machines that were serving, before the list answers.
-    fn push_ahead(&mut self, t: usize, mut machines: Vec<Machine>) {
+    /// Take the known Machines that were serving as the ones to push to, before the list answers; push now,
+    /// unless the payload waits for the change's dependents (then it goes when they are known).
+    fn push_ahead(&mut self, t: usize, machines: Vec<Machine>) {
         let run = &mut self.targets[t];
-        machines.sort_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
         run.machines = machines
             .into_iter()
             .map(|machine| {
@@ -53,8 +54,9 @@ impl Engine {
             })
             .collect();
         run.pushed_ahead = true;
-        let pending: Vec<usize> = (0..run.machines.len()).filter(|&m| matches!(run.machines[m].sync, SyncState::Pending)).collect();
-        self.calls.extend(pending.into_iter().map(|m| Call::new(t, Step::Push(Some(m)), 0)));
+        if !matches!(run.dependents.state, DependentsState::Querying) {
+            self.start_pushes(t);
+        }
     }
 
     /// Whether `response` is a list answer equal to the known one (then it is not read again).
@@ -69,8 +71,12 @@ impl Engine {
     /// reconcile), or the known Machines are this list's.
     pub(super) fn on_known_list(&mut self, call: Call, now: u64) {
         let t = call.target;
-        if self.targets[t].pushed_ahead && self.targets[t].phase == Phase::Listing {
-            self.targets[t].phase = Phase::Syncing;
+        let run = &mut self.targets[t];
+        if run.pushed_ahead && matches!(run.phase, Phase::Listing | Phase::Syncing) {
+            if run.phase == Phase::Listing {
+                // The pushes wait for the dependents (`dependents_settled` starts them).
+                run.phase = Phase::Referencing;
+            }
             return;
         }
         let machines = self.known[t].as_ref().map(|k| k.machines.to_vec()).unwrap_or_default();
@@ -79,19 +85,24 @@ impl Engine {
 
     /// Remember a list read by this run (`body` as it came, `machines` as read from it).
     pub(super) fn learn(&mut self, t: usize, body: &str, machines: &[Machine], now: u64) {
-        let list = KnownList { read_at_ms: now, body: Arc::from(body), machines: Arc::from(machines) };
+        let mut sorted = machines.to_vec();
+        sorted.sort_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
+        let list = KnownList { read_at_ms: now, body: Arc::from(body), machines: Arc::from(sorted) };
         self.known[t] = Some(list.clone());
         self.learned.push((known::key(&self.config.targets[t]), list));
     }
 
-    /// The list came after pushes went ahead of it: push to the Machines the known list did not have, note the
-    /// ones no longer serving (a failed push to one of them is a skip), and keep the rest as they are.
+    /// The list came after the Machines it knew were taken: take the Machines the known list did not have (or had
+    /// not serving) that serve now, note the ones no longer serving (a failed push to one of them is a skip),
+    /// keep the rest as they are. Pushes already under way go on; new ones go now, or with the others once the
+    /// dependents are known.
     pub(super) fn reconcile(&mut self, t: usize, mut fresh: Vec<Machine>) {
         fresh.sort_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
         let run = &mut self.targets[t];
         let mut listed = vec![false; run.machines.len()];
         let mut new_pushes = Vec::new();
         for machine in fresh {
+            let selected = plan::select(&machine, run.regions.as_ref());
             match run.machines.iter().position(|mr| mr.machine.id == machine.id) {
                 Some(m) => {
                     listed[m] = true;
@@ -99,7 +110,7 @@ impl Engine {
                     mr.had_checks = !machine.checks.is_empty();
                     if let SyncState::NotSelected(_) = mr.sync {
                         // Not serving when the known list was read: the new list says whether it serves now.
-                        mr.sync = match plan::select(&machine, run.regions.as_ref()) {
+                        mr.sync = match selected {
                             Ok(()) => {
                                 new_pushes.push(m);
                                 SyncState::Pending
@@ -110,7 +121,7 @@ impl Engine {
                     mr.machine = machine;
                 }
                 None => {
-                    let sync = match plan::select(&machine, run.regions.as_ref()) {
+                    let sync = match selected {
                         Ok(()) => {
                             new_pushes.push(run.machines.len());
                             SyncState::Pending
@@ -127,15 +138,19 @@ impl Engine {
                 run.machines[m].machine.state = MachineState::Destroyed;
             }
         }
-        run.phase = Phase::Syncing;
-        self.calls.extend(new_pushes.into_iter().map(|m| Call::new(t, Step::Push(Some(m)), 0)));
+        match run.phase {
+            Phase::Syncing => self.calls.extend(new_pushes.into_iter().map(|m| Call::new(t, Step::Push(Some(m)), 0))),
+            _ if matches!(run.dependents.state, DependentsState::Querying) => run.phase = Phase::Referencing,
+            _ => self.start_pushes(t),
+        }
     }
 
     /// After pushes went ahead of the list: a Machine the list shows no longer serving (or no longer lists) is
     /// skipped when its push fails, without reading it again.
     pub(super) fn gone_since_listed(&self, t: usize, m: usize) -> Option<plan::Skip> {
         let run = &self.targets[t];
-        if !run.pushed_ahead || run.phase == Phase::Listing {
+        let listing = self.calls.iter().any(|c| c.target == t && c.step == Step::List);
+        if !run.pushed_ahead || listing {
             return None;
         }
         plan::select(&run.machines[m].machine, run.regions.as_ref()).err()

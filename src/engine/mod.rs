@@ -22,6 +22,7 @@
 //! `requests`; the roll's rules are `roll`; which Machines get the push is `plan`; the payload and the ack are
 //! `protocol`; what a run knows so far is `run`; when to try again is `retry`; the report is `report`.
 
+mod dependents;
 mod known;
 mod pushes;
 mod requests;
@@ -39,7 +40,9 @@ use crate::protocol;
 use crate::redact::Redactor;
 use crate::report::{self, Report};
 use crate::retry::{self, Verdict};
-use crate::run::{MachineRun, Phase, SyncState, TargetRun};
+use crate::run::{DependentsRun, DependentsState, MachineRun, Phase, SyncState, TargetRun};
+use crate::sanity_api;
+use crate::sync_tags::SyncTags;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -70,10 +73,39 @@ pub enum Action {
     Done { report: Box<Report> },
 }
 
+/// What a run was started for.
+#[derive(Debug)]
+pub enum Work {
+    Change(Box<ContentChange>),
+    /// Finish the restarts the Machines still owe.
+    Resume,
+    SyncTags(SyncTags),
+}
+
+impl Work {
+    pub fn change(&self) -> Option<&ContentChange> {
+        match self {
+            Work::Change(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// What each push of this run is keyed by (empty: a run that pushes nothing).
+    fn idempotency_key(&self) -> &str {
+        match self {
+            Work::Change(c) => &c.idempotency_key,
+            Work::SyncTags(t) => &t.idempotency_key,
+            Work::Resume => "",
+        }
+    }
+}
+
 /// One logical step of a run; each is one call to Fly, possibly sent several times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     List,
+    /// Query Sanity for the documents referencing the change (level 1, 2, …).
+    Refs(u8),
     /// The payload to one Machine, or (fan-out `one`) through the proxy to any.
     Push(Option<usize>),
     /// Read a Machine whose push failed: one no longer serving is skipped, not failed.
@@ -101,6 +133,7 @@ impl Step {
     fn name(self) -> &'static str {
         match self {
             Step::List => "list",
+            Step::Refs(_) => "dependents",
             Step::Push(_) => "sync",
             Step::Check(_) => "check",
             Step::Mark(_) => "mark",
@@ -118,7 +151,7 @@ impl Step {
 
     fn machine(self) -> Option<usize> {
         match self {
-            Step::List | Step::Push(None) => None,
+            Step::List | Step::Refs(_) | Step::Push(None) => None,
             Step::Push(Some(m))
             | Step::Check(m)
             | Step::Mark(m)
@@ -134,9 +167,10 @@ impl Step {
         }
     }
 
+    /// The kind of Fly call a step is (a dependents query is Sanity's, read by `sanity_api`).
     fn wire_kind(self) -> fly_api::Kind {
         match self {
-            Step::List => fly_api::Kind::List,
+            Step::List | Step::Refs(_) => fly_api::Kind::List,
             Step::Push(_) => fly_api::Kind::Push,
             Step::Check(_) | Step::Poll(_) | Step::Verify(_) => fly_api::Kind::Get,
             Step::Mark(_) | Step::Unmark(_) => fly_api::Kind::Metadata,
@@ -173,7 +207,7 @@ pub struct Engine {
     /// Shared with the process's memory of it (`known::ProcessMemory`): read once per environment.
     config: Arc<Config>,
     /// `None` for a resume run: nothing to push, only unfinished restarts to finish.
-    change: Option<ContentChange>,
+    work: Work,
     started_ms: u64,
     /// The latest `now` seen: time never goes back inside a run.
     now_ms: u64,
@@ -194,24 +228,37 @@ pub struct Engine {
 impl Engine {
     /// A run for `change`. `seed` feeds the retry jitter (the shim passes a random one; tests a fixed one).
     pub fn new(config: impl Into<Arc<Config>>, change: ContentChange, now_ms: u64, seed: u64) -> Engine {
-        Engine::start(config, Some(change), now_ms, seed)
+        Engine::start(config.into(), Work::Change(Box::new(change)), now_ms, seed)
     }
 
     /// A run with no change: it lists every target's Machines and finishes the restarts they still owe.
     pub fn resume(config: impl Into<Arc<Config>>, now_ms: u64, seed: u64) -> Engine {
-        Engine::start(config, None, now_ms, seed)
+        Engine::start(config.into(), Work::Resume, now_ms, seed)
     }
 
-    fn start(config: impl Into<Arc<Config>>, change: Option<ContentChange>, now_ms: u64, seed: u64) -> Engine {
-        let config = config.into();
+    /// A run that pushes sync tags to every started Machine of every target; it never restarts anything (the
+    /// clients waiting on the tags wait for this run to end).
+    pub fn sync_tags(config: impl Into<Arc<Config>>, tags: SyncTags, now_ms: u64, seed: u64) -> Engine {
+        Engine::start(config.into(), Work::SyncTags(tags), now_ms, seed)
+    }
+
+    fn start(config: Arc<Config>, work: Work, now_ms: u64, seed: u64) -> Engine {
         let deadline_ms = now_ms.saturating_add(config.budget_ms);
         let reserve = RELEASE_RESERVE_MS.min(config.budget_ms / 5);
         let mut secrets: Vec<&str> = vec![config.sync_secret.expose()];
         secrets.extend(config.webhook_secret.as_ref().map(|s| s.expose()));
         secrets.extend(config.targets.iter().map(|t| t.token.bare()));
+        secrets.extend(config.sanity.token.as_ref().map(|s| s.expose()));
         let redactor = Redactor::new(secrets);
-        let targets = config.targets.iter().map(|target| target_run(change.as_ref(), target)).collect::<Vec<_>>();
-        let calls = (0..targets.len()).filter(|&t| targets[t].phase == Phase::Listing).map(|t| Call::new(t, Step::List, now_ms)).collect();
+        let targets = config.targets.iter().map(|target| target_run(&work, target, &config.sanity)).collect::<Vec<_>>();
+        let mut calls: Vec<Call> = Vec::new();
+        for (t, run) in targets.iter().enumerate().filter(|(_, r)| r.phase == Phase::Listing) {
+            calls.push(Call::new(t, Step::List, now_ms));
+            // In parallel with the list: the pushes need both.
+            if matches!(run.dependents.state, DependentsState::Querying) {
+                calls.push(Call::new(t, Step::Refs(1), now_ms));
+            }
+        }
         let targets_len = targets.len();
         Engine {
             work_deadline_ms: deadline_ms - reserve,
@@ -227,7 +274,7 @@ impl Engine {
             known: vec![None; targets_len],
             learned: Vec::new(),
             config,
-            change,
+            work,
         }
     }
 
@@ -270,7 +317,7 @@ impl Engine {
             // A finished call may have moved a target to its next phase: let it plan before deciding we are done.
             self.advance_all(now);
             if self.calls.is_empty() {
-                let report = report::assemble(&self.config, self.change.as_ref(), &self.targets, self.started_ms, now, &self.redactor);
+                let report = report::assemble(&self.config, &self.work, &self.targets, self.started_ms, now, &self.redactor);
                 self.done = Some(report.clone());
                 return Action::Done { report: Box::new(report) };
             }
@@ -295,6 +342,13 @@ impl Engine {
             Response::Http { status, .. } if (200..300).contains(status) => String::new(),
             _ => self.describe(&call),
         };
+        if let Step::Refs(_) = call.step {
+            return match sanity_api::read(&response, &what, now) {
+                Verdict::Success(level) => self.on_referrers(call.target, level, now),
+                Verdict::Retry { error, min_delay_ms, rate_limited } => self.on_transient(call, error, min_delay_ms, rate_limited, now),
+                Verdict::Fail(error) => self.give_up(call, error, now),
+            };
+        }
         match fly_api::read(call.step.wire_kind(), &response, &what, now) {
             Verdict::Success(answer) => {
                 if let (Step::List, Answer::Machines(machines), Response::Http { body, .. }) = (call.step, &answer, &response) {
@@ -346,6 +400,7 @@ impl Engine {
         let target = &self.config.targets[call.target];
         match (call.step, self.machine_id(call)) {
             (Step::List, _) => format!("list Machines of {}", target.app),
+            (Step::Refs(level), _) => format!("look up the documents referencing the change (level {level})"),
             (Step::Push(None), _) => format!("sync through {}", target.app_url),
             (Step::Push(_), Some(m)) => format!("sync to Machine {m}"),
             (Step::Lease(_) | Step::Renew(_), Some(m)) => format!("lease Machine {m}"),
@@ -413,6 +468,7 @@ impl Engine {
                 self.targets[t].error = Some(error);
                 self.targets[t].phase = Phase::Done;
             }
+            Step::Refs(_) => self.referrers_failed(t, error, now),
             Step::Push(m) => self.push_given_up(call, m, error, now),
             Step::Check(m) => self.on_checked(t, m, Answer::Done, now),
             step => self.roll_step_failed(t, step, error, now),
@@ -443,7 +499,7 @@ impl Engine {
         }
         match self.targets[t].phase {
             // These end with their answer (`exit_listing`, `exit_relisting`) or with the run.
-            Phase::Listing | Phase::Relisting | Phase::Done => {}
+            Phase::Listing | Phase::Referencing | Phase::Relisting | Phase::Done => {}
             Phase::Syncing => self.exit_syncing(t, now),
             Phase::Marking => self.exit_marking(t),
             Phase::Rolling => self.exit_rolling(t, now),
@@ -451,14 +507,13 @@ impl Engine {
         }
     }
 
-    /// Listing → Syncing (or Done for a dry run): select the Machines and push to each.
+    /// Listing → Syncing (or Referencing while the dependents are looked up): select the Machines.
     fn exit_listing(&mut self, t: usize, mut machines: Vec<Machine>) {
         if self.targets[t].pushed_ahead {
             return self.reconcile(t, machines);
         }
-        let target = &self.config.targets[t];
         let dry_run = self.config.dry_run;
-        let has_change = self.change.is_some();
+        let has_push = !matches!(self.work, Work::Resume);
         let run = &mut self.targets[t];
         machines.sort_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
         run.machines = machines
@@ -466,15 +521,35 @@ impl Engine {
             .map(|machine| {
                 let sync = match plan::select(&machine, run.regions.as_ref()) {
                     Err(skip) => SyncState::NotSelected(skip),
-                    Ok(()) if !has_change => SyncState::NothingToPush,
+                    Ok(()) if !has_push => SyncState::NothingToPush,
                     Ok(()) if dry_run => SyncState::WouldSync,
                     Ok(()) => SyncState::Pending,
                 };
                 MachineRun::new(machine, sync)
             })
             .collect();
+        // The pushes carry the dependents: while they are still being looked up, the list waits for them.
+        if matches!(run.dependents.state, DependentsState::Querying) {
+            run.phase = Phase::Referencing;
+        } else {
+            self.start_pushes(t);
+        }
+    }
+
+    /// Listing or Referencing → Syncing: the payload (with the dependents found) and one push per Machine.
+    pub(super) fn start_pushes(&mut self, t: usize) {
+        let target = &self.config.targets[t];
+        let run = &mut self.targets[t];
         run.phase = Phase::Syncing;
-        if dry_run {
+        match &self.work {
+            Work::Change(change) => {
+                let found = matches!(run.dependents.state, DependentsState::Done).then_some(&run.dependents.found);
+                run.body = protocol::payload_body(change, target, found).into();
+            }
+            Work::SyncTags(tags) => run.body = protocol::tags_body(target, tags).into(),
+            Work::Resume => {}
+        }
+        if self.config.dry_run {
             return;
         }
         let pending: Vec<usize> = (0..run.machines.len()).filter(|&m| matches!(run.machines[m].sync, SyncState::Pending)).collect();
@@ -526,13 +601,22 @@ impl Engine {
     }
 }
 
-/// A target's run before anything is sent: skipped, or listing.
-fn target_run(change: Option<&ContentChange>, target: &crate::config::Target) -> TargetRun {
-    let skipped = change.and_then(|c| plan::target_skip_reason(c, target));
+/// A target's run before anything is sent: skipped, or listing (and looking up the change's dependents).
+fn target_run(work: &Work, target: &crate::config::Target, sanity: &crate::config::SanityApi) -> TargetRun {
+    let change = work.change();
+    let skipped = match work {
+        Work::SyncTags(t) if t.tags.is_empty() => Some("the event carried no sync tags".to_string()),
+        _ => change.and_then(|c| plan::target_skip_reason(c, target)),
+    };
+    let dependents = match change {
+        Some(c) if skipped.is_none() => dependents::plan(c, target, sanity),
+        _ => DependentsRun::default(),
+    };
     TargetRun {
         phase: if skipped.is_some() { Phase::Done } else { Phase::Listing },
         regions: change.and_then(|c| plan::target_regions(c, target)),
-        body: change.map_or_else(|| "".into(), |c| protocol::payload_body(c, target).into()),
+        // Written when the pushes start, with the dependents found by then.
+        body: "".into(),
         skipped,
         error: None,
         machines: Vec::new(),
@@ -541,10 +625,11 @@ fn target_run(change: Option<&ContentChange>, target: &crate::config::Target) ->
         stopped_early: None,
         max_down: 0,
         counts: Default::default(),
-        // A resume run, or one whose type needs a restart, reads its list fresh.
-        list_reusable: change.is_some_and(|c| !plan::restart_for_type(c, target)),
+        // A resume run, or one whose type needs a restart, reads its list fresh; a sync-tag run never rolls.
+        list_reusable: matches!(work, Work::SyncTags(_)) || change.is_some_and(|c| !plan::restart_for_type(c, target)),
         signed: None,
         intent: None,
+        dependents,
         pushed_ahead: false,
     }
 }

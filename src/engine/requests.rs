@@ -38,13 +38,16 @@ impl Engine {
             _ => String::new(),
         };
         let after_event = mr.and_then(|mr| mr.machine.newest_event_id.as_deref());
+        if let Step::Refs(_) = step {
+            return self.dependents_request(t, id, attempt, timeout_ms);
+        }
         let wire_call = match step {
             Step::List => fly_api::Call::List,
             Step::Push(_) => fly_api::Call::Push {
                 machine: machine_id.as_deref(),
                 body: &run.body,
                 signature: &signature,
-                idempotency_key: self.change.as_ref().map_or("", |c| c.idempotency_key.as_str()),
+                idempotency_key: self.work.idempotency_key(),
             },
             Step::Check(_) | Step::Poll(_) | Step::Verify(_) => fly_api::Call::Get { machine: mid },
             Step::Mark(_) | Step::Unmark(_) => fly_api::Call::SetMetadata { machine: mid, key: INTENT_KEY, value: &mark_value },
@@ -54,6 +57,7 @@ impl Engine {
             Step::Restart(_) => fly_api::Call::Restart { machine: mid, nonce: nonce.unwrap_or_default() },
             Step::Wait(_) => fly_api::Call::Wait { machine: mid, timeout_s: wait_s, after_event },
             Step::Release(_) => fly_api::Call::Release { machine: mid, nonce: nonce.unwrap_or_default() },
+            Step::Refs(_) => unreachable!("written above"),
         };
         let wire = fly_api::request(target, &wire_call);
         if matches!(step, Step::Push(_)) {
@@ -64,6 +68,18 @@ impl Engine {
         let reuse_ms = if step == Step::List && run.phase == Phase::Listing && run.list_reusable { LIST_REUSE_MS } else { 0 };
         let log = RequestLog { target: target.name.clone(), kind: step.name(), method: wire.method, url: wire.url.clone(), machine: machine_id, attempt };
         Request { id, method: wire.method, url: wire.url, headers: wire.headers, body: wire.body, timeout_ms, reuse_ms, log }
+    }
+
+    /// The dependents query of target `t` (Sanity's query API, not Fly's).
+    fn dependents_request(&mut self, t: usize, id: u32, attempt: u32, timeout_ms: u64) -> Request {
+        let target = &self.config.targets[t];
+        let run = &mut self.targets[t];
+        let cap = target.dependents.cap.saturating_sub(run.dependents.found.documents.len() as u32);
+        let wire = crate::sanity_api::dependents_request(&self.config.sanity, &target.dependents, &run.dependents.frontier, &run.dependents.seen, cap)
+            .expect("a lookup is only under way with a known project and dataset");
+        run.counts.sanity += 1;
+        let log = RequestLog { target: target.name.clone(), kind: "dependents", method: wire.method, url: wire.url.clone(), machine: None, attempt };
+        Request { id, method: wire.method, url: wire.url, headers: wire.headers, body: wire.body, timeout_ms, reuse_ms: 0, log }
     }
 
     /// How long a `/wait` may block: Fly's cap, what is left of the Machine's restart timeout, and the budget.

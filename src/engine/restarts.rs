@@ -6,7 +6,7 @@
 //! of ours is waited out once; one held by anybody else stops the roll. A Machine stopped or destroyed by
 //! someone else meanwhile is skipped, not failed.
 
-use super::{Call, Engine, Step, POLL_INTERVAL_MS, SEND_MARGIN_MS};
+use super::{Work, Call, Engine, Step, POLL_INTERVAL_MS, SEND_MARGIN_MS};
 use crate::error::{ErrorClass, SyncError};
 use crate::fly_api::{Answer, LeaseHolder};
 use crate::limits::rfc3339_ms;
@@ -21,7 +21,11 @@ impl Engine {
     pub(super) fn roll_cause(&self, t: usize) -> Option<RestartCause> {
         let target = &self.config.targets[t];
         let run = &self.targets[t];
-        let by_type = self.change.as_ref().is_some_and(|c| plan::restart_for_type(c, target));
+        if matches!(self.work, Work::SyncTags(_)) {
+            // Clients wait on this run: a roll is left to the runs of changes.
+            return None;
+        }
+        let by_type = self.work.change().is_some_and(|c| plan::restart_for_type(c, target));
         let asked = target.restart.on_request && run.machines.iter().any(|m| matches!(&m.sync, SyncState::Synced(a) if a.restart_required));
         if by_type {
             Some(RestartCause::DocumentType)
@@ -101,7 +105,7 @@ impl Engine {
         }
         let mut asked = vec![None; run.machines.len()];
         let mut own = None;
-        if let Some(change) = &self.change {
+        if let Some(change) = self.work.change() {
             let name = format!("{}@{}", change.id, change.rev);
             let shared_store = target.fan_out == crate::config::FanOut::One && self.roll_cause(t) == Some(RestartCause::Receiver);
             if plan::restart_for_type(change, target) || shared_store {
@@ -276,7 +280,7 @@ impl Engine {
             Step::Poll(m) | Step::Wait(m) if error.class == ErrorClass::Fatal => self.restart_failed(t, m, error),
             Step::Poll(m) | Step::Wait(m) => self.watch(t, m, now, Some(error)),
             Step::Release(_) => mr.release_error = Some(error),
-            Step::List | Step::Push(_) | Step::Check(_) => unreachable!("not a roll step"),
+            Step::List | Step::Refs(_) | Step::Push(_) | Step::Check(_) => unreachable!("not a roll step"),
         }
     }
 

@@ -61,7 +61,7 @@ test('the core reads the env the helper writes: routes per type, and a template 
   const secrets = {FLY_API_TOKEN: 'fm2_test', FLY_SYNC_SECRET: 'helper-secret-0123456789', FLY_API_URL: 'http://127.0.0.1:9', FLY_APP_URL: 'http://127.0.0.1:9'}
   // The handler's event as the shim hands it to the core: JSON text.
   const event = JSON.stringify({data: {_id: 'page-1', _type: 'page', _rev: 'r1', _updatedAt: '2026-11-27T10:00:00Z', slug: 'about', locale: 'de', op: 'create'}})
-  const engine = SyncEngine.fromFunctionEvent({...team().env, ...secrets}, event, Date.now(), 1)
+  const engine = SyncEngine.fromFunctionEvent({...team().env, ...secrets}, event, "null", Date.now(), 1)
   const list = engine.poll(Date.now())
   assert.equal(list.requests[0].url, 'http://127.0.0.1:9/v1/apps/my-fly-app/machines')
   engine.handleResponse(list.requests[0].id, 200, [], JSON.stringify([{id: 'm1', state: 'started', region: 'ord'}]), Date.now())
@@ -69,7 +69,7 @@ test('the core reads the env the helper writes: routes per type, and a template 
   assert.deepEqual(push.routes.current, ['/about', '/de/about'])
 
   const bad = flySyncFunction({app: 'web', types: ['page'], routes: {page: '/{nope}'}})
-  assert.throws(() => SyncEngine.fromFunctionEvent({...bad.env, ...secrets}, event, Date.now(), 1), (e) => e.field === 'FLY_SYNC_ROUTES')
+  assert.throws(() => SyncEngine.fromFunctionEvent({...bad.env, ...secrets}, event, "null", Date.now(), 1), (e) => e.field === 'FLY_SYNC_ROUTES')
 })
 
 test('several targets: FLY_SYNC_CONFIG instead of app and routes', () => {
@@ -99,4 +99,32 @@ test('bad options are refused with the option named and the value never echoed',
       return true
     })
   }
+})
+
+test('dependents and the robot token: the lookup configured by option, refused options named, the core reads the same', () => {
+  const base = {app: 'web', types: ['post', 'author']}
+  const fn = flySyncFunction({...base, dependents: {depth: 2, cap: 20, types: ['post']}, robotToken: '$.resources.fly-sync-reader'})
+  assert.equal(fn.robotToken, '$.resources.fly-sync-reader')
+  assert.deepEqual([fn.env.FLY_SYNC_DEPENDENTS_DEPTH, fn.env.FLY_SYNC_DEPENDENTS_CAP, fn.env.FLY_SYNC_DEPENDENT_TYPES], ['2', '20', 'post'])
+  assert.equal(flySyncResumeFunction({...base, robotToken: '$.resources.r'}).robotToken, '$.resources.r', 'the resume run reads as the same robot')
+  assert.equal(flySyncFunction({...base, dependents: false}).env.FLY_SYNC_DEPENDENTS_DEPTH, '0')
+  assert.equal(flySyncFunction(base).env.FLY_SYNC_DEPENDENTS_DEPTH, undefined, "the core's default (one level)")
+  for (const [dependents, field] of [[{depth: 4}, 'dependents.depth'], [{cap: 0}, 'dependents.cap'], [{types: 'post'}, 'dependents.types'], [true, 'dependents']]) {
+    assert.throws(() => flySyncFunction({...base, dependents}), (e) => e.message.includes(`\`${field}\``), field)
+  }
+  assert.throws(() => flySyncFunction({...base, robotToken: ''}), /`robotToken`/)
+  // What the helper writes, the core accepts.
+  const event = JSON.stringify({data: {_id: 'author-1', _type: 'author', _rev: 'r', _updatedAt: '2026-11-27T10:00:00Z'}})
+  SyncEngine.fromFunctionEvent({...fn.env, FLY_API_TOKEN: 'fm2_x', FLY_SYNC_SECRET: 'a-secret-of-sixteen-chars'}, event, 'null', Date.now(), 1).free()
+})
+
+test('the sync-tag Function: same code and settings, a short budget (clients wait on its done), Sanity validates it', async () => {
+  const {flySyncTagFunction, SYNC_TAG_BUDGET_SECONDS} = await import('../../blueprint/index.ts')
+  const fn = flySyncTagFunction({app: 'web', types: ['post'], name: 'sync-web', robotToken: '$.resources.reader', src: 'vendor/fly-sync'})
+  assert.deepEqual([fn.type, fn.name, fn.src, fn.runtime], ['sanity.function.sync-tag-invalidate', 'sync-web-tags', 'vendor/fly-sync', 'nodejs24.x'])
+  assert.equal(fn.env.FLY_SYNC_BUDGET_MS, String(SYNC_TAG_BUDGET_SECONDS * 1000))
+  assert.equal(fn.timeout, SYNC_TAG_BUDGET_SECONDS + BUDGET_HEADROOM_SECONDS)
+  assert.equal(fn.env.FLY_APP_NAME, 'web')
+  assert.equal(fn.robotToken, '$.resources.reader')
+  assert.throws(() => flySyncTagFunction({types: ['post']}), /`app`/, 'the same options, checked the same way')
 })

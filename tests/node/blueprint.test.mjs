@@ -8,8 +8,8 @@ import blueprintModule, {BUDGET_MS, FUNCTION_NAME, SYNCED_TYPES, TIMEOUT_SECONDS
 import {ROOT} from './support/run.mjs'
 
 const blueprint = blueprintModule()
-const [fn, resume] = blueprint.resources
-const SECRETS = ['FLY_API_TOKEN', 'FLY_SYNC_SECRET', 'SANITY_WEBHOOK_SECRET']
+const [fn, resume, tags] = blueprint.resources
+const SECRETS = ['FLY_API_TOKEN', 'FLY_SYNC_SECRET', 'SANITY_WEBHOOK_SECRET', 'SANITY_API_READ_TOKEN']
 
 /** Variable names the core reads: string literals in src/config.rs outside its tests. */
 function configVariables() {
@@ -18,7 +18,7 @@ function configVariables() {
 }
 
 test('one document Function, fly-sync, on create/update/delete, from the prebuilt bundle', () => {
-  assert.equal(blueprint.resources.length, 2, 'fly-sync and its resume Function')
+  assert.equal(blueprint.resources.length, 3, 'fly-sync, its resume Function and its sync-tag Function')
   assert.equal(fn.type, 'sanity.function.document')
   assert.equal(fn.name, FUNCTION_NAME)
   assert.equal(fn.name, 'fly-sync')
@@ -37,6 +37,14 @@ test('the resume Function: a pubsub Function on the same code, configuration and
   assert.deepEqual(resume.env, fn.env)
   assert.equal(resume.timeout, fn.timeout)
   assert.equal(resume.event, undefined, 'invoked by a run, not by documents')
+})
+
+test('the sync-tag Function: Sanity\'s sync-tag-invalidate event, the same code and configuration, a short budget', () => {
+  assert.equal(tags.type, 'sanity.function.sync-tag-invalidate')
+  assert.equal(tags.name, 'fly-sync-tags')
+  assert.equal(tags.src, fn.src)
+  assert.deepEqual({...tags.env, FLY_SYNC_BUDGET_MS: fn.env.FLY_SYNC_BUDGET_MS}, fn.env, 'only the budget differs')
+  assert.ok(Number(tags.env.FLY_SYNC_BUDGET_MS) + 10_000 <= tags.timeout * 1000)
 })
 
 test('the filter names every synced type and excludes drafts and versions', () => {

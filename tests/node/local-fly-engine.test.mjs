@@ -79,7 +79,7 @@ test('engine → local Fly: every started Machine gets the push through the prox
     handlerFor: receiver(received),
   })
   try {
-    const report = await runEngine(SyncEngine.fromFunctionEvent(envFor(fleet), event('article'), Date.now(), 7))
+    const report = await runEngine(SyncEngine.fromFunctionEvent(envFor(fleet), event("article"), "null", Date.now(), 7))
     assert.equal(report.status, 'ok', JSON.stringify(report))
     const [target] = report.targets
     const started = fleet.machines().filter((m) => m.state === 'started')
@@ -113,7 +113,7 @@ test('engine → local Fly: a rolling restart leases, restarts max_unavailable a
     api.faults.rateLimit('lease', {machine: ids[1], retryAfter: 1})
     const t0 = api.clock.now()
     const report = await runEngine(
-      SyncEngine.fromFunctionEvent(envFor(fleet, {FLY_RESTART_TYPES: 'siteSettings', FLY_MAX_UNAVAILABLE: '2'}), event('siteSettings'), Date.now(), 7),
+      SyncEngine.fromFunctionEvent(envFor(fleet, {FLY_RESTART_TYPES: 'siteSettings', FLY_MAX_UNAVAILABLE: '2'}), event("siteSettings"), "null", Date.now(), 7),
     )
     assert.equal(report.status, 'ok', JSON.stringify(report, null, 1))
     const [target] = report.targets

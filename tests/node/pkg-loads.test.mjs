@@ -31,7 +31,7 @@ test('the inlined wasm is the built wasm and reports the crate version', () => {
 })
 
 test('a Function event becomes a list request; answers and failures are fed back as plain values', () => {
-  const engine = SyncEngine.fromFunctionEvent(env, event, 1_800_000_000_000, 7)
+  const engine = SyncEngine.fromFunctionEvent(env, event, "null", 1_800_000_000_000, 7)
   const first = engine.poll(1_800_000_000_000)
   assert.equal(first.type, 'send')
   assert.equal(first.requests.length, 1)
@@ -64,11 +64,11 @@ test('a Function event becomes a list request; answers and failures are fed back
 
 test('bad input crosses as a Rejection object naming the field', () => {
   assert.throws(
-    () => SyncEngine.fromFunctionEvent(env, JSON.stringify({data: {_id: 42}}), 1_800_000_000_000, 7),
+    () => SyncEngine.fromFunctionEvent(env, JSON.stringify({data: {_id: 42}}), "null", 1_800_000_000_000, 7),
     (e) => e.stage === 'input' && e.class === 'bad_input' && e.field === 'event.data._id' && e.httpStatus === 400 && /expected the document id/.test(e.message),
   )
   assert.throws(
-    () => SyncEngine.fromFunctionEvent({...env, FLY_SYNC_SECRET: 'short'}, event, 1_800_000_000_000, 7),
+    () => SyncEngine.fromFunctionEvent({...env, FLY_SYNC_SECRET: 'short'}, event, "null", 1_800_000_000_000, 7),
     (e) => e.stage === 'config' && e.field === 'FLY_SYNC_SECRET' && e.httpStatus === 500 && !e.message.includes('short'),
   )
 })

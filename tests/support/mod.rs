@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 pub const SECRET: &str = "test-sync-secret-0123456789";
 pub const TOKEN: &str = "fm2_testtoken_abcdef";
+/// The read token the dependents query carries when the environment gives one.
+pub const LAKE_TOKEN: &str = "sk-read-lake-0123456789abcdef";
 pub const T0: u64 = 1_800_000_000_000;
 /// The changes' revision time: a second before the runs start (2027-01-15T08:00:00Z is T0), after every
 /// fake Machine booted (T0 − 60 s), so a change whose type needs a restart needs one on each of them.
@@ -148,11 +150,63 @@ pub struct FakeFly {
     pub stop_on_push: Option<(String, usize)>,
     /// The authorization the Machines API expects (`FlyV1 <token>`).
     pub authorization: String,
+    /// Sanity's query API, for the dependents lookup.
+    pub lake: FakeLake,
+}
+
+/// The documents of a dataset, as far as the dependents query reads them: which ids each references.
+#[derive(Debug, Clone, Default)]
+pub struct FakeLake {
+    /// (id, type, slug, ids it references), in the order the query returns them.
+    pub docs: Vec<(String, String, String, Vec<String>)>,
+    /// `Some`: queries must carry `Bearer <token>` (401 otherwise); `None`: anonymous queries are answered.
+    pub token: Option<String>,
+    /// Each query's parameters, as sent.
+    pub queries: Vec<Value>,
+}
+
+impl FakeLake {
+    pub fn doc(&mut self, id: &str, doc_type: &str, references: &[&str]) -> &mut Self {
+        let slug = id.rsplit('-').next().unwrap_or(id).to_string();
+        self.docs.push((id.into(), doc_type.into(), slug, references.iter().map(|r| r.to_string()).collect()));
+        self
+    }
+
+    /// What Sanity would answer to one level of the dependents query (published documents referencing any of
+    /// `$ids`, none of `$seen`, of `$types` if given, at most `$cap`, with their count and types).
+    fn answer(&mut self, req: &Request) -> Response {
+        let auth = header(req, "authorization").map(String::from);
+        if let Some(token) = &self.token {
+            if auth.as_deref() != Some(&format!("Bearer {token}")) {
+                return Response::json(401, r#"{"error":{"description":"Unauthorized - Session not found","type":"httpError"}}"#);
+            }
+        }
+        let body: Value = serde_json::from_str(req.body.as_deref().expect("a query body")).unwrap();
+        let p = &body["params"];
+        self.queries.push(p.clone());
+        let has = |list: &Value, id: &str| list.as_array().is_some_and(|l| l.iter().any(|v| v == id));
+        let matching: Vec<_> = self
+            .docs
+            .iter()
+            .filter(|(id, t, _, refs)| {
+                !id.starts_with("drafts.")
+                    && !has(&p["seen"], id)
+                    && refs.iter().any(|r| has(&p["ids"], r))
+                    && (p["types"].is_null() || has(&p["types"], t))
+            })
+            .collect();
+        let cap = p["cap"].as_u64().unwrap() as usize;
+        let documents: Vec<Value> = matching.iter().take(cap).map(|(id, t, slug, _)| json!({"_id": id, "_type": t, "slug": slug})).collect();
+        let mut types: Vec<&str> = matching.iter().map(|d| d.1.as_str()).collect();
+        types.sort();
+        types.dedup();
+        Response::json(200, json!({"ms": 1, "result": {"documents": documents, "count": matching.len(), "types": types}}).to_string())
+    }
 }
 
 impl FakeFly {
     pub fn new(machines: Vec<FakeMachine>) -> Self {
-        FakeFly { machines, faults: BTreeMap::new(), latency_ms: 20, sent: vec![], max_down: 0, restart_then_408: BTreeMap::new(), app_down: false, downtimes: vec![], stop_after_sync: None, after_list: None, stop_on_lease: None, stop_on_push: None, authorization: format!("FlyV1 {TOKEN}") }
+        FakeFly { machines, faults: BTreeMap::new(), latency_ms: 20, sent: vec![], max_down: 0, restart_then_408: BTreeMap::new(), app_down: false, downtimes: vec![], stop_after_sync: None, after_list: None, stop_on_lease: None, stop_on_push: None, authorization: format!("FlyV1 {TOKEN}"), lake: FakeLake::default() }
     }
 
     /// Queue a canned answer for the next `kind` call on `machine` ("" for list / fan-out one).
@@ -198,7 +252,7 @@ impl FakeFly {
         let kind = req.log.kind;
         let mid = req.log.machine.clone().unwrap_or_default();
         self.sent.push(Sent { at: now, kind, method: req.method, machine: req.log.machine.clone(), url: req.url.clone(), reuse_ms: req.reuse_ms });
-        if kind != "sync" {
+        if kind != "sync" && kind != "dependents" {
             let auth = req.headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.as_str());
             assert_eq!(auth, Some(self.authorization.as_str()), "Machines API calls carry the token");
         }
@@ -215,10 +269,11 @@ impl FakeFly {
             }
             return (r, now);
         }
-        if kind != "list" && kind != "sync" && !self.machines.iter().any(|m| m.id == mid && m.state != "destroyed") {
+        if !matches!(kind, "list" | "sync" | "dependents") && !self.machines.iter().any(|m| m.id == mid && m.state != "destroyed") {
             return (Response::json(404, r#"{"error":"machine not found"}"#), now);
         }
         match kind {
+            "dependents" => (self.lake.answer(req), now),
             "list" => {
                 let list = Response::json(200, Value::Array(self.machines.iter().filter(|m| m.state != "destroyed").map(|m| m.json(now)).collect()).to_string());
                 if let Some((id, state)) = self.after_list.take() {
@@ -438,6 +493,13 @@ pub fn drive_known(env: &Env, change: ContentChange, fly: &mut FakeFly, start: u
     run_engine(engine, fly, start, &|now| now, None, Some(fleets)).expect("not killed")
 }
 
+/// A sync-tag run of `tags`, from T0.
+pub fn drive_tags(env: &Env, tags: &[&str], fly: &mut FakeFly) -> Run {
+    let config = Config::from_env(env).expect("config");
+    let tags = sanity_fly_sync::sync_tags::SyncTags::new(tags.iter().map(|t| t.to_string()).collect(), T0, 42);
+    run_engine(Engine::sync_tags(config, tags, T0, 42), fly, T0, &|now| now, None, None).expect("not killed")
+}
+
 /// A run of `change` (or a resume run) starting at `start`, killed after `kill_after` requests if given:
 /// `Err(instant)` when it was killed (its requests in flight had their effect at the fake, as in life).
 pub fn drive_from(env: &Env, change: Option<ContentChange>, fly: &mut FakeFly, start: u64, kill_after: Option<usize>) -> Result<Run, u64> {
@@ -508,6 +570,7 @@ fn run_engine(
                 // Every run of every scenario: no secret in the report or in any log line.
                 let text = serde_json::to_string(&report).unwrap() + &log.join("\n");
                 assert!(!text.contains(TOKEN) && !text.contains(SECRET), "a secret leaked into the report or logs");
+                assert!(!text.contains(LAKE_TOKEN), "the Sanity token leaked into the report or logs");
                 fly.settle(now);
                 return Ok(Run { report: *report, ended_at: now, polls, log });
             }
