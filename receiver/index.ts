@@ -8,7 +8,7 @@
 // clear error, and what comes back is parsed here so that integers beyond 2^53 stay exact (BigInt) and a
 // `__proto__` key stays an ordinary key of the object the app gets.
 import {isInteger, isSafeNumber, parse as parseLossless, stringify as stringifyLossless} from 'lossless-json'
-import {loadWasm, resetWasm, SyncReceiver, wasmGeneration} from '../wasm.ts'
+import {loadWasm, resetWasm, SyncReceiver, wasmGeneration} from './wasm.ts'
 import type {Deletions} from '../pkg/types/Deletions.js'
 import type {HandlerLimits} from '../pkg/types/HandlerLimits.js'
 import type {Page} from '../pkg/types/Page.js'

@@ -1,9 +1,10 @@
 // Lay out pkg/ as the npm package `sanity-fly-sync` (`npm pack ./pkg` makes the tarball). Run after
 // scripts/build-wasm.sh and scripts/bundle-function.mjs (`npm run build` runs all three).
 //
-// pkg/ as wasm-pack lays one out — the wasm-bindgen module at the top, a package.json with an exports map — plus:
-//   dist/<entry>.js, .d.ts   the entries below, bundled by esbuild with code splitting (the wasm, inlined as base64,
-//                            sits once in a shared chunk) and declarations from tsc (tsconfig.package.json)
+// pkg/ as wasm-pack lays one out — the wasm-bindgen modules at the top (one per side: the Function's
+// sanity_fly_sync*, the receiver's sanity_fly_sync_receiver*), a package.json with an exports map — plus:
+//   dist/<entry>.js, .d.ts   the entries below, bundled by esbuild with code splitting (each side's wasm, inlined as
+//                            base64, sits once in a chunk of its own) and declarations from tsc (tsconfig.package.json)
 //   function/index.js        the prebuilt Function folder a blueprint's `src` points at (dist/functions/fly-sync:
 //                            one self-contained file, so the deploy zip holds only it)
 // Teams install it without a Rust toolchain: nothing here compiles on their side.
@@ -42,6 +43,7 @@ function need(path, hint) {
   }
 }
 need('pkg/sanity_fly_sync.js', 'run scripts/build-wasm.sh first (npm run build)')
+need('pkg/sanity_fly_sync_receiver.js', 'run scripts/build-wasm.sh first (npm run build)')
 need('dist/functions/fly-sync/index.js', 'run scripts/bundle-function.mjs first (npm run build)')
 
 const version = cargoVersion()
@@ -84,7 +86,7 @@ for (const [file, output] of Object.entries(result.metafile.outputs)) {
 // Declarations: tsc mirrors the sources under pkg/dist (so pkg/types lands in dist/pkg/types); imports written
 // with `.ts` become `.js`, and the wasm-bindgen declarations go where wasm.ts's import expects them.
 execFileSync(join(root, 'node_modules/.bin/tsc'), ['-p', join(root, 'tsconfig.package.json')], {cwd: root, stdio: 'inherit'})
-copyFileSync(join(pkg, 'sanity_fly_sync.d.ts'), join(pkg, 'dist/pkg/sanity_fly_sync.d.ts'))
+for (const module of ['sanity_fly_sync', 'sanity_fly_sync_receiver']) copyFileSync(join(pkg, `${module}.d.ts`), join(pkg, `dist/pkg/${module}.d.ts`))
 for (const file of walk(join(pkg, 'dist')).filter((f) => f.endsWith('.d.ts'))) {
   const text = readFileSync(file, 'utf8')
   const fixed = text.replace(/(from\s+['"])(\.{1,2}\/[^'"]+)\.ts(['"])/g, '$1$2.js$3')
@@ -101,9 +103,12 @@ for (const [path, source] of Object.entries(ENTRIES)) {
   exportsMap[path] = {types: `${out}.d.ts`, default: `${out}.js`}
 }
 Object.assign(exportsMap, {
-  // The wasm-bindgen module itself (`initSync({module: <bytes of ./core/wasm>})`), for other runtimes.
+  // The wasm-bindgen modules themselves (`initSync({module: <bytes of ./core/wasm>})`), for other runtimes: the
+  // Function's (the engine) and the receiver's.
   './core': {types: './sanity_fly_sync.d.ts', default: './sanity_fly_sync.js'},
   './core/wasm': './sanity_fly_sync_bg.wasm',
+  './core/receiver': {types: './sanity_fly_sync_receiver.d.ts', default: './sanity_fly_sync_receiver.js'},
+  './core/receiver/wasm': './sanity_fly_sync_receiver_bg.wasm',
   './package.json': './package.json',
 })
 const manifest = {
@@ -117,7 +122,7 @@ const manifest = {
   engines: {node: '>=20'},
   exports: exportsMap,
   types: exportsMap['.'].types,
-  files: ['dist', 'function', 'sanity_fly_sync.js', 'sanity_fly_sync.d.ts', 'sanity_fly_sync_bg.wasm', 'sanity_fly_sync_bg.wasm.d.ts'],
+  files: ['dist', 'function', ...['sanity_fly_sync', 'sanity_fly_sync_receiver'].flatMap((m) => [`${m}.js`, `${m}.d.ts`, `${m}_bg.wasm`, `${m}_bg.wasm.d.ts`])],
   sideEffects: false,
   peerDependencies: PEERS,
   peerDependenciesMeta: Object.fromEntries(Object.keys(PEERS).map((name) => [name, {optional: true}])),

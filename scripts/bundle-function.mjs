@@ -1,6 +1,7 @@
-// Bundle function.ts (+ the wasm-bindgen glue + the wasm as base64) into the prebuilt Function folder that
-// sanity.blueprint.ts points at: dist/functions/fly-sync/index.js, one self-contained ESM file. The receiver
-// (receiver/index.ts) gets the same treatment, dist/receiver/index.js, for a Fly app to vendor.
+// Bundle function.ts (+ the Function's wasm-bindgen glue + its wasm as base64) into the prebuilt Function folder
+// that sanity.blueprint.ts points at: dist/functions/fly-sync/index.js, one self-contained ESM file. The receiver
+// (receiver/index.ts, with the receiver's own wasm module) gets the same treatment, dist/receiver/index.js, for a
+// Fly app to vendor. Each bundle carries only its side's module (scripts/build-wasm.sh builds one per side).
 //
 // Why prebuilt: the CLI transpiles a `.ts` entry with Vite and ships only what that emits, so a sibling .wasm
 // never reaches the deploy zip; a JS entry is zipped as-is (reference/sanity.md §5). Why no package.json in the
@@ -14,7 +15,7 @@ import {fileURLToPath} from 'node:url'
 import {gzipSync} from 'node:zlib'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-for (const input of ['pkg/sanity_fly_sync.js', 'pkg/sanity_fly_sync_wasm.js']) {
+for (const input of ['pkg/sanity_fly_sync.js', 'pkg/sanity_fly_sync_wasm.js', 'pkg/sanity_fly_sync_receiver.js', 'pkg/sanity_fly_sync_receiver_wasm.js']) {
   try {
     statSync(join(root, input))
   } catch {

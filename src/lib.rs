@@ -33,5 +33,11 @@ pub mod sanity_api;
 pub mod signature;
 pub mod sync_tags;
 
-#[cfg(target_arch = "wasm32")]
+// One wasm build per side: the Function's module (`--features function`) carries the engine's boundary, the
+// receiver's (`--features receiver`) the receiver's; neither carries the other (scripts/build-wasm.sh).
+#[cfg(all(target_arch = "wasm32", feature = "function", feature = "receiver"))]
+compile_error!("build one side at a time: `--features function` or `--features receiver` (scripts/build-wasm.sh)");
+#[cfg(all(target_arch = "wasm32", feature = "function"))]
 mod wasm;
+#[cfg(all(target_arch = "wasm32", feature = "receiver"))]
+mod wasm_receiver;

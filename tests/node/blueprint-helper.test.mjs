@@ -5,10 +5,9 @@ import {test} from 'node:test'
 import assert from 'node:assert/strict'
 import {evaluate, parse} from 'groq-js'
 import {BUDGET_HEADROOM_SECONDS, DEFAULT_SRC, flySyncFunction, flySyncResumeFunction} from '../../blueprint/index.ts'
-import {initSync, SyncEngine} from '../../pkg/sanity_fly_sync.js'
-import wasmBase64 from '../../pkg/sanity_fly_sync_wasm.js'
+import {loadWasm, SyncEngine} from '../../wasm.ts'
 
-initSync({module: Buffer.from(wasmBase64, 'base64')})
+loadWasm()
 
 const team = () => flySyncFunction({app: 'my-fly-app', types: ['post', 'page'], routes: {post: '/posts/{slug}', page: ['/{slug}', '/{locale}/{slug}']}})
 

@@ -1,15 +1,14 @@
-// The real engine (the built wasm package) against the local Fly: its Machines API requests pass the emulator's
+// The real engine (the built wasm module, as wasm.ts loads it) against the local Fly: its Machines API requests pass the emulator's
 // OpenAPI validation, its pushes reach every Machine through the proxy, and a rolling restart keeps to
 // max_unavailable, leases and releases every Machine, and copes with an ambiguous 408 and a 429.
 import {test} from 'node:test'
 import assert from 'node:assert/strict'
 
-import {initSync, SyncEngine} from '../../pkg/sanity_fly_sync.js'
-import wasmBase64 from '../../pkg/sanity_fly_sync_wasm.js'
+import {loadWasm, SyncEngine} from '../../wasm.ts'
 import {DEFAULT_TOKEN} from '../../local/fly/machines-api.mjs'
 import {startFleet} from '../../local/fly/fleet.mjs'
 
-initSync({module: Buffer.from(wasmBase64, 'base64')})
+loadWasm()
 
 const SECRET = 'local-fly-sync-secret-0123456789'
 

@@ -41,9 +41,10 @@ describe('the packed package in a scratch project', () => {
     assert.equal(readJson(join(ROOT, 'package.json')).version, cargoVersion)
     assert.equal(manifest.sanityFlySync.protocol, PROTOCOL)
     assert.match(readFileSync(join(ROOT, 'docs/protocol.md'), 'utf8'), new RegExp(`sanity-fly-sync@${cargoVersion.replace(/\./g, '\\.')}\\b.*${PROTOCOL}`))
-    for (const path of ['.', './blueprint', './receiver', './next', './node', './core']) assert.ok(manifest.exports[path], `export ${path}`)
+    for (const path of ['.', './blueprint', './receiver', './next', './node', './core', './core/receiver']) assert.ok(manifest.exports[path], `export ${path}`)
     // wasm-pack's layout at the top, the entries and their types in dist/, the deployable Function folder.
-    for (const file of ['package.json', 'sanity_fly_sync.js', 'sanity_fly_sync.d.ts', 'sanity_fly_sync_bg.wasm', 'function/index.js', 'dist/function.js', 'dist/function.d.ts', 'dist/receiver/kits/next.d.ts']) {
+    for (const file of ['package.json', 'sanity_fly_sync.js', 'sanity_fly_sync.d.ts', 'sanity_fly_sync_bg.wasm', 'sanity_fly_sync_receiver.js',
+      'sanity_fly_sync_receiver.d.ts', 'sanity_fly_sync_receiver_bg.wasm', 'function/index.js', 'dist/function.js', 'dist/function.d.ts', 'dist/receiver/kits/next.d.ts']) {
       assert.ok(tarball.files.includes(file), `${file} in the tarball`)
     }
     assert.ok(!tarball.files.some((f) => f.endsWith('.rs') || f.startsWith('src/') || f === 'function/package.json'), tarball.files.join(' '))
@@ -76,11 +77,13 @@ describe('the packed package in a scratch project', () => {
       assert.ok(c.imports.loaded['.'].includes('handler') && c.imports.loaded['.'].includes('createWebhookHandler'), JSON.stringify(c.imports))
       assert.ok(c.imports.loaded['./receiver'].includes('createReceiver'))
       assert.ok(c.imports.loaded['./node'].includes('createNodeReceiver'))
-      assert.ok(c.imports.loaded['./core'].includes('SyncEngine'))
+      assert.ok(c.imports.loaded['./core'].includes('SyncEngine') && !c.imports.loaded['./core'].includes('SyncReceiver'), 'the Function\'s module: the engine only')
+      assert.ok(c.imports.loaded['./core/receiver'].includes('SyncReceiver') && !c.imports.loaded['./core/receiver'].includes('SyncEngine'), 'the receiver\'s module: no engine')
       // Optional peers the scratch project does not have: only those imports fail, and for that reason.
       assert.deepEqual(c.imports.loaded['./blueprint'], {error: 'ERR_MODULE_NOT_FOUND'})
       assert.deepEqual(c.imports.loaded['./next'], {error: 'ERR_MODULE_NOT_FOUND'})
       assert.equal(c.core.version, cargoVersion)
+      assert.equal(c.core.receiverVersion, cargoVersion)
 
       assert.equal(c.receiver.status, 200)
       assert.deepEqual(c.receiver.body, {protocol: PROTOCOL, machine: 'scratch-machine', status: 'applied', restart: null})

@@ -1,21 +1,24 @@
 // The built package (npm run build) loads in Node the way the shim loads it — inlined bytes, initSync — and the
-// boundary carries the engine's values as plain objects of the generated types.
+// boundary carries the engine's values as JSON text of the generated types. Each side has a module of its own:
+// the Function's carries no receiver, the receiver's no engine and no Machines API.
 import {test} from 'node:test'
 import assert from 'node:assert/strict'
 import {readFileSync} from 'node:fs'
 
 import {initSync, SyncEngine, version} from '../../pkg/sanity_fly_sync.js'
 import wasmBase64 from '../../pkg/sanity_fly_sync_wasm.js'
+import * as receiverModule from '../../pkg/sanity_fly_sync_receiver.js'
+import receiverBase64 from '../../pkg/sanity_fly_sync_receiver_wasm.js'
 
 initSync({module: Buffer.from(wasmBase64, 'base64')})
 
-const env = {
+const env = JSON.stringify({
   FLY_APP_NAME: 'web',
   FLY_API_TOKEN: 'FlyV1 fm2_secret_token_value',
   FLY_SYNC_SECRET: '0123456789abcdef-sync',
   FLY_API_URL: 'http://127.0.0.1:9',
   FLY_APP_URL: 'http://127.0.0.1:9',
-}
+})
 // The handler's `event` crosses as JSON text (function.ts: `JSON.stringify(event)`).
 const event = JSON.stringify({data: {_id: 'page-1', _type: 'page', _rev: 'r1', _updatedAt: '2026-11-27T10:00:00Z', op: 'update'}})
 
@@ -30,9 +33,33 @@ test('the inlined wasm is the built wasm and reports the crate version', () => {
   assert.equal(version(), cargoVersion())
 })
 
-test('a Function event becomes a list request; answers and failures are fed back as plain values', () => {
-  const engine = SyncEngine.fromFunctionEvent(env, event, "null", 1_800_000_000_000, 7)
-  const first = engine.poll(1_800_000_000_000)
+test('each side has its own module: the Function\'s carries no receiver, the receiver\'s no engine and no Machines API', () => {
+  const fn = readFileSync(new URL('../../pkg/sanity_fly_sync_bg.wasm', import.meta.url))
+  const rx = readFileSync(new URL('../../pkg/sanity_fly_sync_receiver_bg.wasm', import.meta.url))
+  assert.ok(Buffer.from(receiverBase64, 'base64').equals(rx), 'the inlined receiver wasm is the built one')
+  const exports = (bytes) => WebAssembly.Module.exports(new WebAssembly.Module(bytes)).map((e) => e.name)
+  assert.ok(exports(fn).some((n) => n.startsWith('syncengine_')), 'the Function\'s module has the engine')
+  assert.deepEqual(exports(fn).filter((n) => /syncreceiver|bodyintake|verifiedpush/.test(n)), [], 'and nothing of the receiver')
+  assert.ok(exports(rx).some((n) => n.startsWith('syncreceiver_')), 'the receiver\'s module has the receiver')
+  assert.deepEqual(exports(rx).filter((n) => n.startsWith('syncengine_')), [], 'and no engine')
+  // Text only code of one side carries: the Machines API's paths and headers, the configuration, the catch-up.
+  const has = (bytes, text) => bytes.includes(Buffer.from(text))
+  for (const text of ['/v1/apps/', 'fly-force-instance-id', 'FLY_SYNC_CONFIG']) {
+    assert.ok(has(fn, text), `the Function's module has ${text}`)
+    assert.ok(!has(rx, text), `the receiver's module has no ${text}`)
+  }
+  for (const text of ['maxBodyBytes', 'no catch-up run']) {
+    assert.ok(has(rx, text), `the receiver's module has ${text}`)
+    assert.ok(!has(fn, text), `the Function's module has no ${text}`)
+  }
+  receiverModule.initSync({module: rx})
+  assert.equal(receiverModule.version(), cargoVersion())
+})
+
+test('a Function event becomes a list request; answers and failures are fed back as JSON text', () => {
+  const engine = SyncEngine.fromFunctionEvent(env, event, 'null', 1_800_000_000_000, 7)
+  const poll = (now) => JSON.parse(engine.poll(now))
+  const first = poll(1_800_000_000_000)
   assert.equal(first.type, 'send')
   assert.equal(first.requests.length, 1)
   const [list] = first.requests
@@ -42,8 +69,8 @@ test('a Function event becomes a list request; answers and failures are fed back
   assert.equal(list.log.kind, 'list')
   assert.ok(!JSON.stringify(list.log).includes('fm2_secret'), 'the log description carries no token')
 
-  engine.handleResponse(list.id, 200, [['content-type', 'application/json']], JSON.stringify([{id: 'm1', state: 'started', region: 'ord'}]), 1_800_000_000_010)
-  const second = engine.poll(1_800_000_000_010)
+  engine.handleResponse(list.id, 200, JSON.stringify([['content-type', 'application/json']]), JSON.stringify([{id: 'm1', state: 'started', region: 'ord'}]), 1_800_000_000_010)
+  const second = poll(1_800_000_000_010)
   assert.equal(second.type, 'send')
   const [push] = second.requests
   assert.equal(push.log.kind, 'sync')
@@ -52,23 +79,30 @@ test('a Function event becomes a list request; answers and failures are fed back
 
   engine.handleFailure(push.id, true, 'TimeoutError', 1_800_000_005_010)
   // The Machine is read first (one stopped since the list needs no push) …
-  const check = engine.poll(1_800_000_005_010)
+  const check = poll(1_800_000_005_010)
   assert.equal(check.type, 'send')
   assert.deepEqual(check.requests.map((r) => [r.log.kind, r.method, r.url]), [['check', 'GET', 'http://127.0.0.1:9/v1/apps/web/machines/m1']])
-  engine.handleResponse(check.requests[0].id, 200, [], JSON.stringify({id: 'm1', state: 'started', region: 'ord'}), 1_800_000_005_020)
+  engine.handleResponse(check.requests[0].id, 200, '[]', JSON.stringify({id: 'm1', state: 'started', region: 'ord'}), 1_800_000_005_020)
   // … and, still started, the push is retried after a backoff.
-  const third = engine.poll(1_800_000_005_020)
+  const third = poll(1_800_000_005_020)
   assert.equal(third.type, 'wait', 'a timeout is retried after a backoff')
   assert.ok(third.untilMs > 1_800_000_005_020)
 })
 
-test('bad input crosses as a Rejection object naming the field', () => {
-  assert.throws(
-    () => SyncEngine.fromFunctionEvent(env, JSON.stringify({data: {_id: 42}}), "null", 1_800_000_000_000, 7),
-    (e) => e.stage === 'input' && e.class === 'bad_input' && e.field === 'event.data._id' && e.httpStatus === 400 && /expected the document id/.test(e.message),
-  )
-  assert.throws(
-    () => SyncEngine.fromFunctionEvent({...env, FLY_SYNC_SECRET: 'short'}, event, "null", 1_800_000_000_000, 7),
-    (e) => e.stage === 'config' && e.field === 'FLY_SYNC_SECRET' && e.httpStatus === 500 && !e.message.includes('short'),
-  )
+test('bad input crosses as a Rejection (JSON text) naming the field', () => {
+  const rejection = (work) => {
+    try {
+      work()
+    } catch (thrown) {
+      assert.equal(typeof thrown, 'string')
+      return JSON.parse(thrown)
+    }
+    assert.fail('not refused')
+  }
+  const input = rejection(() => SyncEngine.fromFunctionEvent(env, JSON.stringify({data: {_id: 42}}), 'null', 1_800_000_000_000, 7))
+  assert.deepEqual([input.stage, input.class, input.field, input.httpStatus], ['input', 'bad_input', 'event.data._id', 400])
+  assert.match(input.message, /expected the document id/)
+  const config = rejection(() => SyncEngine.fromFunctionEvent(JSON.stringify({...JSON.parse(env), FLY_SYNC_SECRET: 'short'}), event, 'null', 1_800_000_000_000, 7))
+  assert.deepEqual([config.stage, config.field, config.httpStatus], ['config', 'FLY_SYNC_SECRET', 500])
+  assert.ok(!config.message.includes('short'))
 })

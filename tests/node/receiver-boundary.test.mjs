@@ -7,8 +7,8 @@ import assert from 'node:assert/strict'
 import {createServer} from 'node:http'
 import {encodeSignatureHeader} from '@sanity/webhook'
 import {createReceiver} from '../../receiver/index.ts'
-import {SyncReceiver, wasmGeneration} from '../../wasm.ts'
-import {initSync} from '../../pkg/sanity_fly_sync.js'
+import {SyncReceiver, wasmGeneration} from '../../receiver/wasm.ts'
+import {initSync} from '../../pkg/sanity_fly_sync_receiver.js'
 
 const secret = '0123456789abcdef-boundary'
 const NOW = () => new Date(Date.now() - 60_000).toISOString()

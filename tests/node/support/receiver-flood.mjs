@@ -4,7 +4,7 @@
 // collection, the RSS peak, and the bytes offered.
 import {encodeSignatureHeader} from '@sanity/webhook'
 import {createReceiver} from '../../../receiver/index.ts'
-import {initSync} from '../../../pkg/sanity_fly_sync.js'
+import {initSync} from '../../../pkg/sanity_fly_sync_receiver.js'
 
 const secret = '0123456789abcdef-flood'
 const MB = 1024 * 1024
