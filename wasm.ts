@@ -1,10 +1,10 @@
 // The Function's wasm module (pkg/sanity_fly_sync*: the engine only; the receiver has a module of its own,
 // receiver/wasm.ts), compiled once per process from the bytes inlined in pkg/sanity_fly_sync_wasm.js, so a bundle
-// needs no sibling .wasm file. Values cross the boundary as JSON text; this file turns them into the generated
-// types and back, nothing more.
-import {initSync, SyncEngine as CoreEngine} from './pkg/sanity_fly_sync.js'
+// needs no sibling .wasm file. Values cross the boundary as bytes: JSON text in (UTF-8, encoded natively, never
+// character by character), JSON text out; this file turns them into the generated types and back, nothing more.
+import {forgetProcess, initSync, SyncEngine as CoreEngine} from './pkg/sanity_fly_sync.js'
 import wasmBase64 from './pkg/sanity_fly_sync_wasm.js'
-import type {Action} from './pkg/types/Action.js'
+import type {WireAction} from './pkg/types/WireAction.js'
 import type {Rejection} from './pkg/types/Rejection.js'
 
 let loaded = false
@@ -15,6 +15,8 @@ export function loadWasm(): void {
     loaded = true
   }
 }
+
+const utf8 = new TextEncoder()
 
 /** The core's refusals are thrown as JSON text (a `Rejection`): thrown on as the object. */
 function rethrow(error: unknown): never {
@@ -35,7 +37,8 @@ export class SyncEngine {
    */
   static fromFunctionEvent(env: Record<string, string>, eventJson: string, clientOptionsJson: string, nowMs: number, seed: number): SyncEngine {
     try {
-      return new SyncEngine(CoreEngine.fromFunctionEvent(JSON.stringify(env), eventJson, clientOptionsJson, nowMs, seed))
+      const core = CoreEngine.fromFunctionEvent(utf8.encode(JSON.stringify(env)), utf8.encode(eventJson), utf8.encode(clientOptionsJson), nowMs, seed)
+      return new SyncEngine(core)
     } catch (error) {
       rethrow(error)
     }
@@ -44,18 +47,23 @@ export class SyncEngine {
   /** `headersJson`: the delivery's headers as JSON text; `body`: its raw bytes. Throws a `Rejection`. */
   static fromWebhook(env: Record<string, string>, headersJson: string, body: Uint8Array, nowMs: number, seed: number): SyncEngine {
     try {
-      return new SyncEngine(CoreEngine.fromWebhook(JSON.stringify(env), headersJson, body, nowMs, seed))
+      return new SyncEngine(CoreEngine.fromWebhook(utf8.encode(JSON.stringify(env)), utf8.encode(headersJson), body, nowMs, seed))
     } catch (error) {
       rethrow(error)
     }
   }
 
-  poll(nowMs: number): Action {
-    return JSON.parse(this.core.poll(nowMs)) as Action
+  poll(nowMs: number): WireAction {
+    return JSON.parse(this.core.poll(nowMs)) as WireAction
   }
 
-  handleResponse(id: number, status: number, headers: [string, string][], body: string, nowMs: number): void {
-    this.core.handleResponse(id, status, JSON.stringify(headers), body, nowMs)
+  /** The bytes of body `index` of the last `poll`'s batches (a copy of its own). */
+  body(index: number): Uint8Array<ArrayBuffer> {
+    return this.core.body(index) as Uint8Array<ArrayBuffer>
+  }
+
+  handleResponse(id: number, status: number, headers: [string, string][], body: Uint8Array, nowMs: number): void {
+    this.core.handleResponse(id, status, utf8.encode(JSON.stringify(headers)), body, nowMs)
   }
 
   handleFailure(id: number, timedOut: boolean, message: string, nowMs: number): void {
@@ -69,4 +77,13 @@ export class SyncEngine {
   free(): void {
     this.core.free()
   }
+}
+
+/**
+ * Forget what the module remembers between runs (the configuration read, the Machines last listed): the next run
+ * starts as a new process's first. For benchmarks and tests.
+ */
+export function forgetRuns(): void {
+  loadWasm()
+  forgetProcess()
 }

@@ -31,6 +31,7 @@ pub mod routes;
 pub mod run;
 pub mod sanity_api;
 pub mod signature;
+pub mod wire;
 pub mod sync_tags;
 
 // One wasm build per side: the Function's module (`--features function`) carries the engine's boundary, the
