@@ -196,8 +196,8 @@ type Invocation = Parameters<DocumentEventHandler>[0] & {done?: SyncTagInvalidat
  * The Sanity Function, for all three of its resources (one bundle): a document's change (the document Function),
  * a roll to finish (the resume Function), or the sync tags Sanity invalidated (the sync-tag Function). Throws when
  * the sync did not fully succeed, so Sanity records a failure. The report is also returned: production ignores it,
- * `functions test` prints it as the Response. When the runtime passes `done` (a sync-tag invocation) it is called
- * once the run is over, on every path, failures included: Sanity's clients waiting on live content wait for it.
+ * `functions test` prints it as the Response. A sync-tag invocation's `done` is called once the run is over, on
+ * every path, failures included: Sanity's clients waiting on live content wait for it.
  */
 export async function handler({context, event, done}: Invocation): Promise<Report> {
   try {
@@ -205,7 +205,10 @@ export async function handler({context, event, done}: Invocation): Promise<Repor
     await continueRoll(report, context)
     return settle(report)
   } finally {
-    if (done !== undefined) await signalDone(done, (event?.data as {syncTags?: unknown} | undefined)?.syncTags)
+    // `done` is the sync-tag event's (the local CLI hands a stub to every handler): an event with `syncTags` and
+    // no document `_id`, as the core reads it.
+    const data = event?.data as Record<string, unknown> | undefined
+    if (done !== undefined && data && typeof data === 'object' && 'syncTags' in data && !('_id' in data)) await signalDone(done, data.syncTags)
   }
 }
 

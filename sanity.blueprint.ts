@@ -15,7 +15,8 @@ import {BUDGET_HEADROOM_SECONDS, flySyncFunction, flySyncResumeFunction, flySync
 // projection and time limits live there, once. This file only names this repository's types, routes and knobs.
 
 /** The document types that are synced to the Fly app. **Edit this list** for your schema. */
-export const SYNCED_TYPES = ['page', 'article', 'siteSettings'] as const
+// person, category: no pages of their own; listed so an edit of one fires the Function, which refreshes its dependents.
+export const SYNCED_TYPES = ['page', 'article', 'siteSettings', 'person', 'category'] as const
 
 /** The Function's name (`functions test fly-sync`, `functions logs fly-sync`, `functions env add fly-sync`). */
 export const FUNCTION_NAME = 'fly-sync'

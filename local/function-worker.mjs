@@ -6,7 +6,7 @@ import {handler} from '../function.ts'
 
 const invoke = async (name, data) => parentPort.postMessage({type: 'invoke', name, data})
 try {
-  const report = await handler({context: {local: true, invoke}, event: {data: workerData.data}})
+  const report = await handler({context: {local: true, clientOptions: workerData.clientOptions, invoke}, event: {data: workerData.data}})
   parentPort.postMessage({type: 'done', report})
 } catch (error) {
   parentPort.postMessage({type: 'done', error: error instanceof Error ? error.message : String(error), report: error?.report ?? null})

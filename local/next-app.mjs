@@ -137,7 +137,7 @@ function machineDisk(machine) {
 }
 
 /** The local Fly with every Machine running the example app (`next start`). */
-export async function startNextFleet({machines = 3, regions = ['ord', 'fra', 'nrt'], latencyMs} = {}) {
+export async function startNextFleet({machines = 3, regions = ['ord', 'fra', 'nrt'], latencyMs, env = {}} = {}) {
   const processes = new Map()
   const fleet = await startFleet({
     app: 'web',
@@ -150,7 +150,7 @@ export async function startNextFleet({machines = 3, regions = ['ord', 'fra', 'nr
       const handler = await startProcessMachine({
         command: process.execPath,
         args: [NEXT_BIN, 'start', disk, '--port', String(port), '--hostname', '127.0.0.1'],
-        env: nextEnv({...machine.env, PORT: String(port), FLY_SYNC_SECRET: SECRET}),
+        env: nextEnv({...env, ...machine.env, PORT: String(port), FLY_SYNC_SECRET: SECRET}),
         url: `http://127.0.0.1:${port}`,
         readyTimeoutMs: 60_000,
       })
@@ -200,7 +200,9 @@ export async function runNextScenario({machines = 3, regions, latencyMs, onStep 
   const committed = []
   store.onCommit((tx) => committed.push(tx))
   const started = Date.now()
-  const {fleet, processes} = await startNextFleet({machines, regions, latencyMs})
+  // The live pages (app/live/[slug]) read the lake as next-sanity reads Sanity.
+  const sanityEnv = {SANITY_QUERY_URL: `${lake.url}/v2025-02-19/data/query/${lake.dataset}`, SANITY_READ_TOKEN: SANITY_TOKEN}
+  const {fleet, processes} = await startNextFleet({machines, regions, latencyMs, env: sanityEnv})
   const bootMs = Date.now() - started
   const {handler} = await import(pathToFileURL(join(APP_DIR, 'node_modules/sanity-fly-sync/dist/function.js')).href)
   const functionEnv = {
@@ -257,27 +259,63 @@ export async function runNextScenario({machines = 3, regions, latencyMs, onStep 
     expected.set(CONTROL.id, CONTROL)
   }
 
+  /** Run the packaged Function handler on each event, with its environment and without its log lines. */
+  async function runFunction(events) {
+    const saved = {...process.env}
+    Object.assign(process.env, functionEnv)
+    const print = console.log
+    console.log = () => {} // the Function's JSON log lines; its reports are kept
+    const reports = []
+    try {
+      for (const invocation of events) reports.push(await handler({context: {local: true}, ...invocation}).catch((e) => e.report ?? Promise.reject(e)))
+    } finally {
+      console.log = print
+      for (const key of Object.keys(process.env)) if (!(key in saved)) delete process.env[key]
+      Object.assign(process.env, saved)
+    }
+    return reports
+  }
+
   /** Commit through the editor's client, then run the Function for every event the commit made, as Sanity would. */
   async function publish(label, mutate, routes) {
     editorialNow += 30_000
     await mutate()
     await expectFromSanity()
     const deliveries = []
-    for (const tx of committed.splice(0)) for (const change of tx.changes) for (const e of await eventsFor(change)) deliveries.push(e.data)
-    const saved = {...process.env}
-    Object.assign(process.env, functionEnv)
-    const print = console.log
-    console.log = () => {} // the Function's JSON log lines; its reports are kept
+    for (const tx of committed.splice(0)) for (const change of tx.changes) for (const e of await eventsFor(change)) deliveries.push({event: {data: e.data}})
     const t0 = Date.now()
-    const reports = []
-    try {
-      for (const data of deliveries) reports.push(await handler({context: {local: true}, event: {data}}).catch((e) => e.report ?? Promise.reject(e)))
-    } finally {
-      console.log = print
-      for (const key of Object.keys(process.env)) if (!(key in saved)) delete process.env[key]
-      Object.assign(process.env, saved)
-    }
+    const reports = await runFunction(deliveries)
     return check(label, routes, {via: 'function', reports, durationMs: Date.now() - t0})
+  }
+
+  /**
+   * Read `/live/<slug>` (cached under the query's sync tags) from every Machine; with `syncTags`, first run the
+   * sync-tag Function with them (what Sanity's sync-tag-invalidate event carries), its `done` timed against the
+   * Machines' answers.
+   */
+  async function live(label, slug, want, {syncTags} = {}) {
+    let reports = []
+    let done = null
+    if (syncTags) {
+      const calls = []
+      reports = await runFunction([{event: {data: {syncTags}}, done: async (tags) => (calls.push({tags, at: Date.now()}), new Response(null, {status: 204}))}])
+      const lastAnswer = Math.max(...fleet.log.filter((e) => e.path === SYNC_PATH && e.ms !== null).map((e) => e.at + e.ms))
+      done = {calls: calls.length, tags: calls[0]?.tags ?? null, afterLastAnswer: calls.length === 1 && calls[0].at >= lastAnswer}
+    }
+    const path = `/live/${slug}`
+    const rendered = await readRendered(fleet, [path])
+    const perMachine = ids.map((id) => {
+      const page = rendered[id][path]
+      const problems = []
+      if (page.status !== 200 || page.article?.title !== want) problems.push(`${path}: ${page.status} ${JSON.stringify(page.article)}, expected "${want}"`)
+      return {id, fresh: problems.length === 0, problems, pid: processes.get(id).pid}
+    })
+    const synced = reports.flatMap((r) => r.targets.flatMap((t) => t.machines.filter((m) => m.sync === 'synced').map((m) => m.id)))
+    const step = {label, via: syncTags ? 'sync-tags' : 'none', routes: [path], durationMs: 0, machines: perMachine, fresh: perMachine.filter((m) => m.fresh).length, synced: synced.length, restarts: fleet.api.stats.calls.restart ?? 0, done}
+    step.ok = step.fresh === ids.length && step.restarts === 0 && (!syncTags || (step.synced === ids.length && done.afterLastAnswer))
+    steps.push(step)
+    onStep(step)
+    return step
   }
 
   try {
@@ -291,9 +329,17 @@ export async function runNextScenario({machines = 3, regions, latencyMs, onStep 
     const article = {_id: 'article-next-1', _type: 'article', title: 'Hello from Sanity', slug: {_type: 'slug', current: 'hello'}}
     await publish('publish /blog/hello', () => editor.createOrReplace(article), ['/blog/hello'])
     await publish('rename to /blog/hello-again', () => editor.createOrReplace({...article, title: 'Hello again', slug: {_type: 'slug', current: 'hello-again'}}), ['/blog/hello-again', '/blog/hello'])
+    // Sync tags: every Machine caches the live page under its query's sync tags. A content push (its routes, its
+    // document's tags) leaves that page as cached; the sync-tag Function's push, with the tags the commit
+    // invalidated, refreshes it on every Machine.
+    await live('live: cached under sync tags', 'hello-again', 'Hello again')
+    const invalidated = []
+    const stop = lake.onSyncTags(({tags}) => invalidated.push(...tags))
+    await publish('edit the title', () => editor.patch('article-next-1').set({title: 'Hello, live'}).commit(), ['/blog/hello-again'])
+    stop()
+    await live('live: still cached after a content push', 'hello-again', 'Hello again')
+    await live('live: the sync-tag push refreshes it', 'hello-again', 'Hello, live', {syncTags: [...new Set(invalidated)]})
     await publish('delete', () => editor.delete('article-next-1'), ['/blog/hello-again', '/blog/hello'])
-    // A sync-tag push (Sanity's sync-tag-invalidate Function: tags only, through the same kit's revalidateTag) is one
-    // more step here, read back from `/`, whose list is cached under the `article` tag.
   } finally {
     await fleet.close()
     await lake.close()

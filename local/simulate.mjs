@@ -63,7 +63,7 @@ const pad = (v, n) => String(v).padEnd(n)
 const lpad = (v, n) => String(v).padStart(n)
 if (flags.app === 'next') await simulateNext()
 const header =
-  `${pad('#', 3)}${pad('event', 30)}${lpad('runs', 5)}${lpad('pushes', 7)}${lpad('fresh', 7)}${lpad('p50', 7)}${lpad('max', 7)}` +
+  `${pad('#', 3)}${pad('event', 30)}${lpad('runs', 5)}${lpad('pushes', 7)}${lpad('fresh', 7)}${lpad('p50', 7)}${lpad('max', 7)}${lpad('deps', 6)}` +
   `${lpad('caught up', 10)}${lpad('stale ms', 9)}${lpad('restarts', 9)}${lpad('served', 8)}${lpad('API', 5)}${lpad('429', 5)}  ok`
 if (!flags.json) {
   console.log(`simulating ${machines} Machines over ${regions.join(', ')}, faults: ${flags.faults}; reconciliation every ${scenario.catchUpSeconds ?? 2} s\n`)
@@ -81,7 +81,7 @@ const result = await runSimulation({
     : (s) => {
         console.log(
           `${pad(s.index, 3)}${pad(s.label.slice(0, 29), 30)}${lpad(s.invocations, 5)}${lpad(s.pushes, 7)}${lpad(`${s.freshMachines}/${s.servingMachines}`, 7)}` +
-            `${lpad(ms(s.freshP50), 7)}${lpad(ms(s.freshMax), 7)}${lpad(s.caughtUp.length, 10)}${lpad(ms(s.maxStaleMs), 9)}${lpad(s.restarts, 9)}` +
+            `${lpad(ms(s.freshP50), 7)}${lpad(ms(s.freshMax), 7)}${lpad(s.dependents.checks ? `${s.dependents.freshByPush}/${s.dependents.checks}` : '-', 6)}${lpad(s.caughtUp.length, 10)}${lpad(ms(s.maxStaleMs), 9)}${lpad(s.restarts, 9)}` +
             `${lpad(`${(s.availability * 100).toFixed(1)}%`, 8)}${lpad(s.apiCalls, 5)}${lpad(s.rateLimited, 5)}  ${s.ok ? 'yes' : 'NO'}`,
         )
         if (s.caughtUp.length > 3) {
@@ -89,6 +89,19 @@ const result = await runSimulation({
           console.log(`     caught up: ${s.caughtUp.length} Machines, stale ${Math.min(...stale)}–${Math.max(...stale)} ms — e.g. ${s.caughtUp[0].cause.slice(0, 100)}`)
         } else {
           for (const c of s.caughtUp) console.log(`     caught up: ${c.machine} (${c.region}) stale ${c.staleMs} ms — ${c.cause.slice(0, 110)}`)
+        }
+        if (s.dependents.checks) {
+          const d = s.dependents
+          console.log(`     pages showing it (dependents): ${d.pages.join(' ')} — fresh by push on ${d.freshByPush} of ${d.checks} (Machine, page)${d.freshOtherwise ? `, ${d.freshOtherwise} otherwise` : ''}`)
+        }
+        for (const run of s.syncTagRuns) {
+          const after = run.doneAt !== null && run.lastAnswerAt !== null ? `${Math.round(run.doneAt - run.lastAnswerAt)} ms after the last answer` : 'no answer'
+          console.log(`     sync-tag run: ${run.tags} tag(s), ${run.answers} Machine(s) answered; done called ${run.doneCalls}×, ${after}${run.error ? ' (run partial)' : ''}`)
+        }
+        if (s.live) {
+          const l = s.live
+          console.log(`     live pages (cached under sync tags): fresh by tags on ${l.freshByTags} of ${l.checks - l.unchanged} that changed; ${l.unchanged} unchanged (${l.droppedUnchanged} dropped anyway: the lake's tags are coarse)`)
+          for (const st of l.stale) console.log(`     LIVE STALE: ${st.machine} ${st.path}${st.why ? ` — report: ${st.why.slice(0, 100)}` : ''}`)
         }
         if (s.away.length) console.log(`     away (cut off or suspended), checked when back: ${s.away.join(', ')}`)
         if (s.killedRuns) console.log(`     run killed at ${s.killedAt - s.startedAt} ms (its timeout); its roll left recorded on the Machines: ${s.leftByKill.length ? `${s.leftByKill.join(', ')} checked after the next run` : 'nothing left'}`)
@@ -113,7 +126,7 @@ if (flags.json) {
 }
 process.exit(result.ok ? 0 : 1)
 
-/** `--app next`: publish, rename and delete through the Function to a Next.js app on every Machine. */
+/** `--app next`: publish, rename, sync tags and delete through the Functions to a Next.js app on every Machine. */
 async function simulateNext() {
   if (flags.faults !== 'none') {
     console.error('--faults: the Next.js run has none (use the demo app)')
@@ -130,7 +143,8 @@ async function simulateNext() {
     onStep: (s) => {
       if (flags.json) return
       const i = s
-      console.log(`${pad(++n, 3)}${pad(i.label, 38)}${lpad(i.via === 'function' ? `${i.synced}/${machines}` : '-', 8)}${lpad(`${i.fresh}/${machines}`, 7)}${lpad(i.via === 'function' ? i.durationMs : '-', 6)}${lpad(i.restarts, 9)}  ${i.ok ? 'yes' : 'NO'}`)
+      const pushed = i.via === 'function' || i.via === 'sync-tags'
+      console.log(`${pad(++n, 3)}${pad(i.label, 38)}${lpad(pushed ? `${i.synced}/${machines}` : '-', 8)}${lpad(`${i.fresh}/${machines}`, 7)}${lpad(i.via === 'function' ? i.durationMs : '-', 6)}${lpad(i.restarts, 9)}  ${i.ok ? 'yes' : 'NO'}`)
       for (const m of i.machines) for (const p of m.problems) console.log(`     ${m.id} (${m.region}): ${p}`)
     },
   })

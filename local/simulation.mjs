@@ -3,16 +3,23 @@
 // @sanity/client, and the real Function handler. Every committed transaction is turned into the Function events
 // Sanity would send — the repo's blueprint (on, filter, projection) evaluated by groq-js — and the handler runs
 // them. After each step every started Machine is checked: fresh by push, caught up by reconciliation within one
-// interval plus one query (with how long it was stale), or — a failure — still stale.
+// interval plus one query (with how long it was stale), or — a failure — still stale. The pages that show a changed
+// document through a reference (a post shows its author) are checked too: read by visitors before the change (so
+// each Machine holds them rendered), they must show the new content after it, dropped by the push's invalidation.
+// Steps marked `syncTags` also run the sync-tag Function with the tags the lake announced for the step's commits:
+// every Machine's live pages (rendered from queries, cached under their sync tags) that showed the change must be
+// dropped by that push, and `done` must come after the last Machine's answer.
 import {createClient} from '@sanity/client'
+import {isDeepStrictEqual} from 'node:util'
 import {startFleet, DEFAULT_TOKEN} from './fly/index.mjs'
 import {DocumentStore} from './content-lake/store.mjs'
 import {startContentLake} from './content-lake/server.mjs'
 import {eventsFor} from './sanity-events.mjs'
-import {createApp} from './app.mjs'
+import {createApp, renderPage} from './app.mjs'
 import {applyFaults} from './faults.mjs'
 import {Worker} from 'node:worker_threads'
 import {handler} from '../function.ts'
+import {SYNC_TAG_BUDGET_SECONDS} from '../blueprint/index.ts'
 
 export const SYNC_SECRET = 'simulation-sync-secret-0123456789'
 const SANITY_TOKEN = 'simulation-sanity-token'
@@ -31,7 +38,7 @@ export function routeOf(doc) {
   return doc._type === 'article' ? `/blog/${encodeURIComponent(slug)}` : `/${encodeURIComponent(slug)}`
 }
 
-function functionEnv({api, fleet, markets, budgetMs, restartTimeoutMs, types}) {
+function functionEnv({api, fleet, lake, markets, budgetMs, restartTimeoutMs, types, dependents}) {
   const config = {
     version: 1,
     targets: [
@@ -46,11 +53,15 @@ function functionEnv({api, fleet, markets, budgetMs, restartTimeoutMs, types}) {
         restart: {types: ['siteSettings'], onRequest: true},
         maxUnavailable: 2,
         restartTimeoutMs,
+        // The documents referencing a change (its dependents) ride in its push; `false` in a scenario turns it off.
+        ...(dependents !== undefined ? {dependents} : {}),
       },
     ],
   }
   return {
     FLY_SYNC_CONFIG: JSON.stringify(config),
+    // The Function's context names the project and dataset (clientOptions, below); their queries go to the local lake.
+    SANITY_API_HOST: lake.url,
     FLY_API_TOKEN: `FlyV1 ${DEFAULT_TOKEN}`,
     FLY_SYNC_SECRET: SYNC_SECRET,
     FLY_SYNC_BUDGET_MS: String(budgetMs),
@@ -63,8 +74,8 @@ function functionEnv({api, fleet, markets, budgetMs, restartTimeoutMs, types}) {
  * the same handler) the way Sanity does, without the caller waiting: its run is added to `runs`, which the step
  * awaits before it checks freshness.
  */
-async function invoke(data, runs) {
-  const context = {local: true, invoke: async (_name, next) => void runs.push(invoke(next, runs))}
+async function invoke(data, runs, clientOptions) {
+  const context = {local: true, clientOptions, invoke: async (_name, next) => void runs.push(invoke(next, runs, clientOptions))}
   try {
     return {report: await handler({context, event: {data}})}
   } catch (error) {
@@ -77,9 +88,9 @@ async function invoke(data, runs) {
  * A run Sanity kills at its timeout: the handler in a worker thread, terminated after `killAfterMs` wherever it
  * is (its requests in flight were sent). The Function's log lines go to `captured`.
  */
-function invokeKilledAt(data, killAfterMs, runs, captured) {
+function invokeKilledAt(data, killAfterMs, runs, captured, clientOptions) {
   return new Promise((resolve) => {
-    const worker = new Worker(new URL('./function-worker.mjs', import.meta.url), {workerData: {data}, env: {...process.env}, stdout: true})
+    const worker = new Worker(new URL('./function-worker.mjs', import.meta.url), {workerData: {data, clientOptions}, env: {...process.env}, stdout: true})
     worker.stdout.setEncoding('utf8')
     let buffer = ''
     worker.stdout.on('data', (chunk) => {
@@ -90,7 +101,7 @@ function invokeKilledAt(data, killAfterMs, runs, captured) {
     })
     let outcome = null
     worker.on('message', (message) => {
-      if (message.type === 'invoke') runs.push(invoke(message.data, runs))
+      if (message.type === 'invoke') runs.push(invoke(message.data, runs, clientOptions))
       else outcome = message
     })
     const timer = setTimeout(() => void worker.terminate(), killAfterMs)
@@ -119,17 +130,37 @@ async function capturingLogs(captured, work) {
 function sanityLinks(lake) {
   const cut = new Set()
   const frozen = new Map() // id → {promise, release}
+  let held = null // {promise, release}: every Machine's queries wait (hold/release)
+  const inFlight = new Set()
   return {
     cut,
     clientFor(id) {
       const client = createClient({...lake.clientConfig(), token: SANITY_TOKEN})
       return {
-        async fetch(query, params) {
+        async fetch(query, params, options) {
           await frozen.get(id)?.promise
+          while (held) await held.promise
           if (cut.has(id)) throw new Error('network unreachable (cut off)')
-          return client.fetch(query, params)
+          const request = client.fetch(query, params, options)
+          inFlight.add(request)
+          try {
+            return await request
+          } finally {
+            inFlight.delete(request)
+          }
         },
       }
+    },
+    /** Every Machine's reconciliation waits from now until `release()`; resolves once the queries already sent are answered. */
+    async hold() {
+      let release
+      const promise = new Promise((r) => (release = r))
+      held = {promise, release}
+      await Promise.allSettled([...inFlight])
+    },
+    release() {
+      held?.release()
+      held = null
     },
     freeze(id) {
       let release
@@ -156,6 +187,8 @@ export async function runSimulation({scenario, machines = 24, regions = ['ord', 
   const store = new DocumentStore({now: () => editorialNow})
   const lake = await startContentLake({store, token: SANITY_TOKEN})
   const editor = createClient({...lake.clientConfig(), token: SANITY_TOKEN})
+  // What Sanity hands the Function as context.clientOptions: the project and dataset of the change, its robot token.
+  const clientOptions = {projectId: lake.projectId, dataset: lake.dataset, token: SANITY_TOKEN}
   const types = scenario.types ?? ['page', 'article', 'siteSettings']
   const catchUpSeconds = scenario.catchUpSeconds ?? 2
   if ((scenario.seed ?? []).length) {
@@ -173,6 +206,13 @@ export async function runSimulation({scenario, machines = 24, regions = ['ord', 
   const apps = new Map()
   /** when content went live on a Machine: {machine, id, rev, op, at, via} */
   const applied = []
+  /** when a Machine dropped cached pages: {machine, path, at, via} */
+  const invalidated = []
+  /** when a Machine answered a sync-tag push: {machine, at (performance.now()), status} */
+  const tagAnswers = []
+  /** what the lake announced since the last step took it: {id, at, tags} */
+  const announced = []
+  lake.onSyncTags((event) => announced.push(event))
   const fleet = await startFleet({
     app: 'web',
     machines,
@@ -186,6 +226,10 @@ export async function runSimulation({scenario, machines = 24, regions = ['ord', 
         types,
         intervalSeconds: catchUpSeconds,
         onApplied: (m, change, via) => applied.push({machine: m.id, id: change.id, rev: change.rev, op: change.op, at: Date.now(), via}),
+        onInvalidated: (m, paths, via) => {
+          for (const path of paths) invalidated.push({machine: m.id, path, at: Date.now(), via})
+        },
+        onTagsAnswered: (m, answer) => tagAnswers.push({machine: m.id, ...answer}),
       })
       apps.set(machine.id, app)
       return (request) => app.handle(request)
@@ -199,9 +243,9 @@ export async function runSimulation({scenario, machines = 24, regions = ['ord', 
   const api = fleet.api
   const markets = Object.fromEntries(Object.entries(scenario.markets ?? {}).filter(([, r]) => regions.includes(r)))
   const savedEnv = {...process.env}
-  Object.assign(process.env, functionEnv({api, fleet, markets, budgetMs, restartTimeoutMs, types}))
+  Object.assign(process.env, functionEnv({api, fleet, lake, markets, budgetMs, restartTimeoutMs, types, dependents: scenario.dependents}))
   const faultPlan = applyFaults(faults, {api, fleet})
-  const ctx = {store, editor, api, fleet, apps, applied, markets, links, committed, catchUpSeconds, probePath: scenario.probePath, pending: []}
+  const ctx = {store, editor, api, fleet, apps, applied, invalidated, tagAnswers, announced, markets, links, committed, catchUpSeconds, clientOptions, probePath: scenario.probePath, livePages: scenario.livePages ?? [], pending: []}
   const startedAt = Date.now()
   const steps = []
   try {
@@ -232,6 +276,7 @@ export async function runSimulation({scenario, machines = 24, regions = ['ord', 
     apiLog: api.log.map(({at, endedAt, method, action, machine, status}) => ({at, endedAt, method, action, machine, status})),
     leases: api.leases(fleet.app),
     caughtUp: steps.reduce((n, s) => n + s.caughtUp.length, 0),
+    dependentPages: steps.reduce((n, s) => n + s.dependents.freshByPush, 0),
     sanityRequests: lake.log.length,
     machineRegions: Object.fromEntries(api.machines(fleet.app).map((m) => [m.id, m.region])),
   }
@@ -300,8 +345,72 @@ async function drainEvents(committed) {
   return {deliveries, changes}
 }
 
+/** Does `value` (a document, deep) reference any of `ids`? */
+function referencesAny(value, ids, depth = 0) {
+  if (value === null || typeof value !== 'object' || depth > 32) return false
+  if (typeof value._ref === 'string' && ids.has(value._ref)) return true
+  return Object.values(value).some((child) => referencesAny(child, ids, depth + 1))
+}
+
+/** The published documents in the lake that reference any of `ids`, with a page of their own. */
+function referrers(store, ids) {
+  const wanted = new Set(ids)
+  return store.published().filter((doc) => !wanted.has(doc._id) && routeOf(doc) && referencesAny(doc, wanted))
+}
+
+/** The ids of the documents a step changes. */
+const stepIds = (step) =>
+  [...(step.edit ?? []).map((e) => e.id), ...(step.then ?? []).map((e) => e.id), ...(step.delete ?? []), ...(step.publish ?? []).map((d) => d._id)]
+
+/**
+ * The sync-tag Function as Sanity runs it: one invocation per announcement, `event.data = {syncTags}`, and a `done`
+ * callback whose calls are recorded (`performance.now()`). Its budget is the one the blueprint helper gives it.
+ */
+async function invokeSyncTags(announcements, clientOptions) {
+  const budget = process.env.FLY_SYNC_BUDGET_MS
+  process.env.FLY_SYNC_BUDGET_MS = String(SYNC_TAG_BUDGET_SECONDS * 1000)
+  try {
+    return await Promise.all(
+      announcements.map(async ({tags}) => {
+        const done = []
+        const callback = async (given) => (done.push({at: performance.now(), tags: given}), new Response(null, {status: 204}))
+        const context = {local: true, clientOptions}
+        try {
+          return {tags, done, report: await handler({context, event: {data: {syncTags: tags}}, done: callback})}
+        } catch (error) {
+          return {tags, done, error: error instanceof Error ? error.message : String(error), report: error?.report ?? null}
+        }
+      }),
+    )
+  } finally {
+    process.env.FLY_SYNC_BUDGET_MS = budget
+  }
+}
+
+/** What a live page shows when fresh: the post at `path` rendered over the lake's documents (null: none). */
+function freshLive(store, path) {
+  const slug = decodeURIComponent(path.replace(/^\/live\/blog\//, ''))
+  const doc = store.published().find((d) => d._type === 'article' && d.slug?.current === slug)
+  return doc ? renderPage(doc, (ref) => store.get(ref)) : null
+}
+
 async function runStep(ctx) {
-  const {index, step, store, editor, api, fleet, apps, applied, links, committed, probePath} = ctx
+  const {index, step, store, editor, api, fleet, apps, applied, links, committed, probePath, clientOptions, livePages, announced, tagAnswers, invalidated} = ctx
+  // Before the step (and its faults), visitors read the pages that show the documents about to change through a
+  // reference, on every Machine: each then holds them rendered with the old content, which only an invalidation
+  // drops. In a sync-tag step they also read the live pages: each caches them under its query's sync tags.
+  const startedBefore = new Set(api.machines(fleet.app).filter((m) => m.state === 'started').map((m) => m.id))
+  const warm = {pages: 0, reads: 0}
+  for (const doc of referrers(store, stepIds(step))) {
+    warm.pages += 1
+    for (const r of await fleet.readAll(routeOf(doc), {timeoutMs: 2000})) if (startedBefore.has(r.id) && r.ok) warm.reads += 1
+  }
+  const liveBefore = new Map() // `${machine} ${path}` → the page as served before the step
+  if (step.syncTags) {
+    for (const path of livePages) {
+      for (const r of await fleet.readAll(path, {timeoutMs: 2000})) if (startedBefore.has(r.id) && r.ok) liveBefore.set(`${r.id} ${path}`, r.json)
+    }
+  }
   const started = Date.now()
   const statsBefore = structuredClone(api.stats)
   const fault = step.fault ?? {}
@@ -329,6 +438,11 @@ async function runStep(ctx) {
     during.push(() => fleet.faults.appUp())
   }
   const servingAtStart = new Set(api.machines(fleet.app).filter((m) => m.state === 'started').map((m) => m.id))
+  // A reconciliation that read the change before the push arrived would hold the document already, and the push
+  // would be acknowledged as stale without its invalidation (docs/dependents.md, "Limits"): steps that check
+  // dependents hold reconciliation while the Function runs, so the check is of the push alone.
+  if (step.holdReconciliation) await links.hold()
+  announced.splice(0)
 
   // Availability: read one page from every Machine that was serving, every 100 ms, until the runs are done.
   let probing = true
@@ -355,28 +469,39 @@ async function runStep(ctx) {
     changes = [...changes, ...later.changes]
   }
   if (step.deliver === 'twice') deliveries = [...deliveries, ...deliveries.map((d) => structuredClone(d))]
+  // A reconciliation that reads the change before the Function's push arrives (the interval fell in between).
+  if (step.reconcileFirst) {
+    links.release()
+    await Promise.all(api.machines(fleet.app).filter((m) => m.state === 'started').map((m) => apps.get(m.id)?.reconcile()))
+  }
 
   const captured = []
   const runs = []
   const outcomes = await capturingLogs(captured, async () => {
     const first = await (async () => {
-      if (fault.killRunAfterMs) return Promise.all(deliveries.map((data) => invokeKilledAt(data, fault.killRunAfterMs, runs, captured)))
+      if (fault.killRunAfterMs) return Promise.all(deliveries.map((data) => invokeKilledAt(data, fault.killRunAfterMs, runs, captured, clientOptions)))
       // A release is one transaction of many documents: Sanity invokes the Function for each, concurrently.
-      if (step.deliver !== 'twice' && step.deliver !== 'reversed') return Promise.all(deliveries.map((data) => invoke(data, runs)))
+      if (step.deliver !== 'twice' && step.deliver !== 'reversed') return Promise.all(deliveries.map((data) => invoke(data, runs, clientOptions)))
       const inOrder = []
-      for (const data of deliveries) inOrder.push(await invoke(data, runs))
+      for (const data of deliveries) inOrder.push(await invoke(data, runs, clientOptions))
       return inOrder
     })()
     // Continuations (resume runs the runs handed a roll to) run on; the step is over when they are.
     for (let i = 0; i < runs.length; i++) first.push(await runs[i])
     return first
   })
+  // The sync-tag Function, for the tags the step's commits invalidated (steps that say `syncTags` only).
+  const answersFrom = tagAnswers.length
+  const tagRuns = step.syncTags ? await capturingLogs(captured, () => invokeSyncTags(announced.splice(0), clientOptions)) : []
   probing = false
   await prober
+  links.release()
   for (const undo of during) await undo()
-  const reports = outcomes.map((o) => o.report).filter(Boolean)
+  const reports = [...outcomes, ...tagRuns].map((o) => o.report).filter(Boolean)
 
   const check = await settle({...ctx, changes, reports, started, killed: outcomes.some((o) => o.killed)})
+  const live = step.syncTags ? await checkLive({apps, store, livePages, liveBefore, invalidated, started, explain: explainer(reports)}) : null
+  const answers = tagAnswers.slice(answersFrom)
   const statsAfter = api.stats
   const logs = captured.map((l) => JSON.parse(l))
   // Every log line and report of every run, scanned for the token and the secrets the Function was given.
@@ -387,7 +512,7 @@ async function runStep(ctx) {
     label: step.label,
     startedAt: started,
     documents: new Set(changes.map((c) => c.id)).size,
-    invocations: deliveries.length,
+    invocations: deliveries.length + tagRuns.length,
     continuations: runs.length,
     killedRuns: outcomes.filter((o) => o.killed).length,
     killedAt: fault.killRunAfterMs ? started + fault.killRunAfterMs : null,
@@ -398,15 +523,60 @@ async function runStep(ctx) {
     availability: probes.total ? probes.served / probes.total : 1,
     probes,
     durationMs: Date.now() - started,
+    warmed: warm,
     failedRuns: outcomes.filter((o) => o.error).map((o) => o.error),
     logLines: captured.length,
     leaks,
     reports: reports.map(summarise),
+    // Each sync-tag run: how many tags, when `done` was called (and how often), and when the last Machine answered.
+    syncTagRuns: tagRuns.map((run) => ({
+      tags: run.tags.length,
+      doneCalls: run.done.length,
+      doneAt: run.done[0]?.at ?? null,
+      doneTags: run.done[0]?.tags ?? null,
+      answers: answers.length,
+      lastAnswerAt: answers.length ? Math.max(...answers.map((a) => a.at)) : null,
+      error: run.error ?? null,
+    })),
+    live,
     ...check,
   }
   // Stale after the convergence window is acceptable only where the Function's report says which and why.
-  result.ok = check.stale.every((st) => st.why) && leaks === 0
+  result.ok = check.stale.every((st) => st.why) && (live?.stale ?? []).every((st) => st.why) && leaks === 0
   return result
+}
+
+/**
+ * After a sync-tag step: every live page on every Machine that served it before, read now. A page whose content
+ * changed must show the new content, dropped by the tags push. A page whose content did not change may still have
+ * been dropped (`droppedUnchanged`): the local lake tags an answer with every document its query looked at
+ * (local/content-lake/README.md). Stale pages are explained by the reports or not.
+ */
+async function checkLive({apps, store, livePages, liveBefore, invalidated, started, explain}) {
+  const out = {pages: livePages, checks: 0, freshByTags: 0, unchanged: 0, droppedUnchanged: 0, stale: []}
+  for (const [key, before] of liveBefore) {
+    const [machine, path] = key.split(' ')
+    const app = apps.get(machine)
+    if (!app) continue
+    out.checks += 1
+    const expected = freshLive(store, path)
+    const byTags = invalidated.some((i) => i.machine === machine && i.path === path && i.via === 'tags' && i.at >= started)
+    let now
+    try {
+      now = await app.readLive(path)
+    } catch (error) {
+      now = {error: error instanceof Error ? error.message : String(error)}
+    }
+    if (isDeepStrictEqual(before, expected)) {
+      out.unchanged += 1
+      if (byTags) out.droppedUnchanged += 1
+    } else if (isDeepStrictEqual(now, expected) && byTags) {
+      out.freshByTags += 1
+    } else {
+      out.stale.push({machine, path, shows: now, expected, why: explain(machine) ?? null})
+    }
+  }
+  return out
 }
 
 function cutOff(ctx, id) {
@@ -419,7 +589,11 @@ function restore(ctx, id) {
   ctx.links.cut.delete(id)
 }
 
-/** Which documents changed, where they were before, and which region they are for. */
+/**
+ * Which documents changed, where they were before, and which region they are for; then the pages that show one of
+ * them through a reference (its dependents, found here by scanning the lake, not by the Function's query), which
+ * must show the new content wherever the change went.
+ */
 function expectationsFor(changes, store, markets) {
   const latest = new Map()
   for (const c of changes) {
@@ -427,10 +601,23 @@ function expectationsFor(changes, store, markets) {
     const first = latest.get(c.id)
     latest.set(c.id, {id: c.id, before: first?.before ?? c.before, at: first?.at ?? c.at})
   }
-  return [...latest.values()].map(({id, before, at}) => {
+  const documents = [...latest.values()].map(({id, before, at}) => {
     const market = store.get(id)?.market ?? before?.market
-    return {id, at, oldPath: routeOf(before), region: market ? markets[market] : undefined}
+    return {kind: 'document', id, at, oldPath: routeOf(before), region: market ? markets[market] : undefined}
   })
+  const pages = []
+  for (const e of documents) {
+    for (const doc of referrers(store, [e.id])) {
+      if (!pages.some((p) => p.id === doc._id) && !latest.has(doc._id)) pages.push({kind: 'page', id: doc._id, path: routeOf(doc), shows: e.id, at: e.at, region: e.region})
+    }
+  }
+  return [...documents, ...pages]
+}
+
+/** What the page at `path` shows when fresh: rendered over the lake's documents. */
+function freshPage(store, path, id) {
+  const doc = store.get(id)
+  return doc && routeOf(doc) === path ? renderPage(doc, (ref) => store.get(ref)) : null
 }
 
 /**
@@ -440,8 +627,11 @@ function expectationsFor(changes, store, markets) {
  */
 function met(app, e, store) {
   if (!app) return false
+  if (e.kind === 'page') return isDeepStrictEqual(app.read(e.path), freshPage(store, e.path, e.id))
   const now = store.get(e.id)
   const path = routeOf(now)
+  // A document without a page of its own (an author, a category): held at its newest revision, or gone.
+  if (!path && !e.oldPath) return now ? app.docs.get(e.id)?._rev === now._rev : !app.docs.has(e.id)
   const oldGone = !e.oldPath || e.oldPath === path || app.read(e.oldPath)?._id !== e.id
   if (!now) return !app.docs.has(e.id) && oldGone
   return app.read(path)?._rev === now._rev && oldGone
@@ -450,7 +640,7 @@ function met(app, e, store) {
 /** Merge held-over expectations of one Machine: each document once, from its first change. */
 function mergeHeld(into, list) {
   for (const e of list) {
-    const same = into.find((x) => x.id === e.id)
+    const same = into.find((x) => x.id === e.id && x.kind === e.kind)
     if (!same) into.push(e)
     else if (e.at < same.at) same.at = e.at
   }
@@ -461,7 +651,7 @@ function mergeHeld(into, list) {
  * interval plus one query to converge. Machines deliberately cut off or suspended are held over and checked
  * again once they are back.
  */
-async function settle({changes, store, markets, api, fleet, apps, applied, links, reports, started, catchUpSeconds, pending, killed}) {
+async function settle({changes, store, markets, api, fleet, apps, applied, invalidated, links, reports, started, catchUpSeconds, pending, killed}) {
   const expectations = expectationsFor(changes, store, markets)
   const serving = api.machines(fleet.app).filter((m) => m.state === 'started' || m.state === 'suspended')
   const away = (id) => links.cut.has(id) || api.state(id) === 'suspended'
@@ -469,6 +659,9 @@ async function settle({changes, store, markets, api, fleet, apps, applied, links
   const fresh = {}
   const caughtUp = []
   const stale = []
+  const pagesSeen = []
+  // A page is fresh from the invalidation that dropped it (the next read renders it anew).
+  const pageRecord = (id, e) => invalidated.filter((i) => i.machine === id && i.path === e.path && i.at >= e.at).at(-1)
   let untargeted = 0
   let checked = 0
   const waiting = []
@@ -499,9 +692,13 @@ async function settle({changes, store, markets, api, fleet, apps, applied, links
       const app = apps.get(w.machine.id)
       if (w.list.every((e) => met(app, e, store))) {
         const records = w.list.map((e) => {
+          if (e.kind === 'page') return pageRecord(w.machine.id, e)
           const now = store.get(e.id)
           return applied.filter((a) => a.machine === w.machine.id && a.id === e.id && (now ? a.rev === now._rev : a.op === 'delete')).at(-1)
         })
+        for (const [i, e] of w.list.entries()) {
+          if (e.kind === 'page' && !w.heldOver) pagesSeen.push({machine: w.machine.id, path: e.path, via: records[i]?.via ?? 'render'})
+        }
         const at = Math.max(...records.map((r) => r?.at ?? w.since))
         const byCatchUp = records.some((r) => r?.via === 'catch-up')
         const why = explain(w.machine.id)
@@ -522,12 +719,19 @@ async function settle({changes, store, markets, api, fleet, apps, applied, links
   // A run killed at its timeout leaves what it could not finish recorded on the Machines: those are checked again
   // after the next step's runs, which must finish it.
   const leftByKill = killed ? waiting.splice(0).filter((w) => !w.heldOver) : []
+  for (const w of waiting.filter((w) => !w.heldOver)) {
+    for (const e of w.list.filter((e) => e.kind === 'page')) {
+      if (met(apps.get(w.machine.id), e, store)) pagesSeen.push({machine: w.machine.id, path: e.path, via: pageRecord(w.machine.id, e)?.via ?? 'render'})
+    }
+  }
   for (const w of leftByKill) pending.push({machine: w.machine, list: w.list.filter((e) => !met(apps.get(w.machine.id), e, store))})
   for (const w of waiting) {
     for (const e of w.list.filter((e) => !met(apps.get(w.machine.id), e, store))) {
-      stale.push({machine: w.machine.id, region: w.machine.region, id: e.id, expected: store.get(e.id)?._rev ?? 'deleted', why: explain(w.machine.id) ?? null})
+      const expected = e.kind === 'page' ? `${e.path} showing ${JSON.stringify(freshPage(store, e.path, e.id))}` : store.get(e.id)?._rev ?? 'deleted'
+      stale.push({machine: w.machine.id, region: w.machine.region, id: e.id, kind: e.kind, expected, why: explain(w.machine.id) ?? null})
     }
   }
+  const dependentPages = expectations.filter((e) => e.kind === 'page')
   const times = Object.values(fresh).sort((a, b) => a - b)
   return {
     fresh,
@@ -541,6 +745,15 @@ async function settle({changes, store, markets, api, fleet, apps, applied, links
     caughtUp,
     maxStaleMs: caughtUp.length ? Math.max(...caughtUp.map((c) => c.staleMs)) : null,
     stale,
+    // The pages that show a changed document through a reference: how many, and per Machine checked, fresh because
+    // the push dropped them (`freshByPush`), or fresh otherwise (a reconciliation, or never rendered before).
+    dependents: {
+      pages: dependentPages.map((e) => e.path).sort(),
+      checks: pagesSeen.length + stale.filter((st) => st.kind === 'page').length,
+      freshByPush: pagesSeen.filter((p) => p.via === 'push').length,
+      freshOtherwise: pagesSeen.filter((p) => p.via !== 'push').length,
+      stale: stale.filter((st) => st.kind === 'page').length,
+    },
   }
 }
 
@@ -582,6 +795,9 @@ function summarise(report) {
         .map((m) => ({id: m.id, outcome: m.restart.outcome, class: m.restart.error?.class ?? null, reason: m.restart.reason ?? m.restart.error?.message})),
       restart: t.restart ?? null,
       requests: t.requests,
+      dependents: t.dependents
+        ? {pushed: t.dependents.pushed, leftOut: t.dependents.leftOut ?? null, error: t.dependents.error?.message ?? null, notLookedUp: t.dependents.notLookedUp ?? null}
+        : null,
       error: t.error?.message,
     })),
   }

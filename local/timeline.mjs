@@ -63,7 +63,9 @@ export function renderTimeline(result) {
         return `<td>${times.length ? Math.max(...times) + ' ms' : '–'}</td>`
       })
       const caught = s.caughtUp.length ? `${s.caughtUp.length} (≤ ${Math.max(...s.caughtUp.map((c) => c.staleMs))} ms)` : '0'
-      return `<tr><td>${s.index}</td><td>${esc(s.label)}</td>${cells.join('')}<td>${caught}</td><td>${s.stale.length}</td><td>${s.restarts}</td><td>${(s.availability * 100).toFixed(1)}%</td></tr>`
+      const deps = s.dependents.checks ? `${s.dependents.freshByPush}/${s.dependents.checks}` : '–'
+      const live = s.live ? `${s.live.freshByTags}/${s.live.checks - s.live.unchanged}${s.live.stale.length ? ` (${s.live.stale.length} stale)` : ''}` : '–'
+      return `<tr><td>${s.index}</td><td>${esc(s.label)}</td>${cells.join('')}<td>${deps}</td><td>${live}</td><td>${caught}</td><td>${s.stale.length}</td><td>${s.restarts}</td><td>${(s.availability * 100).toFixed(1)}%</td></tr>`
     })
     .join('\n')
   const legend = Object.entries(COLORS)
@@ -75,11 +77,13 @@ export function renderTimeline(result) {
 </head><body>
 <h1>sanity-fly-sync simulation</h1>
 <p>${result.machines} Machines over ${esc(result.regions.join(', '))}; faults: ${esc(result.faults)}; ${result.ok ? 'every started Machine fresh after every event' : 'some Machines stale without an explanation'}.
-Dashed lines: events (hover for the label); a red line: a run killed at its timeout. Dots: the moment each Machine held the new content by push; red rings: caught up by reconciliation after a lost push.</p>
+Dashed lines: events (hover for the label); a red line: a run killed at its timeout. Dots: the moment each Machine held the new content by push; red rings: caught up by reconciliation after a lost push.
+"Dependent pages": pages that show a changed document through a reference (a post and its author), read before the change; fresh by push = (Machine, page) pairs the push's invalidation dropped and that then showed the new content.
+"Live pages": pages rendered from a query and cached under its sync tags (as next-sanity's sanityFetch does), dropped by the sync-tag Function's push.</p>
 <div>${legend}</div>
 <svg width="${width}" height="${height}" xmlns="http://www.w3.org/2000/svg">${parts.join('\n')}</svg>
 <h2>Freshness per region (slowest Machine, from the event)</h2>
-<table><tr><th>#</th><th>event</th>${regions.map((r) => `<th>${esc(r)}</th>`).join('')}<th>caught up (stale)</th><th>stale</th><th>restarts</th><th>reads served</th></tr>
+<table><tr><th>#</th><th>event</th>${regions.map((r) => `<th>${esc(r)}</th>`).join('')}<th>dependent pages fresh by push</th><th>live pages fresh by sync tags</th><th>caught up (stale)</th><th>stale</th><th>restarts</th><th>reads served</th></tr>
 ${freshRows}
 </table>
 </body></html>

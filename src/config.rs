@@ -180,17 +180,34 @@ impl SanityApi {
     pub fn query_url(&self) -> Option<String> {
         let (project, dataset) = (self.project_id.as_deref()?, self.dataset.as_deref()?);
         let host = self.api_host.clone().unwrap_or_else(|| format!("https://{project}.api.sanity.io"));
-        Some(format!("{}/{SANITY_API_VERSION}/data/query/{dataset}?perspective=published", host.trim_end_matches('/')))
+        // The answer need not echo the query back (a few hundred bytes per level).
+        Some(format!("{}/{SANITY_API_VERSION}/data/query/{dataset}?perspective=published&returnQuery=false", host.trim_end_matches('/')))
     }
 
     /// Fill what the environment left open from the Function's context (`context.clientOptions`): its project,
-    /// dataset and token are the change's own; the host stays the environment's when set (local tests).
+    /// dataset and token are the change's own. The host stays the environment's when set (local tests); the
+    /// context's is the API's global host (`https://api.sanity.io`), which, as `@sanity/client` does, takes the
+    /// project in front of it.
     pub fn with_context(mut self, context: SanityApi) -> SanityApi {
         self.project_id = context.project_id.or(self.project_id);
         self.dataset = context.dataset.or(self.dataset);
         self.token = context.token.or(self.token);
-        self.api_host = self.api_host.or(context.api_host);
+        if self.api_host.is_none() {
+            self.api_host = match (context.api_host, &self.project_id) {
+                (Some(host), Some(project)) => Some(project_host(&host, project)),
+                _ => None,
+            };
+        }
         self
+    }
+}
+
+/// `https://api.sanity.io` with project `abc` → `https://abc.api.sanity.io`.
+fn project_host(host: &str, project: &str) -> String {
+    let host = host.trim_end_matches('/');
+    match host.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{project}.{rest}"),
+        None => format!("https://{project}.{host}"),
     }
 }
 
@@ -870,11 +887,20 @@ pub(crate) mod tests {
         let mut with = base.to_vec();
         with.extend([("SANITY_PROJECT_ID", "abc123"), ("SANITY_DATASET", "production"), ("SANITY_API_READ_TOKEN", "sk-read")]);
         let c = Config::from_env(&env(&with)).unwrap();
-        assert_eq!(c.sanity.query_url().unwrap(), "https://abc123.api.sanity.io/v2025-02-19/data/query/production?perspective=published");
+        assert_eq!(c.sanity.query_url().unwrap(), "https://abc123.api.sanity.io/v2025-02-19/data/query/production?perspective=published&returnQuery=false");
         let context = SanityApi { project_id: Some("ctx1".into()), dataset: Some("staging".into()), api_host: Some("https://api.sanity.io".into()), token: None };
         let merged = c.sanity.clone().with_context(context);
-        assert_eq!(merged.query_url().unwrap(), "https://api.sanity.io/v2025-02-19/data/query/staging?perspective=published");
+        assert_eq!(
+            merged.query_url().unwrap(),
+            "https://ctx1.api.sanity.io/v2025-02-19/data/query/staging?perspective=published&returnQuery=false",
+            "the context's global host takes the project in front, as @sanity/client does"
+        );
         assert_eq!(merged.token.unwrap().expose(), "sk-read", "the environment's token where the context has none");
+        let mut local = with.clone();
+        local.push(("SANITY_API_HOST", "http://127.0.0.1:4281"));
+        let context = SanityApi { project_id: Some("ctx1".into()), api_host: Some("https://api.sanity.io/".into()), ..SanityApi::default() };
+        let merged = Config::from_env(&env(&local)).unwrap().sanity.with_context(context);
+        assert!(merged.query_url().unwrap().starts_with("http://127.0.0.1:4281/v2025-02-19/data/query/production?"), "the environment's host as given");
         let mut bad = base.to_vec();
         bad.push(("SANITY_PROJECT_ID", "ABC 1"));
         assert_eq!(Config::from_env(&env(&bad)).unwrap_err().field.as_deref(), Some("SANITY_PROJECT_ID"));

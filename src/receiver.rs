@@ -135,6 +135,8 @@ struct Mark {
     updated_at: String,
     /// The routes that show the revision held (`routes.current` of the payload applied).
     routes: Vec<String>,
+    /// Applied from a read of Sanity (catch-up), not from its push: its routes and dependents were not known.
+    pulled: bool,
 }
 
 /// A change whose hooks are running.
@@ -358,6 +360,7 @@ impl Receiver {
             doc_type: payload.doc_type.clone(),
             updated_at: payload.updated_at.clone(),
             routes: payload.routes.current.clone(),
+            pulled,
         };
         Ok(Incoming { payload, mark, pulled })
     }
@@ -454,10 +457,12 @@ impl Receiver {
             // Newer instant wins. At the same instant: a delete beats an upsert (a late update must not bring a
             // deleted document back); the same revision is already here; two different revisions within Sanity's
             // timestamp precision cannot be ordered, so the later arrival wins.
-            let stale = new.updated_ms < mark.updated_ms
-                || (new.updated_ms == mark.updated_ms
-                    && ((mark.deleted && !new.deleted) || (mark.deleted == new.deleted && mark.rev == new.rev)));
-            if stale {
+            let same = new.updated_ms == mark.updated_ms && mark.deleted == new.deleted && mark.rev == new.rev;
+            let stale = new.updated_ms < mark.updated_ms || (new.updated_ms == mark.updated_ms && ((mark.deleted && !new.deleted) || same));
+            // The push of a revision catch-up already applied is applied again: it alone knows the routes and
+            // dependents to purge (applying the same revision twice changes nothing else).
+            let push_after_pull = same && mark.pulled && !incoming.pulled;
+            if stale && !push_after_pull {
                 return Decision::Ignore(AckStatus::Stale);
             }
             // Routes of the revision held that the new one no longer has must go too, even when the change
@@ -583,6 +588,28 @@ mod tests {
             Decision::Reject { http_status, error } => (http_status, error.field.unwrap_or_default(), error.message),
             other => panic!("accepted: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_push_of_a_revision_catch_up_applied_first_still_purges_its_routes_and_dependents() {
+        let mut r = receiver();
+        let mut pushed = payload("upsert", "person-1", "r2", "2026-11-27T10:00:05Z");
+        pushed["routes"] = json!({"invalidate": ["/blog/a", "/blog/b"], "current": [], "previous": []});
+        let pulled: SyncPayload = serde_json::from_value(json!({"protocol": PROTOCOL, "target": "catch-up", "op": "upsert", "id": "person-1",
+            "type": "page", "rev": "r2", "updatedAt": "2026-11-27T10:00:05Z", "document": {"_id": "person-1"}, "idempotencyKey": "pull:upsert:person-1:r2"})).unwrap();
+        let Step::Apply { ticket, .. } = r.begin_pulled(pulled.clone(), NOW) else { panic!("catch-up applies it first") };
+        r.finish(ticket, Ok(false));
+        // The push comes after: the same revision, but it carries what to purge. Applied, not `stale`.
+        let body = pushed.to_string();
+        let Step::Apply { ticket, change } = r.begin(&signed(&body, NOW), body.as_bytes(), NOW) else { panic!("the push was dropped as stale") };
+        assert_eq!(change.routes.invalidate, ["/blog/a", "/blog/b"]);
+        r.finish(ticket, Ok(false));
+        // Once: a second read by catch-up, or a retry of the push, is stale or a duplicate again.
+        assert!(matches!(r.begin_pulled(pulled, NOW), Step::Respond(Reply { http_status: 200, ref body }) if body.contains("duplicate")));
+        assert_eq!(deliver(&mut r, &pushed), Ok(AckStatus::Duplicate));
+        let mut other_key = pushed.clone();
+        other_key["idempotencyKey"] = json!("upsert:person-1:r2-again");
+        assert_eq!(deliver(&mut r, &other_key), Ok(AckStatus::Stale), "a pushed revision is never applied twice");
     }
 
     #[test]

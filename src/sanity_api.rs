@@ -122,7 +122,7 @@ mod tests {
     fn one_level_query_excludes_what_was_seen_and_carries_the_token() {
         let rule = DependentsRule { depth: 2, cap: 10, types: vec!["post".into()] };
         let w = dependents_request(&api(Some("sk-read")), &rule, &["person-1".into()], &["person-1".into()], 10).unwrap();
-        assert_eq!((w.method, w.url.as_str()), (Method::POST, "https://abc123.api.sanity.io/v2025-02-19/data/query/production?perspective=published"));
+        assert_eq!((w.method, w.url.as_str()), (Method::POST, "https://abc123.api.sanity.io/v2025-02-19/data/query/production?perspective=published&returnQuery=false"));
         assert!(w.headers.contains(&("authorization".to_string(), "Bearer sk-read".to_string())));
         let body: serde_json::Value = serde_json::from_str(w.body.as_deref().unwrap()).unwrap();
         assert_eq!(body["params"], json!({"ids": ["person-1"], "seen": ["person-1"], "cap": 10, "types": ["post"]}));

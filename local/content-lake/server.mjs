@@ -4,6 +4,7 @@
 //
 //   GET  /v{apiVersion}/data/query/{dataset}?query=…&$param=<JSON>&perspective=…&returnQuery=false
 //   POST /v{apiVersion}/data/query/{dataset}            {query, params}
+//        → {query?, result, syncTags, ms}               (syncTags: the local rule of sync-tags.mjs)
 //   GET  /v{apiVersion}/data/doc/{dataset}/{id}[,{id}…]  → {documents, omitted: [{id, reason: 'existence'}]}
 //   POST /v{apiVersion}/data/mutate/{dataset}?returnIds&returnDocuments&visibility&dryRun&transactionId
 //        {mutations, transactionId?}                    → {transactionId, results: [{id, operation, document?}], documentIds?}
@@ -17,11 +18,14 @@ import {performance} from 'node:perf_hooks'
 import {parse, evaluate} from 'groq-js'
 import {DocumentStore, MutationError, publishedId} from './store.mjs'
 import {mulberry32} from '../random.mjs'
+import {invalidatedTags, readTracker} from './sync-tags.mjs'
 
 /** The API version the client config of `clientConfig()` uses. */
 export const API_VERSION = '2025-05-01'
 // From this API version on, a query without `perspective` reads the `published` perspective; before it, `raw`.
 const PUBLISHED_BY_DEFAULT_FROM = '2025-02-19'
+// From this API version on, a query response carries `syncTags` (sync-tags.mjs has the local rule).
+const SYNC_TAGS_FROM = '2021-03-25'
 const VISIBILITIES = new Set(['sync', 'async', 'deferred'])
 
 class HttpError extends Error {
@@ -49,12 +53,24 @@ const badRequest = (description) => new HttpError(400, {error: {description, typ
 export async function startContentLake({store = new DocumentStore(), projectId = 'local', dataset = 'production', token, anonymousQueries = 'unauthorized', port = 0, latencyMs = 0, seed = 1} = {}) {
   const random = mulberry32(seed)
   const latency = () => (Array.isArray(latencyMs) ? Math.round(latencyMs[0] + random() * (latencyMs[1] - latencyMs[0])) : latencyMs)
-  /** @type {Array<{method: string, path: string, search: string, status: number, transactionId?: string, error?: string}>} */
+  /** @type {Array<{method: string, path: string, search: string, status: number, requestBytes: number, responseBytes: number, resultBytes?: number, transactionId?: string, error?: string}>} */
   const log = []
+  // The Live Content API's side: each committed transaction that changed published content, with the sync tags it
+  // invalidates (sync-tags.mjs), in commit order; `onSyncTags` listeners hear each as it commits.
+  /** @type {Array<{id: string, at: number, tags: string[]}>} */
+  const liveEvents = []
+  const syncTagListeners = new Set()
+  const unsubscribe = store.onCommit((transaction) => {
+    const tags = invalidatedTags({projectId, dataset}, transaction)
+    if (tags.length === 0) return
+    const event = {id: transaction.id, at: transaction.at, tags}
+    liveEvents.push(event)
+    for (const listener of syncTagListeners) listener(structuredClone(event))
+  })
 
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://127.0.0.1')
-    const entry = {method: req.method ?? 'GET', path: url.pathname, search: url.search, status: 0}
+    const entry = {method: req.method ?? 'GET', path: url.pathname, search: url.search, status: 0, requestBytes: 0, responseBytes: 0}
     let status = 200
     let body
     try {
@@ -70,10 +86,11 @@ export async function startContentLake({store = new DocumentStore(), projectId =
       entry.error = typeof body.error === 'string' ? `${body.error} - ${body.message}` : body.error.description
     }
     entry.status = status
-    log.push(entry)
     const delay = latency()
     if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay))
     const text = JSON.stringify(body)
+    entry.responseBytes = Buffer.byteLength(text)
+    log.push(entry)
     res.writeHead(status, {'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text)})
     res.end(text)
   })
@@ -104,7 +121,7 @@ export async function startContentLake({store = new DocumentStore(), projectId =
     if (endpoint === 'query') {
       if (rest !== undefined) throw flat(404, 'Not Found', `No such endpoint: ${url.pathname}`)
       if (req.method !== 'GET' && req.method !== 'POST') throw flat(405, 'Method Not Allowed', `${req.method} is not allowed on data/query`)
-      return query(req, url, apiVersion, anonymous)
+      return query(req, url, apiVersion, anonymous, entry)
     }
     if (endpoint === 'doc') {
       if (req.method !== 'GET') throw flat(405, 'Method Not Allowed', `${req.method} is not allowed on data/doc`)
@@ -116,13 +133,13 @@ export async function startContentLake({store = new DocumentStore(), projectId =
     return mutate(req, url, entry)
   }
 
-  async function query(req, url, apiVersion, anonymous = false) {
+  async function query(req, url, apiVersion, anonymous, entry) {
     const started = performance.now()
     const search = url.searchParams
     let text = search.get('query')
     let params = {}
     if (req.method === 'POST') {
-      const body = await readJson(req)
+      const body = await readJson(req, entry)
       if (!body || typeof body !== 'object') throw badRequest('the request body must be {query, params?}')
       text = body.query
       params = body.params ?? {}
@@ -139,13 +156,22 @@ export async function startContentLake({store = new DocumentStore(), projectId =
     }
     if (typeof text !== 'string' || !text.trim()) throw badRequest('Missing query: pass ?query=… or POST {query}')
     const perspective = parsePerspective(search.get('perspective'), apiVersion)
-    const result = await runQuery(text, params, perspective, anonymous)
+    // `lastLiveEventId` (sent by clients that follow the Live Content API) asks for content at least as new as that
+    // event: every commit here is visible at once, so any answer is.
+    const {result, syncTags} = await evaluateQuery(text, params, perspective, anonymous)
     const answer = search.get('returnQuery') === 'false' ? {} : {query: text}
-    return {...answer, result, ms: Math.round((performance.now() - started) * 100) / 100}
+    const tagged = apiVersion === 'X' || (apiVersion !== '1' && apiVersion >= SYNC_TAGS_FROM)
+    entry.resultBytes = Buffer.byteLength(JSON.stringify(result) ?? 'null')
+    return {...answer, result, ...(tagged ? {syncTags} : {}), ms: Math.round((performance.now() - started) * 100) / 100}
   }
 
-  /** Evaluate GROQ with groq-js over the store seen through `perspective`. */
+  /** Evaluate GROQ with groq-js over the store seen through `perspective`: the result only. */
   async function runQuery(text, params, perspective, anonymous = false) {
+    return (await evaluateQuery(text, params, perspective, anonymous)).result
+  }
+
+  /** Evaluate GROQ with groq-js over the store seen through `perspective`: `{result, syncTags}`. */
+  async function evaluateQuery(text, params, perspective, anonymous = false) {
     let tree
     try {
       tree = parse(text, {params})
@@ -161,9 +187,11 @@ export async function startContentLake({store = new DocumentStore(), projectId =
       }
     }
     const docs = view(anonymous ? [] : store.all(), perspective).sort((a, b) => (a._id < b._id ? -1 : a._id > b._id ? 1 : 0))
+    const reads = readTracker({projectId, dataset}, docs)
     try {
-      const value = await evaluate(tree, {dataset: docs, params, timestamp: new Date(store.now()), sanity: {projectId, dataset}})
-      return await value.get()
+      const value = await evaluate(tree, {dataset: reads.dataset, params, timestamp: new Date(store.now()), sanity: {projectId, dataset}})
+      const result = await value.get()
+      return {result, syncTags: reads.tags(result)}
     } catch (error) {
       throw new HttpError(400, {error: {description: String(error?.message ?? error), query: text, type: 'queryError'}})
     }
@@ -188,7 +216,7 @@ export async function startContentLake({store = new DocumentStore(), projectId =
     const flag = (name) => search.get(name) === 'true'
     const visibility = search.get('visibility') ?? 'sync'
     if (!VISIBILITIES.has(visibility)) throw badRequest(`visibility must be sync, async or deferred, not "${visibility}"`)
-    const body = await readJson(req)
+    const body = await readJson(req, entry)
     if (!body || typeof body !== 'object' || !Array.isArray(body.mutations)) throw badRequest('the request body must be {mutations: [...]}')
     const transactionId = search.get('transactionId') ?? body.transactionId ?? undefined
     // visibility is accepted: every commit here is visible at once (what `sync` promises).
@@ -257,11 +285,21 @@ export async function startContentLake({store = new DocumentStore(), projectId =
     dataset,
     store,
     log,
+    /** Every committed transaction that changed published content: `{id, at, tags}` (id: the transaction's). */
+    liveEvents,
+    /** Call `listener({id, at, tags})` after each such commit (what Sanity's sync-tag-invalidate Function gets as
+     *  `{syncTags: tags}`); returns the unsubscribe function. */
+    onSyncTags(listener) {
+      syncTagListeners.add(listener)
+      return () => syncTagListeners.delete(listener)
+    },
     /** What `createClient` needs to talk to this lake (add `token` for a private one). */
     clientConfig(overrides = {}) {
       return {projectId, dataset, apiHost: url, useProjectHostname: false, useCdn: false, apiVersion: API_VERSION, ...overrides}
     },
     close() {
+      unsubscribe()
+      syncTagListeners.clear()
       return new Promise((resolve) => {
         server.close(() => resolve(undefined))
         server.closeAllConnections()
@@ -322,10 +360,13 @@ function queryError(text, error) {
   return new HttpError(400, {error: {description: message, query: text, type: 'queryParseError'}})
 }
 
-async function readJson(req) {
+/** The request's body as JSON; its size in bytes goes to `entry.requestBytes`. */
+async function readJson(req, entry) {
   const chunks = []
   for await (const chunk of req) chunks.push(chunk)
-  const text = Buffer.concat(chunks).toString('utf8')
+  const bytes = Buffer.concat(chunks)
+  entry.requestBytes = bytes.length
+  const text = bytes.toString('utf8')
   try {
     return JSON.parse(text)
   } catch {

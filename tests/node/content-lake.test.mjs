@@ -7,6 +7,7 @@ import {createClient} from '@sanity/client'
 
 import {startContentLake} from '../../local/content-lake/server.mjs'
 import {DocumentStore} from '../../local/content-lake/store.mjs'
+import {documentTag, typeTag} from '../../local/content-lake/sync-tags.mjs'
 
 const T0 = Date.parse('2026-11-27T10:00:00.250Z')
 
@@ -207,7 +208,9 @@ test('getDocument and getDocuments: by id, drafts included, missing ones null/un
     assert.equal(await client.getDocument('nope'), undefined)
     const docs = await client.getDocuments(['drafts.a', 'nope', 'a'])
     assert.deepEqual(docs.map((d) => d?.title ?? null), ['Draft A', null, 'A'])
-    assert.deepEqual(lake.log.at(-1), {method: 'GET', path: '/v2025-05-01/data/doc/production/drafts.a,nope,a', search: '', status: 200})
+    const {responseBytes, ...entry} = lake.log.at(-1)
+    assert.deepEqual(entry, {method: 'GET', path: '/v2025-05-01/data/doc/production/drafts.a,nope,a', search: '', status: 200, requestBytes: 0})
+    assert.ok(responseBytes > 0, 'the answer\'s size is logged')
   })
 })
 
@@ -378,5 +381,77 @@ test('the wrong dataset, project or endpoint answers 404 with a message', async 
     const listen = await fetch(`${lake.url}/v2025-05-01/data/listen/production?query=*`)
     assert.equal(listen.status, 404)
     assert.match((await listen.json()).message, /does not serve GET/)
+  })
+})
+
+test('sync tags: a response carries the tags of the documents it read; a commit announces the tags it invalidates', async () => {
+  await withLake({}, async ({lake, client, clock}) => {
+    const doc = (id) => documentTag('local', 'production', id)
+    const type = (t) => typeTag('local', 'production', t)
+    const ref = (id) => ({_type: 'reference', _ref: id})
+    await client
+      .transaction()
+      .create({_id: 'ada', _type: 'person', name: 'Ada'})
+      .create({_id: 'grace', _type: 'person', name: 'Grace'})
+      .create({_id: 'a1', _type: 'article', title: 'One', slug: {current: 'one'}, author: ref('ada')})
+      .create({_id: 'a2', _type: 'article', title: 'Two', slug: {current: 'two'}, author: ref('grace')})
+      .create({_id: 'about', _type: 'page', title: 'About', slug: {current: 'about'}})
+      .create({_id: 'drafts.a1', _type: 'article', title: 'One (draft)', slug: {current: 'one'}, author: ref('ada')})
+      .commit()
+    // Five published documents created (the draft is not announced): their tags and their three types'.
+    assert.deepEqual(lake.liveEvents.map((e) => e.tags), [[...['ada', 'grace', 'a1', 'a2', 'about'].map(doc), ...['person', 'article', 'page'].map(type)].sort()])
+    const heard = []
+    const stop = lake.onSyncTags((event) => heard.push(event))
+
+    // The article page a next-sanity app would fetch: its filters read the slug of both articles (not the page's:
+    // the type filter comes first), `->` reads the one author it shows.
+    const page = `*[_type == "article"][slug.current == $slug][0]{title, "author": author->name}`
+    const one = await client.fetch(page, {slug: 'one'}, {filterResponse: false})
+    assert.deepEqual(one.result, {title: 'One', author: 'Ada'})
+    assert.deepEqual(one.syncTags, [doc('a1'), doc('a2'), doc('ada'), type('article'), type('person')].sort())
+    assert.ok(one.syncTags.every((t) => /^s1:[A-Za-z0-9_-]{8}$/.test(t)), 'opaque, like Sanity\'s')
+    // A whole document returned is read; a count reads no document, so it carries no tag (a gap of this rule).
+    const about = await client.fetch('*[_id == "about"][0]', {}, {filterResponse: false})
+    assert.deepEqual(about.syncTags, [doc('about'), type('page')].sort())
+    assert.deepEqual((await client.fetch('count(*[_type == "article"])', {}, {filterResponse: false})).syncTags, [])
+    // groq-js evaluates both sides of `&&`: this form looks up `slug` on every document, the persons' too.
+    const wide = await client.fetch(`*[_type == "article" && slug.current == $slug][0]{title}`, {slug: 'one'}, {filterResponse: false})
+    assert.deepEqual(wide.syncTags, [...['a1', 'a2', 'about', 'ada', 'grace'].map(doc), ...['article', 'page', 'person'].map(type)].sort())
+    // The default answer is the result alone; API v1 answers carry no tags; `lastLiveEventId` is accepted.
+    assert.deepEqual(await client.fetch(page, {slug: 'one'}), {title: 'One', author: 'Ada'})
+    assert.equal((await createClient(lake.clientConfig({apiVersion: '1'})).fetch('*[_id == "about"][0]', {}, {filterResponse: false})).syncTags, undefined)
+    const fresh = await client.fetch(page, {slug: 'two'}, {filterResponse: false, lastLiveEventId: lake.liveEvents[0].id})
+    assert.deepEqual(fresh.result, {title: 'Two', author: 'Grace'})
+    assert.ok(lake.log.every((e) => e.status === 200), JSON.stringify(lake.log.filter((e) => e.status !== 200)))
+
+    const hits = (response) => heard.at(-1).tags.filter((t) => response.syncTags.includes(t))
+    // An edit of the author the page shows: that person's tag, which the page carries.
+    clock.ms += 1_000
+    const edit = await client.patch('ada').set({name: 'Ada Lovelace'}).commit()
+    assert.deepEqual(heard.at(-1), {id: edit._rev, at: clock.ms, tags: [doc('ada')]})
+    assert.deepEqual(hits(one), [doc('ada')])
+    assert.deepEqual(hits(about), [])
+    // Another author's edit does not touch page one (it did not read Grace).
+    await client.patch('grace').set({name: 'Grace Hopper'}).commit()
+    assert.deepEqual(heard.at(-1).tags, [doc('grace')])
+    assert.deepEqual(hits(one), [])
+    // A draft invalidates nothing; its publish (one transaction) invalidates the published document.
+    const before = heard.length
+    await client.patch('drafts.a1').set({title: 'One, edited'}).commit()
+    assert.equal(heard.length, before, 'drafts are not announced')
+    await client.transaction().createOrReplace({_id: 'a1', _type: 'article', title: 'One, edited', slug: {current: 'one'}, author: ref('ada')}).delete('drafts.a1').commit()
+    assert.deepEqual(heard.at(-1).tags, [doc('a1')])
+    // A new article may match the page's filter: a create invalidates its type; so does a delete.
+    await client.create({_id: 'a3', _type: 'article', title: 'Three', slug: {current: 'one'}})
+    assert.deepEqual(heard.at(-1).tags, [doc('a3'), type('article')].sort())
+    assert.deepEqual(hits(one).sort(), [type('article')])
+    await client.delete('about')
+    assert.deepEqual(heard.at(-1).tags, [doc('about'), type('page')].sort())
+    assert.deepEqual(hits(one), [])
+    // Every announcement is also kept, in commit order, with its transaction's id.
+    assert.deepEqual(lake.liveEvents.slice(1), heard)
+    stop()
+    await client.patch('grace').set({name: 'G.'}).commit()
+    assert.equal(lake.liveEvents.length, heard.length + 2, 'unsubscribed: heard no more, still kept')
   })
 })

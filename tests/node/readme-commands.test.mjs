@@ -172,6 +172,14 @@ function reportIn(output) {
   return JSON.parse(done[1])
 }
 
+/** Run a `functions test` command of the block from a clean stand-in: it succeeds; its output and report. */
+async function functionsTest(cmd) {
+  session.standIn.reset()
+  const r = await bash(scriptFor(cmd.text))
+  assert.equal(r.code, 0, r.output)
+  return {output: r.output, report: reportIn(r.output)}
+}
+
 /** fuzz/Cargo.toml's fuzz targets. */
 const fuzzTargets = () => [...readFileSync(join(ROOT, 'fuzz/Cargo.toml'), 'utf8').matchAll(/^name = "(\w+)"/gm)].map((m) => m[1]).filter((n) => n !== 'sanity-fly-sync-fuzz')
 
@@ -314,11 +322,8 @@ const RULES = [
     match: /^npx sanity-run functions test fly-sync --file examples\/events\/article\.json$/,
     kind: 'run',
     async check(cmd) {
-      session.standIn.reset()
-      const r = await bash(scriptFor(cmd.text))
-      assert.equal(r.code, 0, r.output)
-      assert.match(r.output, /Function execution succeeded/)
-      const report = reportIn(r.output)
+      const {output, report} = await functionsTest(cmd)
+      assert.match(output, /Function execution succeeded/)
       // The block exported FLY_SYNC_DRY_RUN=true: listed and planned, nothing sent that changes anything.
       assert.equal(report.dryRun, true)
       assert.equal(report.status, 'planned')
@@ -332,12 +337,23 @@ const RULES = [
     match: /^npx sanity-run functions test fly-sync --event update --file-before examples\/events\/article-before\.json --file-after examples\/events\/article-after\.json$/,
     kind: 'run',
     async check(cmd) {
-      session.standIn.reset()
-      const r = await bash(scriptFor(cmd.text))
-      assert.equal(r.code, 0, r.output)
-      const report = reportIn(r.output)
+      const {report} = await functionsTest(cmd)
       assert.equal(report.dryRun, true)
       assert.deepEqual([report.change.operation, report.change.rev], ['update', 'rev-2'])
+      assert.deepEqual(session.standIn.syncs(), [], 'a dry run pushes nothing')
+    },
+  },
+  {
+    id: 'functions test the sync-tag Function',
+    match: /^npx sanity-run functions test fly-sync-tags --file examples\/events\/sync-tags\.json$/,
+    kind: 'run',
+    async check(cmd) {
+      const {output, report} = await functionsTest(cmd)
+      assert.equal(report.dryRun, true)
+      assert.equal(report.status, 'planned')
+      assert.equal(report.syncTags.count, JSON.parse(readFileSync(join(ROOT, 'examples/events/sync-tags.json'), 'utf8')).syncTags.length)
+      assert.deepEqual(report.targets[0].machines.filter((m) => m.sync === 'would_sync').length, 2)
+      assert.match(output, /"action":"sync-tags-done","called":true/, 'done is called, after the run')
       assert.deepEqual(session.standIn.syncs(), [], 'a dry run pushes nothing')
     },
   },

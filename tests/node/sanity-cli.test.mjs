@@ -1,7 +1,9 @@
 // The repo's blueprint run by Sanity's own CLI (@sanity/runtime-cli), offline, against a loopback stand-in for
 // the Fly Machines API and the app: `functions test`, `functions dev` + POST /invoke, and the deploy zip of
 // `functions build`. Needs `npm run build` (dist/functions/fly-sync). The cases run one after another: the CLI
-// writes a temporary package.json into the Function folder while it runs one.
+// writes a temporary package.json into the Function folder while it runs one. A run whose context names a Sanity
+// project looks up the documents referencing the change there: SANITY_API_HOST points that query at a local
+// Content Lake (local/content-lake) on loopback, never at Sanity.
 import {after, before, beforeEach, describe, test} from 'node:test'
 import assert from 'node:assert/strict'
 import {mkdtempSync, readFileSync, rmSync} from 'node:fs'
@@ -11,6 +13,8 @@ import AdmZip from 'adm-zip'
 import {startFlyStandIn} from './support/fly-stand-in.mjs'
 import {assertOnePushPerStartedMachine} from './support/assert-sync.mjs'
 import {freePort, ROOT, run, sanityRun, SANITY_RUN, standInEnv, start} from './support/run.mjs'
+import {startContentLake} from '../../local/content-lake/server.mjs'
+import {DocumentStore} from '../../local/content-lake/store.mjs'
 
 const article = (extra = {}) => ({
   _id: 'article-42',
@@ -25,6 +29,21 @@ const article = (extra = {}) => ({
 })
 
 const succeeded = /Function execution succeeded/
+const ref = (id, extra = {}) => ({_type: 'reference', _ref: id, ...extra})
+
+/** A local Content Lake holding `docs` (one transaction), on loopback. */
+async function lakeWith(docs, options = {}) {
+  const store = new DocumentStore()
+  store.transaction(docs.map((doc) => ({createOrReplace: doc})))
+  return startContentLake({store, ...options})
+}
+
+/** The report a run logs last (`{"action":"done","report":…}`). */
+function reportIn(output) {
+  const done = [...output.matchAll(/"action":"done","report":(\{.*\})\}\s*$/gm)].at(-1)
+  assert.ok(done, `no report in:\n${output}`)
+  return JSON.parse(done[1])
+}
 
 describe('Sanity CLI with the repo blueprint', () => {
   let standIn
@@ -86,6 +105,72 @@ describe('Sanity CLI with the repo blueprint', () => {
     assert.equal(body.document.title, 'New title')
   })
 
+  test('functions test of a person: the three published articles that show it are pushed with it', async () => {
+    // Offline, `functions test` puts the project of --project-id and the dataset of --dataset in
+    // context.clientOptions, and no token (only --with-user-token adds one, from a login).
+    const person = {_id: 'person-ada', _type: 'person', _rev: 'rev-p2', _updatedAt: '2026-11-27T10:00:00Z', name: 'Ada Lovelace'}
+    const article = (n, extra = {}) => ({_id: `article-${n}`, _type: 'article', title: `Article ${n}`, slug: {_type: 'slug', current: `a${n}`}, author: ref('person-ada'), ...extra})
+    const lake = await lakeWith([
+      {...person, name: 'Ada'},
+      article(1),
+      article(2, {cacheTags: ['article:2']}),
+      article(3, {author: undefined, authors: [ref('person-ada', {_key: 'k'})]}),
+      article(4, {_id: 'drafts.article-4'}), // a draft: not a dependent
+      article(5, {author: ref('person-grace')}), // shows someone else
+      {_id: 'person-grace', _type: 'person', name: 'Grace'},
+    ])
+    try {
+      const r = await sanityRun(
+        ['functions', 'test', 'fly-sync', '--project-id', 'local', '--dataset', 'production', '--data', JSON.stringify(person)],
+        {env: standInEnv(standIn.url, {SANITY_API_HOST: lake.url})},
+      )
+      assert.equal(r.code, 0, r.output)
+      assert.match(r.output, succeeded)
+
+      const [body] = await assertOnePushPerStartedMachine(standIn)
+      assert.equal(body.id, 'person-ada')
+      assert.equal(body.document.name, 'Ada Lovelace')
+      assert.deepEqual([...body.routes.invalidate].sort(), ['/blog/a1', '/blog/a2', '/blog/a3'], 'a person has no route: only its dependents\'')
+      assert.deepEqual(body.routes.current, [])
+      const byId = Object.fromEntries(body.dependents.documents.map((d) => [d.id, d]))
+      assert.deepEqual(Object.keys(byId).sort(), ['article-1', 'article-2', 'article-3'])
+      assert.deepEqual(byId['article-2'], {id: 'article-2', type: 'article', routes: ['/blog/a2'], tags: ['article:2', 'article-2', 'article']})
+      assert.equal(body.dependents.more, undefined, 'under the cap')
+      for (const tag of ['person-ada', 'person', 'article-1', 'article:2', 'article-3']) assert.ok(body.tags.includes(tag), `${tag} in ${body.tags}`)
+
+      assert.deepEqual(lake.log.map((e) => [e.method, e.path, e.status]), [['POST', '/v2025-02-19/data/query/production', 200]], 'one query for one level')
+      const report = reportIn(r.output)
+      assert.equal(report.ok, true)
+      assert.deepEqual([...report.targets[0].dependents.pushed].sort(), ['article-1', 'article-2', 'article-3'])
+      assert.match(report.targets[0].dependents.withoutToken, /without a token/, 'offline the CLI passes no token, and the report says so')
+    } finally {
+      await lake.close()
+    }
+  })
+
+  test('functions test of the sync-tag Function: the tags pushed to every started Machine, done called after', async () => {
+    // A sync-tag-invalidate Function takes its event as given (`--data` or `--file`, no --event): event.data is
+    // {syncTags}. The CLI hands every handler a `done` that answers 204.
+    const r = await sanityRun(['functions', 'test', 'fly-sync-tags', '--file', 'examples/events/sync-tags.json'], {env: standInEnv(standIn.url)})
+    assert.equal(r.code, 0, r.output)
+    assert.match(r.output, succeeded)
+
+    const [body] = await assertOnePushPerStartedMachine(standIn)
+    assert.equal(body.op, 'tags')
+    assert.deepEqual(body.syncTags, JSON.parse(readFileSync(join(ROOT, 'examples/events/sync-tags.json'), 'utf8')).syncTags)
+    assert.match(body.idempotencyKey, /^tags:/)
+    assert.ok(!('document' in body) && !('routes' in body), JSON.stringify(body))
+    const report = reportIn(r.output)
+    assert.equal(report.ok, true)
+    assert.equal(report.syncTags.count, 2)
+    assert.equal(report.targets[0].machines.filter((m) => m.sync === 'synced').length, 2)
+    // done comes last: after every push was answered and the report logged.
+    const at = (pattern) => r.output.search(pattern)
+    const done = at(/"action":"sync-tags-done","called":true,"tags":2,"status":204/)
+    assert.ok(done > at(/"action":"done","report"/) && at(/"action":"done","report"/) > 0, r.output)
+    assert.ok([...r.output.matchAll(/"kind":"sync"/g)].every((m) => m.index < done))
+  })
+
   test('the blueprint filter keeps drafts, versions and other types away: nothing is sent', async () => {
     for (const doc of [
       article({_id: 'drafts.article-42'}),
@@ -111,10 +196,21 @@ describe('Sanity CLI with the repo blueprint', () => {
     assert.deepEqual(standIn.requests, [])
   })
 
-  test('functions dev: POST /invoke of a delete with its before document', async () => {
+  test('functions dev: POST /invoke of a delete with its before document; the page linking to it rides along', async () => {
+    // The context names project abc123: its dependents query goes to a private local Content Lake serving it. The
+    // dev server replaces a token in the invoke's clientOptions by the CLI login's (none offline), so the token comes
+    // from SANITY_API_READ_TOKEN in the Function's environment, the fallback when the context has none.
+    const token = 'sk-local-dev-read-token'
+    const lake = await lakeWith(
+      [
+        {_id: 'page-links', _type: 'page', title: 'Links', slug: {_type: 'slug', current: 'links'}, related: [ref('article-42', {_key: 'a'})]},
+        {_id: 'page-other', _type: 'page', title: 'Other', slug: {_type: 'slug', current: 'other'}},
+      ],
+      {projectId: 'abc123', token},
+    )
     const port = await freePort()
     const dev = start(process.execPath, [SANITY_RUN, 'functions', 'dev', '--host', '127.0.0.1', '--port', String(port)], {
-      env: standInEnv(standIn.url),
+      env: standInEnv(standIn.url, {SANITY_API_HOST: lake.url, SANITY_API_READ_TOKEN: token}),
     })
     try {
       await dev.waitFor(/Server is running on http:\/\/127\.0\.0\.1:\d+/)
@@ -148,9 +244,20 @@ describe('Sanity CLI with the repo blueprint', () => {
       assert.equal(body.operation, 'delete')
       assert.equal(body.idempotencyKey, 'delete:article-42:rev-9')
       assert.ok(!('document' in body), 'a delete carries no document')
-      assert.deepEqual(body.routes, {invalidate: ['/blog/gone'], current: [], previous: ['/blog/gone']})
+      // The deleted article's old route, then the route of the page that links to it (its dependent).
+      assert.deepEqual(body.routes, {invalidate: ['/blog/gone', '/links'], current: [], previous: ['/blog/gone']})
+      assert.deepEqual(body.dependents, {documents: [{id: 'page-links', type: 'page', routes: ['/links'], tags: ['page-links', 'page']}]})
+      assert.ok(body.tags.includes('page-links'), JSON.stringify(body.tags))
+      // One query, to the dataset of the context, answered (without the token, or with another, it is a 401 here).
+      assert.deepEqual(lake.log.map((e) => [e.method, e.path, e.search, e.status]), [
+        ['POST', '/v2025-02-19/data/query/production', '?perspective=published&returnQuery=false', 200],
+      ])
+      const report = reportIn(answer.logs)
+      assert.deepEqual(report.targets[0].dependents, {pushed: ['page-links'], levels: 1})
+      assert.doesNotMatch(answer.logs, new RegExp(token), 'the token is never logged')
     } finally {
       await dev.stop()
+      await lake.close()
     }
   })
 

@@ -42,6 +42,62 @@ test('the editorial session: fresh by push after every event; lost pushes caught
   assert.ok(settings.availability >= 0.5, `at most 2 of 6 down at once: ${settings.availability}`)
   assert.equal(step(result, 'market').servingMachines, 2, 'the jp page goes to the nrt Machines only')
 
+  // Pages that show an edited document through a reference: read on every Machine before the edit (so each held
+  // them rendered with the old author), they show the new name after it, each dropped by the push (its dependents'
+  // routes), not by reconciliation. The draft that names the same author is no dependent.
+  const author = step(result, 'edit author')
+  assert.deepEqual(author.dependents.pages, ['/blog/post-a1', '/blog/post-a2', '/blog/post-a3'])
+  assert.equal(author.warmed.reads, 3 * 6, 'every Machine rendered the three pages before the edit')
+  assert.equal(author.dependents.checks, 3 * 6)
+  assert.equal(author.dependents.freshByPush, 3 * 6, JSON.stringify(author.dependents))
+  assert.equal(author.freshMachines, 6)
+  assert.equal(author.caughtUp.length, 0)
+  assert.deepEqual(author.reports.map((r) => [...r.targets[0].dependents.pushed].sort()), [['article-a1', 'article-a2', 'article-a3']])
+  assert.equal(author.pushes, 6, 'one push per Machine carries the author and its three posts')
+  // A deleted category: the two posts that showed it drop it on every Machine (the third post is in another one).
+  const category = step(result, 'delete category')
+  assert.deepEqual(category.dependents.pages, ['/blog/post-a1', '/blog/post-a2'])
+  assert.equal(category.dependents.freshByPush, 2 * 6, JSON.stringify(category.dependents))
+  assert.equal(category.stale.length, 0)
+  assert.deepEqual(category.reports.map((r) => [...r.targets[0].dependents.pushed].sort()), [['article-a1', 'article-a2']])
+  // Sync tags: the author's edit invalidated the tags of the live pages that showed that author. The sync-tag
+  // Function pushed them to every Machine, each dropped the live page cached under them and served the new name;
+  // `done` was called once, with the tags, after the last Machine answered.
+  const tagged = step(result, 'sync tags: edit an author')
+  assert.equal(tagged.syncTagRuns.length, 1, 'one announcement for one commit')
+  const [tagRun] = tagged.syncTagRuns
+  assert.equal(tagRun.answers, 6, 'every Machine answered the tags push')
+  assert.equal(tagRun.doneCalls, 1)
+  assert.equal(tagRun.doneTags.length, tagRun.tags)
+  assert.ok(tagRun.doneAt > tagRun.lastAnswerAt, `done at ${tagRun.doneAt}, last answer at ${tagRun.lastAnswerAt}`)
+  assert.equal(tagRun.error, null)
+  assert.equal(tagged.live.checks, 3 * 6, 'three live pages read on every Machine before the edit')
+  assert.equal(tagged.live.freshByTags, 6, 'the one page showing the author, on every Machine')
+  assert.equal(tagged.live.unchanged, 2 * 6)
+  assert.equal(tagged.live.droppedUnchanged, 0, 'the tags named only what showed the author')
+  assert.deepEqual(tagged.live.stale, [])
+  // One Machine unreachable: the others got the tags, done was still called once (after the run gave up on it),
+  // the report names the Machine, and its live page is stale with that reason.
+  const unreachable = step(result, 'sync tags, fra#0 unreachable')
+  const [cut] = unreachable.syncTagRuns
+  assert.equal(cut.answers, 5)
+  assert.equal(cut.doneCalls, 1)
+  assert.ok(cut.doneAt > cut.lastAnswerAt)
+  assert.match(cut.error, /partial/)
+  const tagReport = unreachable.reports.find((r) => r.id === null)
+  assert.equal(tagReport.targets[0].failed.length, 1)
+  const [lost] = tagReport.targets[0].failed
+  assert.match(lost.error, /could not reach machine/)
+  assert.equal(unreachable.live.freshByTags, 5)
+  assert.deepEqual(unreachable.live.stale.map((st) => [st.machine, st.path]), [[lost.id, "/live/blog/post-g1"]])
+  assert.match(unreachable.live.stale[0].why, new RegExp(lost.id))
+  assert.ok(unreachable.ok, 'stale only where the report says why')
+
+  // Every other event found no dependents, and looked them up (the Function's context names the lake's project).
+  for (const s of result.steps.filter((s) => s.dependents.checks === 0 && s.invocations > 0)) {
+    for (const r of s.reports.filter((r) => r.id !== null)) assert.ok(r.targets[0].dependents && !r.targets[0].dependents.notLookedUp && !r.targets[0].dependents.error, `${s.label}: ${JSON.stringify(r.targets[0].dependents)}`)
+  }
+
   // A settings change whose run is killed at its timeout mid-roll: what it left is recorded on the Machines and
   // the next run (a plain content edit) finishes it — every Machine ends on the new settings, none restarted twice.
   const killed = step(result, 'settings v3')
@@ -101,4 +157,26 @@ test('a Machine unreachable through the proxy: its pushes fail, the report says 
   assert.ok(caught.length > 0)
   assert.equal(new Set(caught.map((c) => c.machine)).size, 1, 'only the unreachable Machine')
   assert.ok(caught.every((c) => /could not reach machine|not started with passing checks/.test(c.cause)), JSON.stringify(caught))
+})
+
+const authorStep = scenario.steps.filter((s) => s.label.startsWith('edit author'))
+
+test('dependents turned off: the post pages keep the old author on every Machine, and the check says so', async () => {
+  // The control for the session above: the same edit, the Function told not to look dependents up.
+  const result = await runSimulation({scenario: {...scenario, dependents: false, steps: authorStep}, machines: 2})
+  const [s] = result.steps
+  assert.equal(result.ok, false)
+  assert.equal(s.warmed.reads, 3 * 2)
+  assert.equal(s.dependents.freshByPush, 0)
+  assert.equal(s.dependents.stale, 3 * 2)
+  assert.deepEqual(s.stale.map((st) => [st.kind, st.id, st.why]).sort(), ['article-a1', 'article-a2', 'article-a3'].flatMap((id) => [['page', id, null], ['page', id, null]]))
+  assert.match(s.stale[0].expected, /"author":"Ada Lovelace"/)
+  assert.equal(s.reports[0].targets[0].dependents, null, 'not looked up')
+})
+
+test('a reconciliation that applies the author before its push: the push still refreshes the post pages', async () => {
+  const result = await runSimulation({scenario: {...scenario, steps: authorStep.map((s) => ({...s, reconcileFirst: true}))}, machines: 2})
+  const [s] = result.steps
+  assert.equal(s.dependents.stale, 0, JSON.stringify(s.stale))
+  assert.equal(result.ok, true)
 })

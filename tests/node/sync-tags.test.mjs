@@ -142,13 +142,15 @@ test('a done that fails is logged, never thrown over the run\'s outcome', async 
   assert.equal(report.status, 'ok')
 })
 
-test('a document Function invocation (no done) is unchanged: a field named syncTags is the document\'s', async () => {
+test('a document Function invocation is unchanged: a field named syncTags is the document\'s, and a done stub (the local CLI passes one to every handler) is not called', async () => {
   const doc = {_id: 'page-1', _type: 'page', _rev: 'r1', _updatedAt: new Date(Date.now() - 1000).toISOString(), syncTags: ['mine']}
   const saved = {...process.env}
   Object.assign(process.env, ENV())
   try {
-    const report = await handler({context: {}, event: {data: doc}})
+    const calls = []
+    const report = await handler({context: {}, event: {data: doc}, done: async (tags) => (calls.push(tags), new Response(null, {status: 204}))})
     assert.equal(report.change.id, 'page-1')
+    assert.deepEqual(calls, [], 'done is the sync-tag event\'s only')
     assert.equal(fleet.got.size, 0, 'no tags handed to any hook')
   } finally {
     for (const key of Object.keys(process.env)) if (!(key in saved)) delete process.env[key]
