@@ -18,10 +18,12 @@ export type Logger = (line: LogLine) => void
 
 const jsonLines: Logger = (line) => console.log(JSON.stringify({at: new Date().toISOString(), ...line}))
 
-/** Seed for the core's retry jitter. */
+/**
+ * Seed for the core's retry jitter: it only spreads concurrent runs' retries apart, so `Math.random` serves (the
+ * first `crypto.getRandomValues` of a process costs ~5 ms of every cold start, loading Web Crypto).
+ */
 function seed(): number {
-  const [hi, lo] = crypto.getRandomValues(new Uint32Array(2))
-  return (hi & 0x1fffff) * 2 ** 32 + lo
+  return Math.floor(Math.random() * 2 ** 53)
 }
 
 type Feed = (engine: SyncEngine) => void

@@ -43,7 +43,7 @@ let requests = 0
 globalThis.fetch = async (input, init = {}) => {
   requests++
   const url = String(input)
-  if (url.includes('/data/query/')) return answer(200, JSON.stringify({result: [], ms: 1}))
+  if (url.includes('/data/query/')) return answer(200, JSON.stringify({result: {documents: [], count: 0, types: []}, ms: 1}))
   if (url.includes('/data/doc/')) return answer(200, JSON.stringify({documents: [c.document]}))
   if (url.endsWith('/machines')) return answer(200, c.listBody)
   if (url.endsWith('/restart')) return answer(200, '{"ok":true}')

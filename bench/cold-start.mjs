@@ -24,7 +24,7 @@ export const median = (xs) => {
 /** The article's handler, bundled as the Function is (scripts/bundle-function.mjs). */
 export async function bundleArticle(outfile = 'out/bench/article/index.js') {
   mkdirSync(dirname(join(root, outfile)), {recursive: true})
-  const bytes = await bundle({entry: 'bench/baseline.mjs', outfile})
+  const bytes = await bundle({entry: 'bench/baseline.mjs', outfile, commonJs: true})
   return {path: join(root, outfile), bytes: bytes.length, gzip: gzipSync(bytes, {level: 9}).length}
 }
 
