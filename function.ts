@@ -27,13 +27,13 @@ function seed(): number {
 }
 
 type Feed = (engine: SyncEngine) => void
-type Outcome = {status: number; headers: [string, string][]; body: Uint8Array} | {timedOut: boolean; message: string}
+type Outcome = {status: number; headers: Headers; body: Uint8Array} | {timedOut: boolean; message: string}
 type Sending = {url: string; init: RequestInit; timeoutMs: number; reuseMs: number}
 
 async function fetchOutcome({url, init, timeoutMs}: Sending): Promise<Outcome> {
   try {
     const response = await fetch(url, {...init, signal: AbortSignal.timeout(timeoutMs)})
-    return {status: response.status, headers: [...response.headers], body: new Uint8Array(await response.arrayBuffer())}
+    return {status: response.status, headers: response.headers, body: new Uint8Array(await response.arrayBuffer())}
   } catch (error) {
     const timedOut = error instanceof Error && error.name === 'TimeoutError'
     return {timedOut, message: error instanceof Error ? `${error.name}: ${error.message}` : String(error)}

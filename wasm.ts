@@ -2,18 +2,33 @@
 // receiver/wasm.ts), compiled once per process from the bytes inlined in pkg/sanity_fly_sync_wasm.js, so a bundle
 // needs no sibling .wasm file. Values cross the boundary as bytes: JSON text in (UTF-8, encoded natively, never
 // character by character), JSON text out; this file turns them into the generated types and back, nothing more.
-import {forgetProcess, initSync, SyncEngine as CoreEngine} from './pkg/sanity_fly_sync.js'
+import {forgetProcess, headersRead, initSync, SyncEngine as CoreEngine} from './pkg/sanity_fly_sync.js'
 import wasmBase64 from './pkg/sanity_fly_sync_wasm.js'
 import type {WireAction} from './pkg/types/WireAction.js'
 import type {Rejection} from './pkg/types/Rejection.js'
 
 let loaded = false
+/** The answer headers the core reads: the only ones handed over. */
+let headersNeeded: string[] = []
 
 export function loadWasm(): void {
   if (!loaded) {
     initSync({module: Buffer.from(wasmBase64, 'base64')})
+    headersNeeded = headersRead().split(',')
     loaded = true
   }
+}
+
+/** An answer's headers: a `Headers`, or `[name, value]` pairs. */
+export type AnswerHeaders = {get(name: string): string | null} | [string, string][]
+
+function headerLines(headers: AnswerHeaders): string {
+  let lines = ''
+  for (const name of headersNeeded) {
+    const value = Array.isArray(headers) ? headers.find(([k]) => k.toLowerCase() === name)?.[1] : headers.get(name)
+    if (value !== undefined && value !== null) lines += `${name}:${value}\n`
+  }
+  return lines
 }
 
 const utf8 = new TextEncoder()
@@ -62,8 +77,8 @@ export class SyncEngine {
     return this.core.body(index) as Uint8Array<ArrayBuffer>
   }
 
-  handleResponse(id: number, status: number, headers: [string, string][], body: Uint8Array, nowMs: number): void {
-    this.core.handleResponse(id, status, utf8.encode(JSON.stringify(headers)), body, nowMs)
+  handleResponse(id: number, status: number, headers: AnswerHeaders, body: Uint8Array, nowMs: number): void {
+    this.core.handleResponse(id, status, headerLines(headers), body, nowMs)
   }
 
   handleFailure(id: number, timedOut: boolean, message: string, nowMs: number): void {

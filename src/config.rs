@@ -358,7 +358,9 @@ fn document(env: &Env) -> Result<Document, SyncError> {
                 }
             }
             sources.push(("FLY_SYNC_CONFIG.targets[0].tokenEnv".into(), "FLY_API_TOKEN"));
-            Value::Object(Map::from_iter([("targets".to_string(), Value::Array(vec![Value::Object(target)]))]))
+            let mut root = Map::new();
+            root.insert("targets".to_string(), Value::Array(vec![Value::Object(target)]));
+            Value::Object(root)
         }
     };
     if let Value::Object(root) = &mut json {

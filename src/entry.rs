@@ -109,7 +109,11 @@ pub fn webhook_run(config: Arc<Config>, headers: &Headers, body: &[u8], now_ms: 
             "nothing",
         ))
     })?;
-    let headers: Headers = headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+    let mut lowered = Headers::new();
+    for (k, v) in headers {
+        lowered.insert(k.to_ascii_lowercase(), v.clone());
+    }
+    let headers = lowered;
     let change = event::from_webhook(&headers, body, secret.expose(), now_ms, config.max_age_ms).map_err(StartError::Input)?;
     Ok(Engine::new(config, change, now_ms, seed))
 }

@@ -72,7 +72,9 @@ pub fn function_event_from_json(event_json: &[u8], now_ms: u64) -> Result<Functi
         return crate::sync_tags::read("event.data.syncTags", tags).map(FunctionEvent::SyncTags);
     }
     // Moved into the envelope, not copied (`json!` would serialise a copy of the whole document).
-    from_function_event(&Value::Object(Map::from_iter([("event".to_string(), event)])), now_ms).map(|c| FunctionEvent::Change(Box::new(c)))
+    let mut envelope = Map::new();
+    envelope.insert("event".to_string(), event);
+    from_function_event(&Value::Object(envelope), now_ms).map(|c| FunctionEvent::Change(Box::new(c)))
 }
 
 /// A document's change read the short way: the top level of `data` as keys and value texts, the fields `build`
@@ -102,10 +104,7 @@ fn function_event_shallow(bytes: &[u8], now_ms: u64) -> Option<Result<ContentCha
         }
     }
     let obj = Obj { map: &read, path: "event.data.".into() };
-    let document = || {
-        let rest = data.iter().filter(|(k, _)| !CONTROL_FIELDS.contains(&k.as_ref()));
-        serde_json::value::to_raw_value(&rest.collect::<BTreeMap<_, _>>()).expect("keys and JSON texts serialise")
-    };
+    let document = || object_text(data.iter().map(|(k, v)| (k.as_ref(), *v)));
     Some(function_operation(&obj).and_then(|operation| build(&obj, operation, Source::Function, now_ms, document)))
 }
 
@@ -148,8 +147,18 @@ fn function_operation(data: &Obj) -> Result<Operation, SyncError> {
 
 /// The document the app receives: the projection without our control fields, as JSON text.
 fn document_of(data: &Obj) -> Box<RawValue> {
-    let rest = data.map.iter().filter(|(k, _)| !CONTROL_FIELDS.contains(&k.as_str()));
-    serde_json::value::to_raw_value(&rest.collect::<BTreeMap<_, _>>()).expect("a JSON object serialises")
+    object_text(data.map.iter().map(|(k, v)| (k.as_str(), v)))
+}
+
+/// A JSON object of `fields` (in their order, keys unique) without our control fields, as text.
+fn object_text<'a, V: serde::Serialize + 'a>(fields: impl Iterator<Item = (&'a str, V)> + Clone) -> Box<RawValue> {
+    struct Fields<I>(I);
+    impl<'a, V: serde::Serialize, I: Iterator<Item = (&'a str, V)> + Clone> serde::Serialize for Fields<I> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.clone().filter(|(k, _)| !CONTROL_FIELDS.contains(k)))
+        }
+    }
+    serde_json::value::to_raw_value(&Fields(fields)).unwrap_or_else(|_| unreachable!("keys and JSON values serialise"))
 }
 
 /// Headers with lower-case names, as a webhook delivery arrives.
@@ -165,13 +174,14 @@ pub fn headers_from_json(json: &[u8]) -> Result<Headers, SyncError> {
     check_size("headers", json.len(), MAX_HEADERS_BYTES)?;
     let value = limits::parse_json("headers", json, "the delivery's headers (a JSON object of strings)")?;
     let obj = Obj::root(&value, "headers", "headers")?;
-    obj.map
-        .iter()
-        .map(|(name, value)| match value {
-            Value::String(v) => Ok((name.to_ascii_lowercase(), v.clone())),
-            other => Err(SyncError::expected(obj.field(name), "a string", kind_of(other))),
-        })
-        .collect()
+    let mut headers = Headers::new();
+    for (name, value) in obj.map {
+        match value {
+            Value::String(v) => headers.insert(name.to_ascii_lowercase(), v.clone()),
+            other => return Err(SyncError::expected(obj.field(name), "a string", kind_of(other))),
+        };
+    }
+    Ok(headers)
 }
 
 /// Parse a GROQ-powered webhook delivery. The signature is verified over the raw bytes first: nothing of an

@@ -5,6 +5,13 @@ use std::sync::Arc;
 
 pub type RequestId = u32;
 
+/// `Retry-After`: how long an answer asks us to wait before trying again.
+pub const RETRY_AFTER: &str = "retry-after";
+
+/// Every header of an answer the core reads: a shim hands over these alone (the rest would only be copied and
+/// thrown away on every answer).
+pub const HEADERS_READ: [&str; 1] = [RETRY_AFTER];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[cfg_attr(test, derive(ts_rs::TS), ts(export))]
 pub enum Method {

@@ -249,6 +249,11 @@ impl<'de> Visitor<'de> for EachMachine<'_> {
     }
 }
 
+/// Machines in the order a run reads them: by region, then id.
+pub fn sort(machines: &mut [Machine]) {
+    machines.sort_unstable_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
+}
+
 impl Machine {
     pub fn parse(value: &Value, field: &str) -> Result<Machine, SyncError> {
         let raw: RawMachine = RawMachine::deserialize(value).map_err(|e| SyncError::fatal(format!("{field}: not a Machine object ({e})")))?;

@@ -30,7 +30,10 @@ pub fn target_regions(change: &ContentChange, target: &Target) -> Option<BTreeSe
         Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
         _ => vec![],
     };
-    let mapped: BTreeSet<String> = values.iter().filter_map(|v| rule.map.get(*v)).flatten().cloned().collect();
+    let mut mapped = BTreeSet::new();
+    for region in values.iter().filter_map(|v| rule.map.get(*v)).flatten() {
+        mapped.insert(region.clone());
+    }
     if !mapped.is_empty() {
         return Some(mapped);
     }

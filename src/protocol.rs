@@ -251,7 +251,7 @@ pub fn payload(change: &ContentChange, target: &Target, dependents: Option<&Depe
 
 /// The payload as the exact bytes that get signed and sent.
 pub fn payload_body(change: &ContentChange, target: &Target, dependents: Option<&Dependents>) -> String {
-    serde_json::to_string(&payload(change, target, dependents)).expect("payload serialises: plain data")
+    serde_json::to_string(&payload(change, target, dependents)).unwrap_or_else(|_| unreachable!("payload serialises: plain data"))
 }
 
 /// A sync-tag push (docs/protocol.md, "Sync tags"): the tags Sanity invalidated, for the app's caches. No
@@ -281,7 +281,7 @@ pub fn tags_body(target: &Target, tags: &crate::sync_tags::SyncTags) -> String {
         sync_tags: tags.tags.clone(),
         idempotency_key: tags.idempotency_key.clone(),
     };
-    serde_json::to_string(&payload).expect("payload serialises: plain data")
+    serde_json::to_string(&payload).unwrap_or_else(|_| unreachable!("payload serialises: plain data"))
 }
 
 /// What a push carries: a document's change, or sync tags.

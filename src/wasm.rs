@@ -11,7 +11,6 @@
 
 use crate::engine::Engine;
 use crate::entry::StartError;
-use crate::error::SyncError;
 use crate::event;
 use crate::http::Response;
 use crate::known::ProcessMemory;
@@ -81,15 +80,14 @@ impl SyncEngine {
         self.bodies.get(index as usize).map(|b| b.as_bytes().to_vec()).unwrap_or_default()
     }
 
-    /// An HTTP answer to request `id`: `headers_json` is `[[name, value], …]`, `body` the raw bytes.
+    /// An HTTP answer to request `id`: `headers` are the ones the core reads (`headersRead`), one `name:value`
+    /// per line; `body` the raw bytes.
     #[wasm_bindgen(js_name = handleResponse)]
-    pub fn handle_response(&mut self, id: u32, status: u16, headers_json: &[u8], body: Vec<u8>, now_ms: f64) -> Result<(), String> {
-        let headers: Vec<(String, String)> =
-            serde_json::from_slice(headers_json).map_err(|_| json(&SyncError::expected("headers", "a JSON list of [name, value] pairs", "another value")))?;
+    pub fn handle_response(&mut self, id: u32, status: u16, headers: &str, body: Vec<u8>, now_ms: f64) {
+        let headers = headers.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
         let body = String::from_utf8(body).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         self.inner.handle_response(id, Response::Http { status, headers, body }, now_ms as u64);
         MEMORY.with(|m| m.borrow_mut().learn(&mut self.inner));
-        Ok(())
     }
 
     /// The status a webhook entry answers with, once `poll` has said done.
@@ -111,6 +109,12 @@ impl SyncEngine {
 #[wasm_bindgen(js_name = forgetProcess)]
 pub fn forget_process() {
     MEMORY.with(|m| m.borrow_mut().forget());
+}
+
+/// The answer headers the core reads (comma-separated names): the shim passes these alone to `handleResponse`.
+#[wasm_bindgen(js_name = headersRead)]
+pub fn headers_read() -> String {
+    crate::http::HEADERS_READ.join(",")
 }
 
 /// The crate version, to check the loaded wasm matches the package.

@@ -86,7 +86,7 @@ impl Engine {
     /// Remember a list read by this run (`body` as it came, `machines` as read from it).
     pub(super) fn learn(&mut self, t: usize, body: &str, machines: &[Machine], now: u64) {
         let mut sorted = machines.to_vec();
-        sorted.sort_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
+        crate::machines::sort(&mut sorted);
         let list = KnownList { read_at_ms: now, body: Arc::from(body), machines: Arc::from(sorted) };
         self.known[t] = Some(list.clone());
         self.learned.push((known::key(&self.config.targets[t]), list));
@@ -97,7 +97,7 @@ impl Engine {
     /// keep the rest as they are. Pushes already under way go on; new ones go now, or with the others once the
     /// dependents are known.
     pub(super) fn reconcile(&mut self, t: usize, mut fresh: Vec<Machine>) {
-        fresh.sort_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
+        crate::machines::sort(&mut fresh);
         let run = &mut self.targets[t];
         let mut listed = vec![false; run.machines.len()];
         let mut new_pushes = Vec::new();

@@ -218,7 +218,8 @@ pub struct Engine {
     calls: Vec<Call>,
     targets: Vec<TargetRun>,
     redactor: Redactor,
-    done: Option<Report>,
+    /// When the run ended: its report is assembled from what it knows as of then (each time it is asked for).
+    done: Option<u64>,
     /// Per target, the list the process knew when the run started (or the run's own, once read).
     known: Vec<Option<KnownList>>,
     /// The lists this run read, for the process to remember (`take_learned`).
@@ -281,8 +282,8 @@ impl Engine {
     /// The next thing to do at `now_ms`.
     pub fn poll(&mut self, now_ms: u64) -> Action {
         let now = self.observe(now_ms);
-        if let Some(report) = &self.done {
-            return Action::Done { report: Box::new(report.clone()) };
+        if let Some(report) = self.report() {
+            return Action::Done { report: Box::new(report) };
         }
         self.advance_all(now);
         let mut requests = Vec::new();
@@ -317,8 +318,8 @@ impl Engine {
             // A finished call may have moved a target to its next phase: let it plan before deciding we are done.
             self.advance_all(now);
             if self.calls.is_empty() {
+                self.done = Some(now);
                 let report = report::assemble(&self.config, &self.work, &self.targets, self.started_ms, now, &self.redactor);
-                self.done = Some(report.clone());
                 return Action::Done { report: Box::new(report) };
             }
             return self.poll(now);
@@ -361,9 +362,9 @@ impl Engine {
         }
     }
 
-    /// The report, once `poll` has returned `Done`.
-    pub fn report(&self) -> Option<&Report> {
-        self.done.as_ref()
+    /// The report, once `poll` has returned `Done` (the same each time).
+    pub fn report(&self) -> Option<Report> {
+        self.done.map(|at| report::assemble(&self.config, &self.work, &self.targets, self.started_ms, at, &self.redactor))
     }
 
     fn observe(&mut self, now_ms: u64) -> u64 {
@@ -515,7 +516,7 @@ impl Engine {
         let dry_run = self.config.dry_run;
         let has_push = !matches!(self.work, Work::Resume);
         let run = &mut self.targets[t];
-        machines.sort_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
+        crate::machines::sort(&mut machines);
         run.machines = machines
             .into_iter()
             .map(|machine| {

@@ -5,7 +5,7 @@ import {test} from 'node:test'
 import assert from 'node:assert/strict'
 import {readFileSync} from 'node:fs'
 
-import {initSync, SyncEngine, version} from '../../pkg/sanity_fly_sync.js'
+import {headersRead, initSync, SyncEngine, version} from '../../pkg/sanity_fly_sync.js'
 import wasmBase64 from '../../pkg/sanity_fly_sync_wasm.js'
 import * as receiverModule from '../../pkg/sanity_fly_sync_receiver.js'
 import receiverBase64 from '../../pkg/sanity_fly_sync_receiver_wasm.js'
@@ -73,7 +73,7 @@ test('a Function event becomes a list request; answers and failures are fed back
   assert.ok(!JSON.stringify(list.log).includes('fm2_secret'), 'the log description carries no token')
 
   const machines = [{id: 'm1', state: 'started', region: 'ord'}, {id: 'm2', state: 'started', region: 'fra'}]
-  engine.handleResponse(list.ids[0], 200, bytes(JSON.stringify([['content-type', 'application/json']])), bytes(JSON.stringify(machines)), 1_800_000_000_010)
+  engine.handleResponse(list.ids[0], 200, 'content-type:application/json\n', bytes(JSON.stringify(machines)), 1_800_000_000_010)
   const second = poll(1_800_000_000_010)
   assert.equal(second.type, 'send')
   assert.equal(second.batches.length, 1, 'the pushes are one batch')
@@ -86,17 +86,27 @@ test('a Function event becomes a list request; answers and failures are fed back
   assert.equal(engine.body(99).length, 0, 'a body it did not name is empty')
 
   const ack = (m) => bytes(JSON.stringify({machine: m, status: 'applied'}))
-  engine.handleResponse(push.ids[0], 200, bytes('[]'), ack('m2'), 1_800_000_000_020)
+  engine.handleResponse(push.ids[0], 200, '', ack('m2'), 1_800_000_000_020)
   engine.handleFailure(push.ids[1], true, 'TimeoutError', 1_800_000_005_010)
   // The Machine is read first (one stopped since the list needs no push) …
   const check = poll(1_800_000_005_010)
   assert.equal(check.type, 'send')
   assert.deepEqual(check.batches.map((b) => [b.log.kind, b.method, b.url]), [['check', 'GET', 'http://127.0.0.1:9/v1/apps/web/machines/m1']])
-  engine.handleResponse(check.batches[0].ids[0], 200, bytes('[]'), bytes(JSON.stringify({id: 'm1', state: 'started', region: 'ord'})), 1_800_000_005_020)
+  engine.handleResponse(check.batches[0].ids[0], 200, '', bytes(JSON.stringify({id: 'm1', state: 'started', region: 'ord'})), 1_800_000_005_020)
   // … and, still started, the push is retried after a backoff.
   const third = poll(1_800_000_005_020)
   assert.equal(third.type, 'wait', 'a timeout is retried after a backoff')
   assert.ok(third.untilMs > 1_800_000_005_020)
+})
+
+test('the answer headers the core reads are the only ones handed over, and a Retry-After reaches it', () => {
+  assert.deepEqual(headersRead().split(','), ['retry-after'])
+  const engine = SyncEngine.fromFunctionEvent(bytes(env), bytes(event), bytes('null'), 1_800_000_000_000, 7)
+  const [list] = JSON.parse(engine.poll(1_800_000_000_000)).batches
+  engine.handleResponse(list.ids[0], 429, 'retry-after:10\n', bytes('{"error":"rate limited"}'), 1_800_000_000_010)
+  const wait = JSON.parse(engine.poll(1_800_000_000_010))
+  assert.equal(wait.type, 'wait')
+  assert.ok(wait.untilMs >= 1_800_000_010_010, `the list waits out Retry-After: ${wait.untilMs - 1_800_000_000_010} ms`)
 })
 
 test('bad input crosses as a Rejection (JSON text) naming the field', () => {
