@@ -1,6 +1,6 @@
 // The Function's wasm module (pkg/sanity_fly_sync*: the engine only; the receiver has a module of its own,
-// receiver/wasm.ts), compiled once per process from the bytes inlined in pkg/sanity_fly_sync_wasm.js, so a bundle
-// needs no sibling .wasm file. Values cross the boundary as bytes: JSON text in (UTF-8, encoded natively, never
+// receiver/wasm.ts), compiled once per process from the bytes of pkg/sanity_fly_sync_wasm.js: inlined as base64,
+// or, in the Function's bundle, the file beside it (scripts/bundle-function.mjs). Values cross the boundary as bytes: JSON text in (UTF-8, encoded natively, never
 // character by character), JSON text out; this file turns them into the generated types and back, nothing more.
 import {forgetProcess, headersRead, initSync, SyncEngine as CoreEngine} from './pkg/sanity_fly_sync.js'
 import wasmBase64 from './pkg/sanity_fly_sync_wasm.js'
@@ -13,7 +13,8 @@ let headersNeeded: string[] = []
 
 export function loadWasm(): void {
   if (!loaded) {
-    initSync({module: Buffer.from(wasmBase64, 'base64')})
+    const inlined = wasmBase64 as string | Uint8Array
+    initSync({module: typeof inlined === 'string' ? Buffer.from(inlined, 'base64') : inlined})
     headersNeeded = headersRead().split(',')
     loaded = true
   }

@@ -82,15 +82,15 @@ describe('a team blueprint project with the package installed', () => {
     assert.deepEqual(standIn.requests, [], 'the audit Function does not sync')
   })
 
-  test('functions build: the deploy zip holds only the prebuilt index.js, which syncs in a fresh Node 24', async () => {
+  test('functions build: the deploy zip holds only the prebuilt index.js and its wasm, which sync in a fresh Node 24', async () => {
     const zips = join(out, 'zips')
     const r = await sanityRun(['functions', 'build', 'fly-sync', '--out-dir', zips], {cwd: project})
     assert.equal(r.code, 0, r.output)
     const zip = new AdmZip(join(zips, 'fly-sync.zip'))
-    assert.deepEqual(zip.getEntries().map((e) => e.entryName), ['index.js'])
+    assert.deepEqual(zip.getEntries().map((e) => e.entryName).sort(), ['index.js', 'sanity_fly_sync_bg.wasm'])
     const unpacked = join(out, 'unpacked')
     zip.extractAllTo(unpacked, true)
-    assert.deepEqual(listFiles(unpacked), ['index.js'])
+    assert.deepEqual(listFiles(unpacked).sort(), ['index.js', 'sanity_fly_sync_bg.wasm'])
 
     const driver = `
       import {pathToFileURL} from 'node:url'

@@ -37,7 +37,7 @@ before(async () => {
   })
   project = mkdtempSync(join(tmpdir(), 'fly-sync-continuation-'))
   mkdirSync(join(project, 'fn'))
-  copyFileSync(join(ROOT, 'dist/functions/fly-sync/index.js'), join(project, 'fn/index.js'))
+  for (const file of ['index.js', 'sanity_fly_sync_bg.wasm']) copyFileSync(join(ROOT, 'dist/functions/fly-sync', file), join(project, 'fn', file))
   symlinkSync(join(ROOT, 'blueprint'), join(project, 'helper'), 'dir')
   mkdirSync(join(project, 'node_modules/@sanity'), {recursive: true})
   symlinkSync(join(ROOT, 'node_modules/@sanity/blueprints'), join(project, 'node_modules/@sanity/blueprints'), 'dir')

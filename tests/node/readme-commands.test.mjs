@@ -89,7 +89,7 @@ function scratchProject() {
   // sanity.blueprint.ts builds its resources with the package's blueprint helper.
   cpSync(join(ROOT, 'blueprint'), join(dir, 'blueprint'), {recursive: true})
   mkdirSync(join(dir, 'dist/functions/fly-sync'), {recursive: true})
-  copyFileSync(join(ROOT, 'dist/functions/fly-sync/index.js'), join(dir, 'dist/functions/fly-sync/index.js'))
+  for (const file of ['index.js', 'sanity_fly_sync_bg.wasm']) copyFileSync(join(ROOT, 'dist/functions/fly-sync', file), join(dir, 'dist/functions/fly-sync', file))
   cpSync(join(ROOT, 'examples'), join(dir, 'examples'), {recursive: true})
   symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'), 'dir')
   return dir

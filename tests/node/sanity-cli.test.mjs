@@ -267,8 +267,8 @@ describe('Sanity CLI with the repo blueprint', () => {
     assert.equal(r.code, 0, r.output)
 
     const zip = new AdmZip(join(outDir, 'fly-sync.zip'))
-    // Only the bundle: no package.json (so no install at deploy), no node_modules, no sibling .wasm.
-    assert.deepEqual(zip.getEntries().map((e) => e.entryName), ['index.js'])
+    // Only the bundle and its wasm module: no package.json (so no install at deploy), no node_modules.
+    assert.deepEqual(zip.getEntries().map((e) => e.entryName).sort(), ['index.js', 'sanity_fly_sync_bg.wasm'])
     const unpacked = join(tmp, 'unpacked')
     zip.extractAllTo(unpacked, true)
 
