@@ -2,13 +2,13 @@
 //
 // This file is an executor with no policy: the wasm core decides what to send, when to retry, when to restart
 // and what the outcome means (including the webhook's HTTP status); this file only runs `fetch` and timers,
-// feeds every answer back, and logs one JSON line per action. Secrets never reach a log line: requests are
-// logged through the core's redacted `log` description, never with their headers.
+// feeds every answer back, and logs one JSON line per batch of requests (a fan-out is one batch) and one for
+// the report. Secrets never reach a log line: batches are logged through the core's redacted `log`
+// description, never with their headers.
 import type {DocumentEventHandler, FunctionPayload, SyncTagInvalidateCallback} from '@sanity/functions'
 import {loadWasm, SyncEngine} from './wasm.ts'
-import type {Action} from './pkg/types/Action.js'
+import type {Batch} from './pkg/types/Batch.js'
 import type {Report} from './pkg/types/Report.js'
-import type {Request as EngineRequest} from './pkg/types/Request.js'
 import type {Rejection} from './pkg/types/Rejection.js'
 
 export type {Report, Rejection}
@@ -18,24 +18,22 @@ export type Logger = (line: LogLine) => void
 
 const jsonLines: Logger = (line) => console.log(JSON.stringify({at: new Date().toISOString(), ...line}))
 
-/** Seed for the core's retry jitter. */
+/**
+ * Seed for the core's retry jitter: it only spreads concurrent runs' retries apart, so `Math.random` serves (the
+ * first `crypto.getRandomValues` of a process costs ~5 ms of every cold start, loading Web Crypto).
+ */
 function seed(): number {
-  const [hi, lo] = crypto.getRandomValues(new Uint32Array(2))
-  return (hi & 0x1fffff) * 2 ** 32 + lo
+  return Math.floor(Math.random() * 2 ** 53)
 }
 
 type Feed = (engine: SyncEngine) => void
-type Outcome = {status: number; headers: [string, string][]; body: string} | {timedOut: boolean; message: string}
+type Outcome = {status: number; headers: Headers; body: Uint8Array} | {timedOut: boolean; message: string}
+type Sending = {url: string; init: RequestInit; timeoutMs: number; reuseMs: number}
 
-async function fetchOutcome(request: EngineRequest): Promise<Outcome> {
+async function fetchOutcome({url, init, timeoutMs}: Sending): Promise<Outcome> {
   try {
-    const response = await fetch(request.url, {
-      method: request.method,
-      headers: request.headers,
-      body: request.body ?? undefined,
-      signal: AbortSignal.timeout(request.timeoutMs),
-    })
-    return {status: response.status, headers: [...response.headers], body: await response.text()}
+    const response = await fetch(url, {...init, signal: AbortSignal.timeout(timeoutMs)})
+    return {status: response.status, headers: response.headers, body: new Uint8Array(await response.arrayBuffer())}
   } catch (error) {
     const timedOut = error instanceof Error && error.name === 'TimeoutError'
     return {timedOut, message: error instanceof Error ? `${error.name}: ${error.message}` : String(error)}
@@ -49,22 +47,22 @@ async function fetchOutcome(request: EngineRequest): Promise<Outcome> {
 const sharedGets = new Map<string, {at: number; outcome: Promise<Outcome>}>()
 const recentGets = new Map<string, {at: number; outcome: Outcome}>()
 
-function feedOf(request: EngineRequest, o: Outcome): Feed {
+function feedOf(id: number, o: Outcome): Feed {
   return 'status' in o
-    ? (engine) => engine.handleResponse(request.id, o.status, o.headers, o.body, Date.now())
-    : (engine) => engine.handleFailure(request.id, o.timedOut, o.message, Date.now())
+    ? (engine) => engine.handleResponse(id, o.status, o.headers, o.body, Date.now())
+    : (engine) => engine.handleFailure(id, o.timedOut, o.message, Date.now())
 }
 
 /** Send one request; resolve (never reject) to a function that feeds the outcome to the engine. */
-async function send(request: EngineRequest): Promise<Feed> {
-  if (request.method !== 'GET' || request.reuseMs <= 0) return feedOf(request, await fetchOutcome(request))
-  const key = JSON.stringify([request.url, request.headers])
-  const fresh = (at: number) => Date.now() - at <= request.reuseMs
+async function send(id: number, sending: Sending): Promise<Feed> {
+  if (sending.init.method !== 'GET' || sending.reuseMs <= 0) return feedOf(id, await fetchOutcome(sending))
+  const key = JSON.stringify([sending.url, sending.init.headers])
+  const fresh = (at: number) => Date.now() - at <= sending.reuseMs
   const recent = recentGets.get(key)
-  if (recent && fresh(recent.at)) return feedOf(request, recent.outcome)
+  if (recent && fresh(recent.at)) return feedOf(id, recent.outcome)
   let shared = sharedGets.get(key)
   if (!shared || !fresh(shared.at)) {
-    const entry = {at: Date.now(), outcome: fetchOutcome(request)}
+    const entry = {at: Date.now(), outcome: fetchOutcome(sending)}
     sharedGets.set(key, entry)
     void entry.outcome.finally(() => sharedGets.get(key) === entry && sharedGets.delete(key))
     shared = entry
@@ -74,7 +72,13 @@ async function send(request: EngineRequest): Promise<Feed> {
     if (recentGets.size > 256) recentGets.clear()
     recentGets.set(key, {at: Date.now(), outcome: o})
   }
-  return feedOf(request, o)
+  return feedOf(id, o)
+}
+
+/** Request `i` of `batch`: its headers, with the batch's varying header set to its own value. */
+function sendingOf(batch: Batch, i: number, body: Uint8Array<ArrayBuffer> | undefined): Sending {
+  const headers = batch.vary ? [...batch.headers, [batch.vary.name, batch.vary.values[i]] as [string, string]] : batch.headers
+  return {url: batch.url, init: {method: batch.method, headers, body}, timeoutMs: batch.timeoutMs, reuseMs: batch.reuseMs}
 }
 
 function sleep(ms: number): {promise: Promise<void>; cancel: () => void} {
@@ -89,19 +93,22 @@ export async function runEngine(engine: SyncEngine, log: Logger = jsonLines): Pr
   const ready: Feed[] = []
   for (;;) {
     for (const feed of ready.splice(0)) feed(engine)
-    const action = engine.poll(Date.now()) as Action
+    const action = engine.poll(Date.now())
     if (action.type === 'done') {
       log({action: 'done', report: action.report})
       return action.report
     }
     if (action.type === 'send') {
-      for (const request of action.requests) {
-        log({action: 'send', id: request.id, ...request.log})
-        const done = send(request).then((feed) => {
-          inFlight.delete(request.id)
-          ready.push(feed)
+      for (const batch of action.batches) {
+        log({action: 'send', ids: batch.ids, ...batch.log})
+        const body = batch.body === null ? undefined : engine.body(batch.body)
+        batch.ids.forEach((id, i) => {
+          const done = send(id, sendingOf(batch, i, body)).then((feed) => {
+            inFlight.delete(id)
+            ready.push(feed)
+          })
+          inFlight.set(id, done)
         })
-        inFlight.set(request.id, done)
       }
       continue
     }
@@ -112,8 +119,17 @@ export async function runEngine(engine: SyncEngine, log: Logger = jsonLines): Pr
   }
 }
 
-function envOf(source: Env): Record<string, string> {
-  return Object.fromEntries(Object.entries(source).filter((e): e is [string, string] => typeof e[1] === 'string'))
+/** The variables the core reads: `FLY_*` and `SANITY_*` (a target's `tokenEnv` must name one, src/config.rs). */
+const CORE_VARIABLE = /^(FLY|SANITY)_/
+
+/** The part of an environment the core reads (what crosses into it). */
+export function coreEnv(source: Env): Record<string, string> {
+  const vars: Record<string, string> = {}
+  for (const name in source) {
+    const value = source[name]
+    if (CORE_VARIABLE.test(name) && typeof value === 'string') vars[name] = value
+  }
+  return vars
 }
 
 /**
@@ -159,7 +175,7 @@ function startRun(context: {clientOptions?: unknown} | undefined, event: unknown
     // JSON text: the core bounds their size and depth (a JS object tree converted field by field could exhaust
     // the module's stack).
     const clientOptions = jsonText('context.clientOptions', context?.clientOptions ?? null)
-    return SyncEngine.fromFunctionEvent(envOf(process.env), jsonText('event', event), clientOptions, Date.now(), seed())
+    return SyncEngine.fromFunctionEvent(coreEnv(process.env), jsonText('event', event), clientOptions, Date.now(), seed())
   } catch (error) {
     const e = error as Rejection
     jsonLines({action: 'rejected', ...e})
@@ -211,7 +227,7 @@ async function signalDone(done: SyncTagInvalidateCallback, tags: unknown): Promi
 
 /** A Web-standard handler for GROQ-powered webhooks: mount it in any runtime (Node, Deno, Bun, workers). */
 export function createWebhookHandler(env: Env, log: Logger = jsonLines): (request: Request) => Promise<Response> {
-  const vars = envOf(env)
+  const vars = coreEnv(env)
   return async (request) => {
     loadWasm()
     const body = new Uint8Array(await request.arrayBuffer())

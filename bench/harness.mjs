@@ -4,6 +4,10 @@
 // with the same size and seed, so every strategy starts from the same state: the same Machines (ids, regions),
 // the same documents, full rate-limit buckets.
 //
+// Both APIs answer with a realistic latency (`apiLatencyMs`, default 30–50 ms drawn per request): the Machines API,
+// and Sanity's (the local Content Lake: the engine's dependents query, the article's refetch, each Machine's reads).
+// The handlers get the Function's `context.clientOptions` for that project, as Sanity passes them.
+//
 // Freshness is read from what the Machines did, not sampled: every push a Machine applied (onApplied), every boot
 // (the documents it loaded) and the fleet's availability events. A Machine is fresh from the moment it serves the
 // new revision and keeps serving it: the push that brought it, or — when it was restarted after the change — the
@@ -15,6 +19,7 @@ import {startContentLake} from '../local/content-lake/server.mjs'
 import {eventsFor} from '../local/sanity-events.mjs'
 import {createApp, SYNC_PATH} from '../local/app.mjs'
 import {handler as engineHandler} from '../function.ts'
+import {forgetRuns} from '../wasm.ts'
 import {handler as baselineHandler, signedSyncRequest} from './baseline.mjs'
 
 export const SYNC_SECRET = 'bench-sync-secret-0123456789abcdef'
@@ -26,7 +31,33 @@ const SANITY_TOKEN = 'bench-sanity-token'
  */
 export const CATCH_UP_SECONDS = 3_600
 const TYPES = ['page', 'article', 'siteSettings']
-export const STRATEGIES = {engine: engineHandler, baseline: baselineHandler}
+/**
+ * The strategies: our Function's handler in a process that has run before (it remembers the configuration and the
+ * Machines between runs, as a Function's process does while it lives); the same handler as every run of a new
+ * process (`forgetRuns` first); and the article's handler (bench/baseline.mjs).
+ */
+export const STRATEGIES = {
+  engine: engineHandler,
+  'engine-new': (args) => {
+    forgetRuns()
+    return engineHandler(args)
+  },
+  // Dependents not looked up (`FLY_SYNC_DEPENDENTS_DEPTH=0`): the pushes wait for no Sanity query. The handler
+  // reads its environment when it is called, before its first await.
+  'engine-nodeps': (args) => {
+    const saved = process.env.FLY_SYNC_DEPENDENTS_DEPTH
+    process.env.FLY_SYNC_DEPENDENTS_DEPTH = '0'
+    try {
+      return engineHandler(args)
+    } finally {
+      if (saved === undefined) delete process.env.FLY_SYNC_DEPENDENTS_DEPTH
+      else process.env.FLY_SYNC_DEPENDENTS_DEPTH = saved
+    }
+  },
+  baseline: baselineHandler,
+}
+/** The Machines API's and Sanity's answer latency (ms, drawn per request). */
+export const API_LATENCY_MS = [30, 50]
 export const PROBE_PATH = '/about'
 export const PROBE_INTERVAL_MS = 100
 /** function.ts answers a Machine list from one read less than LIST_REUSE_MS (1 s) ago: keep single publishes apart. */
@@ -74,15 +105,17 @@ export const quantile = (xs, q) => {
 }
 
 /**
- * @param {{machines: number, seed?: number, regions?: string[], latencyMs?: Record<string, number>, maxUnavailable?: number}} o
+ * @param {{machines: number, seed?: number, regions?: string[], latencyMs?: Record<string, number>, maxUnavailable?: number | string, apiLatencyMs?: number | [number, number]}} o
  */
-export async function startWorld({machines, seed = 1, regions = ['ord', 'fra', 'nrt'], latencyMs, maxUnavailable = 2}) {
+export async function startWorld({machines, seed = 1, regions = ['ord', 'fra', 'nrt'], latencyMs, maxUnavailable = 2, apiLatencyMs = API_LATENCY_MS}) {
   let editorialNow = EDITORIAL_START
   // Each transaction one editorial second after the previous: `_updatedAt` (to the second) orders revisions.
   const store = new DocumentStore({now: () => (editorialNow += 1000)})
   store.transaction(SEED_DOCS.map((doc) => ({createOrReplace: doc})))
   // Sanity's API over that store: what each Machine's app reads at boot (@sanity/client, as in local/simulation.mjs).
-  const lake = await startContentLake({store, token: SANITY_TOKEN})
+  const lake = await startContentLake({store, token: SANITY_TOKEN, latencyMs: apiLatencyMs, seed})
+  // What Sanity passes a Function for its project (`context.clientOptions`).
+  const clientOptions = {...lake.clientConfig(), token: SANITY_TOKEN}
 
   /** machine id → app of its current boot */
   const apps = new Map()
@@ -95,7 +128,7 @@ export async function startWorld({machines, seed = 1, regions = ['ord', 'fra', '
     machines,
     regions,
     ...(latencyMs ? {latencyMs} : {}),
-    apiOptions: {seed},
+    apiOptions: {seed, timings: {apiLatencyMs}},
     handlerFor: (machine) => {
       apps.get(machine.id)?.close?.() // the previous process's timers
       const app = createApp(machine, {
@@ -135,6 +168,8 @@ export async function startWorld({machines, seed = 1, regions = ['ord', 'fra', '
     FLY_MAX_UNAVAILABLE: String(maxUnavailable),
     FLY_RESTART_TIMEOUT_MS: '15000',
     FLY_SYNC_BUDGET_MS: '100000',
+    // The context's `apiHost` is Sanity's global host in production; here the query goes to the local Content Lake.
+    SANITY_API_HOST: lake.url,
   }
   const savedEnv = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]))
   Object.assign(process.env, env)
@@ -171,6 +206,12 @@ export async function startWorld({machines, seed = 1, regions = ['ord', 'fra', '
         const ok = e.state === 'started' && e.checks === 'passing'
         if (ok && since === null) since = e.at
         if (!ok) since = null
+      }
+      // The emulator logs a check turning to passing when it is read or timed; one that passed only once its app
+      // came up (its health probe) and that nobody read since is healthy from when it started serving.
+      if (since === null && healthyNow(id)) {
+        const upAt = fleet.availability(id).events.findLast((e) => e.up)?.at ?? 0
+        since = Math.max(entries.at(-1)?.at ?? 0, upAt)
       }
       out[id] = since
     }
@@ -247,23 +288,34 @@ export async function startWorld({machines, seed = 1, regions = ['ord', 'fra', '
     // within 1 s: on this one-process simulator, a sign the CPU is saturated rather than that a Machine is down)
     // or `status` (an answer other than 2xx).
     const probes = {served: 0, total: 0, refused: 0, timeout: 0, status: 0}
+    /** Reads served over time: one point per probe round, overall and per region. */
+    const timeline = []
     let probing = probe
+    const t0 = Date.now()
     const prober = (async () => {
       while (probing) {
+        const at = Date.now()
         const reads = await fleet.readAll(PROBE_PATH, {timeoutMs: 1000})
+        const point = {t: at - t0, served: 0, total: 0, byRegion: {}}
         for (const r of reads) {
           if (!servingAtStart.has(r.id)) continue
           probes.total++
-          if (r.ok) probes.served++
-          else if (r.status !== null) probes.status++
+          point.total++
+          const region = (point.byRegion[regionOf[r.id]] ??= [0, 0])
+          region[1]++
+          if (r.ok) {
+            probes.served++
+            point.served++
+            region[0]++
+          } else if (r.status !== null) probes.status++
           else if (/timeout|abort/i.test(r.error ?? '')) probes.timeout++
           else probes.refused++
         }
+        timeline.push(point)
         await sleep(PROBE_INTERVAL_MS)
       }
     })()
 
-    const t0 = Date.now()
     let returned = false
     let stop = false
     let lastReturn = t0
@@ -277,7 +329,7 @@ export async function startWorld({machines, seed = 1, regions = ['ord', 'fra', '
       async (data) => {
         delivered++
         try {
-          return {ok: true, report: await handler({context: {local: true}, event: {data}})}
+          return {ok: true, report: await handler({context: {local: true, clientOptions}, event: {data}})}
         } catch (error) {
           return {ok: false, error: error instanceof Error ? error.message : String(error)}
         } finally {
@@ -319,6 +371,7 @@ export async function startWorld({machines, seed = 1, regions = ['ord', 'fra', '
     const allFresh = freshTimes.length === ids.length
     const freshHealthy = ids.map((id) => (fresh[id] !== null && health[id] !== null ? Math.max(fresh[id], health[id]) : null))
     const down = mostDown(t0, end)
+    const leastServing = leastServingShare(t0, end)
     return {
       strategy,
       machines: ids.length,
@@ -332,6 +385,8 @@ export async function startWorld({machines, seed = 1, regions = ['ord', 'fra', '
       freshP50Ms: freshTimes.length ? quantile(freshTimes, 0.5) - t0 : null,
       freshHealthyMs: freshHealthy.every((t) => t !== null) ? Math.max(...freshHealthy) - t0 : null,
       notFreshAfterMs: allFresh ? null : end - t0,
+      /** How long the measurement ran (the limit, when it was cut). */
+      ranMs: end - t0,
       returnedMs: settled ? lastReturn - t0 : null,
       failedRuns: outcomes.filter((o) => !o.ok).length,
       firstError: outcomes.find((o) => !o.ok)?.error ?? null,
@@ -344,13 +399,46 @@ export async function startWorld({machines, seed = 1, regions = ['ord', 'fra', '
       maxNotHealthy: down.notHealthy,
       served: probe ? (probes.total ? probes.served / probes.total : 1) : null,
       probes: probe ? probes : null,
+      timeline: probe ? timeline : null,
+      /** The least share of each region's Machines serving at any instant (from the fleet's own records). */
+      leastServingByRegion: leastServing,
+      /** Per Machine, ms from the first delivery until it served the change (null: not fresh). */
+      freshByMachine: Object.fromEntries(ids.map((id) => [id, fresh[id] === null ? null : fresh[id] - t0])),
     }
+  }
+
+  /** Per region, the least share of its Machines up (serving) at any instant in [from, to]. */
+  function leastServingShare(from, to) {
+    const avail = fleet.availability()
+    const out = {}
+    for (const region of new Set(Object.values(regionOf))) {
+      const members = Object.entries(avail).filter(([id]) => regionOf[id] === region)
+      const changes = []
+      let up = 0
+      for (const [id, a] of members) {
+        const before = a.events.filter((e) => e.at <= from).at(-1)
+        if (before?.up) up++
+        for (const e of a.events) if (e.at > from && e.at <= to) changes.push({id, at: e.at, up: e.up})
+      }
+      const isUp = new Map(members.map(([id, a]) => [id, Boolean(a.events.filter((e) => e.at <= from).at(-1)?.up)]))
+      let least = up
+      for (const c of changes.sort((a, b) => a.at - b.at)) {
+        if (isUp.get(c.id) === c.up) continue
+        isUp.set(c.id, c.up)
+        up += c.up ? 1 : -1
+        least = Math.min(least, up)
+      }
+      out[region] = members.length ? least / members.length : null
+    }
+    return out
   }
 
   return {
     fleet,
     api,
     store,
+    lake,
+    clientOptions,
     env,
     ids,
     regionOf,
@@ -405,17 +493,35 @@ export async function measureFloor(world, {count}) {
   }
 }
 
-/** `count` single-document publishes, one at a time, each timed until every Machine serves it. */
-export async function measurePublishes(world, strategy, {count, limitMs}) {
+/**
+ * `count` single-document publishes, one at a time, each timed until every Machine serves it. `onProgress(i)` is
+ * called before each.
+ */
+export async function measurePublishes(world, strategy, {count, limitMs, onProgress = () => {}}) {
+  // A process that has run before has run before for this app: one publish first, not counted (every world is a
+  // new app behind new URLs, which no process has listed yet).
+  if (strategy === 'engine' || strategy === 'engine-nodeps') {
+    const {changes} = world.store.transaction([{patch: {id: 'page-news', set: {title: 'News, before the measured editions'}}}])
+    await world.quiet()
+    await world.run({strategy, datas: await world.eventData(changes), expectations: world.expectationsFor(changes), limitMs})
+  }
   const runs = []
   for (let i = 0; i < count; i++) {
+    onProgress(i)
     const {changes} = world.store.transaction([{patch: {id: 'page-news', set: {title: `News, edition ${i + 1}`}}}])
     const datas = await world.eventData(changes)
-    if (strategy === 'engine') await world.quiet()
+    if (strategy.startsWith('engine')) await world.quiet()
     runs.push(await world.run({strategy, datas, expectations: world.expectationsFor(changes), limitMs}))
   }
   const times = runs.map((r) => r.freshMs).filter((t) => t !== null)
   const sum = (k) => runs.reduce((n, r) => n + r[k], 0)
+  // Per Machine, the median time to fresh over the publishes (the picture of who waits for what).
+  const byMachine = Object.fromEntries(
+    world.ids.map((id) => {
+      const own = runs.map((r) => r.freshByMachine[id]).filter((t) => t !== null)
+      return [id, {region: world.regionOf[id], p50: own.length ? quantile(own, 0.5) : null}]
+    }),
+  )
   return {
     strategy,
     publishes: count,
@@ -423,6 +529,7 @@ export async function measurePublishes(world, strategy, {count, limitMs}) {
     p50: times.length === runs.length ? quantile(times, 0.5) : null,
     p95: times.length === runs.length ? quantile(times, 0.95) : null,
     allFresh: times.length === runs.length,
+    byMachine,
     restartsPerPublish: sum('restarts') / count,
     apiCallsPerPublish: sum('apiCalls') / count,
     rateLimited: sum('rateLimited'),
@@ -440,7 +547,7 @@ export async function measureBurst(world, strategy, {n, concurrency, limitMs}) {
     changes.push(...world.store.transaction([{createOrReplace: doc}]).changes)
   }
   const datas = await world.eventData(changes)
-  if (strategy === 'engine') await world.quiet()
+  if (strategy.startsWith('engine')) await world.quiet()
   return {n, concurrency, ...(await world.run({strategy, datas, expectations: world.expectationsFor(changes), limitMs, concurrency, probe: true}))}
 }
 
@@ -448,6 +555,6 @@ export async function measureBurst(world, strategy, {n, concurrency, limitMs}) {
 export async function measureRestartChange(world, strategy, {limitMs}) {
   const {changes} = world.store.transaction([{patch: {id: 'siteSettings', set: {title: 'Acme (v2)'}}}])
   const datas = await world.eventData(changes)
-  if (strategy === 'engine') await world.quiet()
+  if (strategy.startsWith('engine')) await world.quiet()
   return world.run({strategy, datas, expectations: world.expectationsFor(changes), limitMs, probe: true})
 }

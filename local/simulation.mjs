@@ -581,7 +581,8 @@ async function runStep(ctx) {
     continuations: runs.length,
     killedRuns: outcomes.filter((o) => o.killed).length,
     killedAt: fault.killRunAfterMs ? started + fault.killRunAfterMs : null,
-    pushes: logs.filter((l) => l.action === 'send' && l.kind === 'sync').length,
+    // One log line per batch of requests (a fan-out's pushes are one batch): count its requests.
+    pushes: logs.filter((l) => l.action === 'send' && l.kind === 'sync').reduce((n, l) => n + (l.ids?.length ?? 1), 0),
     restarts: (statsAfter.calls.restart ?? 0) - (statsBefore.calls.restart ?? 0),
     apiCalls: statsAfter.requests - statsBefore.requests,
     rateLimited: statsAfter.rateLimitedTotal - statsBefore.rateLimitedTotal,

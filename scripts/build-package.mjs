@@ -5,8 +5,9 @@
 // sanity_fly_sync*, the receiver's sanity_fly_sync_receiver*), a package.json with an exports map — plus:
 //   dist/<entry>.js, .d.ts   the entries below, bundled by esbuild with code splitting (each side's wasm, inlined as
 //                            base64, sits once in a chunk of its own) and declarations from tsc (tsconfig.package.json)
-//   function/index.js        the prebuilt Function folder a blueprint's `src` points at (dist/functions/fly-sync:
-//                            one self-contained file, so the deploy zip holds only it)
+//   function/                the prebuilt Function folder a blueprint's `src` points at (dist/functions/fly-sync:
+//                            index.js, its wasm module beside it, and the chunks only some runs load; the deploy
+//                            zip holds the folder)
 // Teams install it without a Rust toolchain: nothing here compiles on their side.
 import {build} from 'esbuild'
 import {execFileSync} from 'node:child_process'

@@ -1,7 +1,8 @@
 //! The one content-change type every input becomes (a Function event or a GROQ webhook delivery).
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 /// What the receiver should do with the document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -40,7 +41,7 @@ pub enum IdKind {
     Version,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContentChange {
     pub op: Op,
@@ -55,14 +56,21 @@ pub struct ContentChange {
     pub cache_tags: Vec<String>,
     pub locale: Option<String>,
     pub market: Option<String>,
-    /// The projected document as received, without our control fields (`op`, `previousSlug`). Kept on deletes
-    /// too (region targeting may need a field), but never sent to the receiver for a delete.
+    /// The projected document as received, without our control fields (`op`, `previousSlug`): a JSON object's
+    /// exact text, its values as they came (numbers digit for digit). Kept on deletes too (region targeting may
+    /// need a field), but never sent to the receiver for a delete.
     #[serde(skip)]
-    pub data: Map<String, Value>,
+    pub data: Box<RawValue>,
     pub idempotency_key: String,
 }
 
 impl ContentChange {
+    /// One top-level field of the document, read from its text (`None`: absent, or the text is not an object).
+    pub fn field(&self, key: &str) -> Option<Value> {
+        let fields: std::collections::BTreeMap<std::borrow::Cow<str>, &RawValue> = serde_json::from_str(self.data.get()).ok()?;
+        serde_json::from_str(fields.get(key)?.get()).ok()
+    }
+
     pub fn id_kind(&self) -> IdKind {
         if self.id.starts_with("drafts.") {
             IdKind::Draft

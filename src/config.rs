@@ -2,7 +2,8 @@
 //!
 //! Simple form (one app): `FLY_APP_NAME`, `FLY_API_TOKEN`, `FLY_SYNC_SECRET` and a few optional variables.
 //! Full form: `FLY_SYNC_CONFIG`, a JSON document with several targets. Secrets live only in environment
-//! variables (a target names its token's variable with `tokenEnv`), so the JSON can be committed.
+//! variables (a target names its token's variable with `tokenEnv`), so the JSON can be committed. Only the
+//! variables named `FLY_*` or `SANITY_*` are read, so only those cross into the core (`ENV_PREFIXES`).
 //!
 //! One path: the simple variables are translated into the JSON form (`TARGET_VARS`), the run-wide variables
 //! (`GLOBAL_VARS`) set its top-level keys with either form, and `read_document` alone checks that form, every
@@ -13,7 +14,7 @@
 use crate::error::SyncError;
 use crate::fly_token::FlyToken;
 use crate::json_read::{str_list, Obj};
-use crate::roll::MaxUnavailable;
+use crate::roll::{MaxUnavailable, PER_MILLION};
 use crate::routes::RouteTemplate;
 use crate::signature::DEFAULT_MAX_AGE_MS;
 use serde_json::{Map, Value};
@@ -365,7 +366,9 @@ fn document(env: &Env) -> Result<Document, SyncError> {
                 }
             }
             sources.push(("FLY_SYNC_CONFIG.targets[0].tokenEnv".into(), "FLY_API_TOKEN"));
-            Value::Object(Map::from_iter([("targets".to_string(), Value::Array(vec![Value::Object(target)]))]))
+            let mut root = Map::new();
+            root.insert("targets".to_string(), Value::Array(vec![Value::Object(target)]));
+            Value::Object(root)
         }
     };
     if let Value::Object(root) = &mut json {
@@ -505,7 +508,13 @@ fn function_name(field: &str, name: &str) -> Result<String, SyncError> {
     }
 }
 
+/// The prefixes of every variable the core reads: the shim hands over those alone.
+pub const ENV_PREFIXES: [&str; 2] = ["FLY_", "SANITY_"];
+
 fn token_from_env(env: &Env, var: &str, field: &str) -> Result<FlyToken, SyncError> {
+    if !ENV_PREFIXES.iter().any(|p| var.starts_with(p)) {
+        return Err(SyncError::expected(field, "the name of a `FLY_*` or `SANITY_*` variable (only those reach the Function's core)", "another name"));
+    }
     match env.get(var) {
         Some(raw) => FlyToken::parse(var, raw),
         None => Err(SyncError::expected(
@@ -628,17 +637,18 @@ fn process_groups(obj: &Obj) -> Result<Option<Vec<String>>, SyncError> {
 /// (`0.33`) or a percentage (`"33%"`), as flyctl's rolling strategy takes either.
 fn max_unavailable(obj: &Obj) -> Result<MaxUnavailable, SyncError> {
     const EXPECTED: &str = "a whole number from 1 to 1000, or a fraction such as 0.33 or \"33%\"";
-    let fraction = |f: f64| (f > 0.0 && f < 1.0).then_some(MaxUnavailable::Fraction(f));
+    // Strictly between none and all of a region.
+    let fraction = |ppm: u64| (ppm > 0 && ppm < PER_MILLION).then_some(MaxUnavailable::Fraction(ppm as u32));
     let parsed = match obj.get("maxUnavailable") {
         None => return Ok(MaxUnavailable::Count(1)),
-        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
-            (Some(c), _) if (1..=1000).contains(&c) => Some(MaxUnavailable::Count(c as usize)),
-            (None, Some(f)) => fraction(f),
-            _ => None,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(c) if (1..=1000).contains(&c) => Some(MaxUnavailable::Count(c as usize)),
+            Some(_) => None,
+            None => decimal_parts(&n.to_string(), PER_MILLION).and_then(fraction),
         },
         Some(Value::String(s)) => match s.trim().strip_suffix('%') {
-            Some(p) => p.trim().parse::<f64>().ok().and_then(|p| fraction(p / 100.0)),
-            None => s.trim().parse::<f64>().ok().and_then(fraction),
+            Some(p) => decimal_parts(p.trim(), PER_MILLION / 100).and_then(fraction),
+            None => decimal_parts(s.trim(), PER_MILLION).and_then(fraction),
         },
         Some(_) => None,
     };
@@ -648,6 +658,23 @@ fn max_unavailable(obj: &Obj) -> Result<MaxUnavailable, SyncError> {
         None => "nothing".into(),
     };
     parsed.ok_or_else(|| SyncError::expected(obj.field("maxUnavailable"), EXPECTED, got))
+}
+
+/// A plain decimal (`0.25`, `33`, `33.3`) times `unit`, its digits past what `unit` can hold dropped (`None`:
+/// not a plain non-negative decimal, or too large).
+fn decimal_parts(text: &str, unit: u64) -> Option<u64> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && fraction.is_empty() || !digits(whole) || !digits(fraction) || whole.len() > 9 {
+        return None;
+    }
+    let mut value = whole.parse::<u64>().unwrap_or(0).checked_mul(unit)?;
+    let mut scale = unit;
+    for b in fraction.bytes() {
+        scale /= 10;
+        value += u64::from(b - b'0') * scale;
+    }
+    Some(value)
 }
 
 fn target_from_json(obj: &Obj, env: &Env) -> Result<Target, SyncError> {
@@ -814,6 +841,11 @@ pub(crate) mod tests {
         assert_eq!(worker.token.authorization(), "FlyV1 fm2_worker");
         assert_eq!(worker.fan_out, FanOut::One);
         assert_eq!(worker.restart, RestartRule::default());
+        // Only `FLY_*` and `SANITY_*` variables reach the core: a token in any other is named as such.
+        let other = json.replace("FLY_WORKER_TOKEN", "WORKER_TOKEN");
+        let e = Config::from_env(&env(&[("FLY_SYNC_CONFIG", &other), ("FLY_API_TOKEN", "fm2_web"), ("WORKER_TOKEN", "fm2_worker"), ("FLY_SYNC_SECRET", SECRET)])).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("FLY_SYNC_CONFIG.targets[1].tokenEnv"));
+        assert!(e.message.contains("`FLY_*` or `SANITY_*` variable") && !e.message.contains("fm2_worker"), "{}", e.message);
     }
 
     fn config_error(pairs: &[(&str, &str)]) -> SyncError {
@@ -919,15 +951,21 @@ pub(crate) mod tests {
             c.map(|c| c.targets[0].max_unavailable).map_err(|e| e.message)
         };
         assert_eq!(read("3"), Ok(MaxUnavailable::Count(3)));
-        assert_eq!(read("0.25"), Ok(MaxUnavailable::Fraction(0.25)));
-        assert_eq!(read("33%"), Ok(MaxUnavailable::Fraction(0.33)));
-        for bad in ["0", "1.5", "100%", "0%", "-1", "lots"] {
+        assert_eq!(read("0.25"), Ok(MaxUnavailable::Fraction(250_000)));
+        assert_eq!(read("33%"), Ok(MaxUnavailable::Fraction(330_000)));
+        assert_eq!(read("33.3%"), Ok(MaxUnavailable::Fraction(333_000)));
+        assert_eq!(read("0.3333333333"), Ok(MaxUnavailable::Fraction(333_333)), "digits past a millionth are dropped");
+        for bad in ["0", "1.5", "100%", "0%", "-1", "lots", ".", "1e-1", "0.5.5", "%"] {
             let e = read(bad).unwrap_err();
             assert!(e.starts_with("`FLY_MAX_UNAVAILABLE`: expected a whole number from 1 to 1000, or a fraction"), "{bad}: {e}");
         }
         let json = r#"{"targets":[{"app":"web","maxUnavailable":0.5},{"name":"b","app":"web","maxUnavailable":"10%"}]}"#;
         let c = Config::from_env(&env(&[("FLY_SYNC_CONFIG", json), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET)])).unwrap();
-        assert_eq!((c.targets[0].max_unavailable, c.targets[1].max_unavailable), (MaxUnavailable::Fraction(0.5), MaxUnavailable::Fraction(0.1)));
+        assert_eq!((c.targets[0].max_unavailable, c.targets[1].max_unavailable), (MaxUnavailable::Fraction(500_000), MaxUnavailable::Fraction(100_000)));
+        assert_eq!(c.targets[1].max_unavailable.to_string(), "10%");
+        let third = r#"{"targets":[{"app":"web","maxUnavailable":0.333333}]}"#;
+        let c = Config::from_env(&env(&[("FLY_SYNC_CONFIG", third), ("FLY_API_TOKEN", "fm2_x"), ("FLY_SYNC_SECRET", SECRET)])).unwrap();
+        assert_eq!((c.targets[0].max_unavailable, c.targets[0].max_unavailable.to_string().as_str()), (MaxUnavailable::Fraction(333_333), "33%"));
     }
 
     #[test]

@@ -9,6 +9,20 @@ use crate::error::SyncError;
 use crate::sync_tags::SyncTags;
 use crate::event::{self, Headers};
 use serde::Serialize;
+use std::sync::Arc;
+
+/// The largest environment accepted (its JSON text, as the shim hands it over): 256 KiB. The variables the core
+/// reads (`FLY_*`, `SANITY_*`) are a few KiB even with a configuration document.
+pub const MAX_ENV_BYTES: usize = 256 * 1024;
+
+/// The environment from its JSON text (`{"NAME": "value", …}`, as the shim hands it over).
+pub fn env_from_json(json: &[u8]) -> Result<Env, StartError> {
+    let wrong = |got: &str| StartError::Config(SyncError::expected("env", "a JSON object of strings", got.to_string()));
+    if json.len() > MAX_ENV_BYTES {
+        return Err(wrong("more than 256 KiB"));
+    }
+    serde_json::from_slice(json).map_err(|_| wrong("another value"))
+}
 
 /// Why no run could start. The webhook entry answers a configuration error with 500 (fix the deployment)
 /// and an input error with 4xx (Sanity must not retry it).
@@ -59,9 +73,20 @@ pub struct Rejection {
 /// the continuation a run sent to finish a roll (`event::FunctionEvent`); `client_options_json` is its
 /// `context.clientOptions` (or `null`), whose project, dataset and token the dependents query uses.
 pub fn from_function(env: &Env, event_json: &[u8], client_options_json: &[u8], now_ms: u64, seed: u64) -> Result<Engine, StartError> {
-    let mut config = Config::from_env(env).map_err(StartError::Config)?;
+    let config = Config::from_env(env).map_err(StartError::Config)?;
+    let config = with_client_options(config, client_options_json)?;
+    function_run(Arc::new(config), event_json, now_ms, seed)
+}
+
+/// `config` with the Function's `context.clientOptions` (JSON text, or `null`) for the dependents query.
+pub fn with_client_options(mut config: Config, client_options_json: &[u8]) -> Result<Config, StartError> {
     let context = config::sanity_from_client_options(client_options_json).map_err(StartError::Input)?;
     config.sanity = config.sanity.with_context(context);
+    Ok(config)
+}
+
+/// `from_function` with the configuration read already.
+pub fn function_run(config: Arc<Config>, event_json: &[u8], now_ms: u64, seed: u64) -> Result<Engine, StartError> {
     match event::function_event_from_json(event_json, now_ms).map_err(StartError::Input)? {
         event::FunctionEvent::Change(change) => Ok(Engine::new(config, *change, now_ms, seed)),
         event::FunctionEvent::Resume => Ok(Engine::resume(config, now_ms, seed)),
@@ -72,6 +97,11 @@ pub fn from_function(env: &Env, event_json: &[u8], client_options_json: &[u8], n
 /// A webhook delivery: headers (any case) and the raw body bytes, verified with `SANITY_WEBHOOK_SECRET`.
 pub fn from_webhook(env: &Env, headers: &Headers, body: &[u8], now_ms: u64, seed: u64) -> Result<Engine, StartError> {
     let config = Config::from_env(env).map_err(StartError::Config)?;
+    webhook_run(Arc::new(config), headers, body, now_ms, seed)
+}
+
+/// `from_webhook` with the configuration read already.
+pub fn webhook_run(config: Arc<Config>, headers: &Headers, body: &[u8], now_ms: u64, seed: u64) -> Result<Engine, StartError> {
     let secret = config.webhook_secret.as_ref().ok_or_else(|| {
         StartError::Config(SyncError::expected(
             "SANITY_WEBHOOK_SECRET",
@@ -79,7 +109,11 @@ pub fn from_webhook(env: &Env, headers: &Headers, body: &[u8], now_ms: u64, seed
             "nothing",
         ))
     })?;
-    let headers: Headers = headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+    let mut lowered = Headers::new();
+    for (k, v) in headers {
+        lowered.insert(k.to_ascii_lowercase(), v.clone());
+    }
+    let headers = lowered;
     let change = event::from_webhook(&headers, body, secret.expose(), now_ms, config.max_age_ms).map_err(StartError::Input)?;
     Ok(Engine::new(config, change, now_ms, seed))
 }

@@ -16,7 +16,9 @@ use crate::error::{kind_of, SyncError};
 use crate::json_read::Obj;
 use crate::limits;
 use crate::signature;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 pub const WEBHOOK_SIGNATURE_HEADER: &str = "sanity-webhook-signature";
@@ -33,6 +35,13 @@ pub const MAX_HEADERS_BYTES: usize = 64 * 1024;
 /// Fields of the projection that steer the sync and are not part of the document the app receives.
 const CONTROL_FIELDS: [&str; 2] = ["op", "previousSlug"];
 
+/// Every field of the projection `build` reads; the rest of the document is carried as it came.
+const READ_FIELDS: [&str; 11] = ["_id", "_type", "_rev", "_updatedAt", "op", "slug", "previousSlug", "cacheTags", "locale", "language", "market"];
+
+/// The usual event is read without a tree of its document when it nests at most this deep (the full reading's
+/// limit, `limits::MAX_JSON_DEPTH`, with room to spare: anything near it is read the full way, which decides).
+const SHALLOW_DEPTH: usize = limits::MAX_JSON_DEPTH - 8;
+
 /// What a GROQ-powered webhook's projection must carry (the webhook's headers are not signed).
 const WEBHOOK_PROJECTION: &str = "`{..., _id, _type, _rev, _updatedAt, \"op\": delta::operation()}`";
 
@@ -47,6 +56,9 @@ fn check_size(field: &str, len: usize, max: usize) -> Result<(), SyncError> {
 /// (`JSON.stringify(event)`): bounded in size and depth before anything else is read.
 pub fn function_event_from_json(event_json: &[u8], now_ms: u64) -> Result<FunctionEvent, SyncError> {
     check_size("event", event_json.len(), MAX_INPUT_BYTES)?;
+    if let Some(change) = function_event_shallow(event_json, now_ms) {
+        return change.map(|c| FunctionEvent::Change(Box::new(c)));
+    }
     let event = limits::parse_json("event", event_json, "the Function event (a JSON object with `data`)")?;
     if let Some(marker) = event.pointer(&format!("/data/{CONTINUATION_KEY}")) {
         return match marker.as_str() {
@@ -60,7 +72,40 @@ pub fn function_event_from_json(event_json: &[u8], now_ms: u64) -> Result<Functi
         return crate::sync_tags::read("event.data.syncTags", tags).map(FunctionEvent::SyncTags);
     }
     // Moved into the envelope, not copied (`json!` would serialise a copy of the whole document).
-    from_function_event(&Value::Object(Map::from_iter([("event".to_string(), event)])), now_ms).map(|c| FunctionEvent::Change(Box::new(c)))
+    let mut envelope = Map::new();
+    envelope.insert("event".to_string(), event);
+    from_function_event(&Value::Object(envelope), now_ms).map(|c| FunctionEvent::Change(Box::new(c)))
+}
+
+/// A document's change read the short way: the top level of `data` as keys and value texts, the fields `build`
+/// reads parsed from their texts, the document's text assembled from the rest without parsing it. Every event
+/// this does not take (`None`: not an object with an object `data`, the continuation, sync tags, nesting near the limit,
+/// escapes of surrogates, which the full reading checks and skipping does not) is read the full way, which
+/// accepts and refuses exactly as before. What is accepted here is accepted there, with the same change.
+fn function_event_shallow(bytes: &[u8], now_ms: u64) -> Option<Result<ContentChange, SyncError>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    if text.contains("\\ud") || text.contains("\\uD") || limits::nesting_depth(text, SHALLOW_DEPTH) > SHALLOW_DEPTH {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct Event<'a> {
+        #[serde(borrow)]
+        data: BTreeMap<Cow<'a, str>, &'a RawValue>,
+    }
+    let Event { data } = serde_json::from_str(text).ok()?;
+    // The continuation and sync-tag events are read the full way.
+    if data.contains_key(CONTINUATION_KEY) || (data.contains_key("syncTags") && !data.contains_key("_id")) {
+        return None;
+    }
+    let mut read = Map::new();
+    for key in READ_FIELDS {
+        if let Some(raw) = data.get(key) {
+            read.insert(key.to_string(), serde_json::from_str(raw.get()).ok()?);
+        }
+    }
+    let obj = Obj { map: &read, path: "event.data.".into() };
+    let document = || object_text(data.iter().map(|(k, v)| (k.as_ref(), *v)));
+    Some(function_operation(&obj).and_then(|operation| build(&obj, operation, Source::Function, now_ms, document)))
 }
 
 /// The key of the event data a run sends to the resume Function (`{"sanityFlySync": "resume"}`), so that run
@@ -87,14 +132,33 @@ pub fn from_function_event(envelope: &Value, now_ms: u64) -> Result<ContentChang
         Some(other) => return Err(SyncError::expected("event.data", "the projected document (an object)", kind_of(other))),
         None => return Err(SyncError::expected("event.data", "the projected document (an object)", "nothing")),
     };
-    let operation = match data.get("op") {
-        None => Operation::Unknown,
-        Some(Value::String(s)) => parse_operation(&data.field("op"), s)?,
-        Some(other) => {
-            return Err(SyncError::expected(data.field("op"), "`create`, `update`, `delete` or null", kind_of(other)))
+    let operation = function_operation(&data)?;
+    build(&data, operation, Source::Function, now_ms, || document_of(&data))
+}
+
+/// A Function event's `op` (`delta::operation()`, null locally).
+fn function_operation(data: &Obj) -> Result<Operation, SyncError> {
+    match data.get("op") {
+        None => Ok(Operation::Unknown),
+        Some(Value::String(s)) => parse_operation(&data.field("op"), s),
+        Some(other) => Err(SyncError::expected(data.field("op"), "`create`, `update`, `delete` or null", kind_of(other))),
+    }
+}
+
+/// The document the app receives: the projection without our control fields, as JSON text.
+fn document_of(data: &Obj) -> Box<RawValue> {
+    object_text(data.map.iter().map(|(k, v)| (k.as_str(), v)))
+}
+
+/// A JSON object of `fields` (in their order, keys unique) without our control fields, as text.
+fn object_text<'a, V: serde::Serialize + 'a>(fields: impl Iterator<Item = (&'a str, V)> + Clone) -> Box<RawValue> {
+    struct Fields<I>(I);
+    impl<'a, V: serde::Serialize, I: Iterator<Item = (&'a str, V)> + Clone> serde::Serialize for Fields<I> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.clone().filter(|(k, _)| !CONTROL_FIELDS.contains(k)))
         }
-    };
-    build(&data, operation, Source::Function, now_ms)
+    }
+    serde_json::value::to_raw_value(&Fields(fields)).unwrap_or_else(|_| unreachable!("keys and JSON values serialise"))
 }
 
 /// Headers with lower-case names, as a webhook delivery arrives.
@@ -110,13 +174,14 @@ pub fn headers_from_json(json: &[u8]) -> Result<Headers, SyncError> {
     check_size("headers", json.len(), MAX_HEADERS_BYTES)?;
     let value = limits::parse_json("headers", json, "the delivery's headers (a JSON object of strings)")?;
     let obj = Obj::root(&value, "headers", "headers")?;
-    obj.map
-        .iter()
-        .map(|(name, value)| match value {
-            Value::String(v) => Ok((name.to_ascii_lowercase(), v.clone())),
-            other => Err(SyncError::expected(obj.field(name), "a string", kind_of(other))),
-        })
-        .collect()
+    let mut headers = Headers::new();
+    for (name, value) in obj.map {
+        match value {
+            Value::String(v) => headers.insert(name.to_ascii_lowercase(), v.clone()),
+            other => return Err(SyncError::expected(obj.field(name), "a string", kind_of(other))),
+        };
+    }
+    Ok(headers)
 }
 
 /// Parse a GROQ-powered webhook delivery. The signature is verified over the raw bytes first: nothing of an
@@ -153,7 +218,7 @@ pub fn from_webhook(
         }
         (None, _) => Operation::Unknown,
     };
-    let change = build(&obj, operation, Source::Webhook, now_ms)?;
+    let change = build(&obj, operation, Source::Webhook, now_ms, || document_of(&obj))?;
     // Blank counts as absent (U+00A0, which HTTP does not trim, is blank too).
     if let Some(header_id) = headers.get("sanity-document-id").filter(|v| !v.trim().is_empty()) {
         if *header_id != change.id {
@@ -172,7 +237,8 @@ fn parse_operation(field: &str, s: &str) -> Result<Operation, SyncError> {
     }
 }
 
-fn build(data: &Obj, operation: Operation, source: Source, now_ms: u64) -> Result<ContentChange, SyncError> {
+/// The change `data` describes; `document` makes the document's text once everything read is valid.
+fn build(data: &Obj, operation: Operation, source: Source, now_ms: u64, document: impl FnOnce() -> Box<RawValue>) -> Result<ContentChange, SyncError> {
     // What to add where a field is missing: to the Function's blueprint projection, or to the webhook's.
     let text = |key: &str, what: &str| -> Result<String, SyncError> {
         if let Some(Value::String(s)) = data.get(key).filter(|v| v.as_str().is_some_and(|s| !s.trim().is_empty())) {
@@ -196,10 +262,6 @@ fn build(data: &Obj, operation: Operation, source: Source, now_ms: u64) -> Resul
     let updated_at = text("_updatedAt", "an RFC 3339 time")?;
     limits::revision_ms(&data.field("_updatedAt"), &updated_at, now_ms)?;
     let op = if operation == Operation::Delete { Op::Delete } else { Op::Upsert };
-    let mut rest: Map<String, Value> = data.map.clone();
-    for key in CONTROL_FIELDS {
-        rest.remove(key);
-    }
     Ok(ContentChange {
         op,
         operation,
@@ -217,7 +279,7 @@ fn build(data: &Obj, operation: Operation, source: Source, now_ms: u64) -> Resul
             Some(Value::String(s)) => Some(s.clone()),
             Some(other) => return Err(SyncError::expected(data.field("market"), "a string or a list of strings", kind_of(other))),
         },
-        data: rest,
+        data: document(),
         idempotency_key: ContentChange::derive_idempotency_key(op, &id, &rev),
         id,
         doc_type,
@@ -289,8 +351,49 @@ mod tests {
         assert_eq!(c.previous_slug.as_deref(), Some("hi"));
         assert_eq!(c.cache_tags, ["page:page-1"]);
         assert_eq!(c.idempotency_key, "upsert:page-1:r1");
-        assert!(!c.data.contains_key("op") && !c.data.contains_key("previousSlug") && c.data.contains_key("title"));
+        let doc: Map<String, Value> = serde_json::from_str(c.data.get()).unwrap();
+        assert!(!doc.contains_key("op") && !doc.contains_key("previousSlug") && doc.contains_key("title"));
         assert_eq!(c.id_kind(), IdKind::Published);
+    }
+
+    #[test]
+    fn the_short_reading_agrees_with_the_full_one() {
+        let full = |text: &[u8]| {
+            let event: Value = serde_json::from_slice(text).unwrap();
+            from_function_event(&json!({"event": event}), NOW)
+        };
+        let same = |a: &ContentChange, b: &ContentChange| {
+            let doc = |c: &ContentChange| serde_json::from_str::<Value>(c.data.get()).unwrap();
+            let fields = |c: &ContentChange| (c.op, c.operation, c.id.clone(), c.doc_type.clone(), c.rev.clone(), c.updated_at.clone());
+            let more = |c: &ContentChange| (c.slug.clone(), c.previous_slug.clone(), c.cache_tags.clone(), c.locale.clone(), c.market.clone(), c.idempotency_key.clone());
+            fields(a) == fields(b) && more(a) == more(b) && doc(a) == doc(b)
+        };
+        let cases = [
+            json!({}),
+            json!({"op": "delete", "market": "jp", "language": "de"}),
+            json!({"op": null, "slug": {"current": "x"}, "previousSlug": null, "locale": "en"}),
+            json!({"nested": {"b": 1, "a": [1, 2.5e300, {"z": null}]}, "big": 9_223_372_036_854_775_809u64, "k\"ey": "v\u{1F600}"}),
+            json!({"_id": ""}),
+            json!({"op": 7}),
+            json!({"cacheTags": [1]}),
+            json!({"slug": 3}),
+            json!({"_updatedAt": "2099-01-01T00:00:00Z"}),
+        ];
+        for extra in cases {
+            let text = page(extra.clone());
+            assert!(function_event_shallow(&text, NOW).is_some(), "{extra}: read the short way");
+            match (function(extra.clone()), full(&text)) {
+                (Ok(a), Ok(b)) => assert!(same(&a, &b), "{extra}: {a:?} vs {b:?}"),
+                (Err(a), Err(b)) => assert_eq!(a, b, "{extra}"),
+                (a, b) => panic!("{extra}: {a:?} vs {b:?}"),
+            }
+        }
+        // Read the full way: surrogate escapes (a lone one is refused there), deep nesting, the continuation.
+        for text in [r#"{"data":{"_id":"a","_type":"t","_rev":"r","_updatedAt":"2026-11-27T10:00:00Z","x":"\ud800"}}"#, r#"{"data":{"sanityFlySync":"resume"}}"#, "[]"] {
+            assert!(function_event_shallow(text.as_bytes(), NOW).is_none(), "{text}");
+        }
+        let lone = function_event_from_json(br#"{"data":{"_id":"a","_type":"t","_rev":"r","_updatedAt":"2026-11-27T10:00:00Z","x":"\ud800"}}"#, NOW);
+        assert_eq!(lone.unwrap_err().field.as_deref(), Some("event"), "a lone surrogate is still refused");
     }
 
     #[test]
@@ -329,8 +432,8 @@ mod tests {
         assert!(function(json!({"_updatedAt": soon})).is_ok(), "clock skew within the bound is fine");
         // Integers up to 64 bits are carried exactly (JavaScript numbers cannot hold 2^63 + 1).
         let c = function(json!({"views": 9_223_372_036_854_775_809u64, "neg": -9_223_372_036_854_775_807i64})).unwrap();
-        assert_eq!(serde_json::to_string(&c.data["views"]).unwrap(), "9223372036854775809");
-        assert_eq!(serde_json::to_string(&c.data["neg"]).unwrap(), "-9223372036854775807");
+        assert_eq!(serde_json::to_string(&c.field("views").unwrap()).unwrap(), "9223372036854775809");
+        assert_eq!(serde_json::to_string(&c.field("neg").unwrap()).unwrap(), "-9223372036854775807");
     }
 
     fn signed(body: &str, extra: &[(&str, &str)]) -> Headers {

@@ -8,6 +8,7 @@ use crate::http::{Method, Response, Wire};
 use crate::machines::Machine;
 use crate::protocol::{self, Ack};
 use crate::retry::{self, Verdict};
+use std::sync::Arc;
 
 /// One call to Fly, with what it needs to be written.
 #[derive(Debug, Clone, Copy)]
@@ -27,7 +28,7 @@ pub enum Call<'a> {
     Restart { machine: &'a str, nonce: &'a str },
     Release { machine: &'a str, nonce: &'a str },
     /// The signed payload through the app's URL, to one Machine (`machine`) or to whichever the proxy picks.
-    Push { machine: Option<&'a str>, body: &'a str, signature: &'a str, idempotency_key: &'a str },
+    Push { machine: Option<&'a str>, body: &'a Arc<str>, signature: &'a str, idempotency_key: &'a str },
 }
 
 /// Which call an answer belongs to (what `read` needs to know of it).
@@ -64,11 +65,14 @@ const LEASE_NONCE: &str = "fly-machine-lease-nonce";
 
 /// The request for `call` on `target`'s app.
 pub fn request(target: &Target, call: &Call) -> Wire {
+    if let Call::Push { machine, body, signature, idempotency_key } = *call {
+        return push(target, machine, body, signature, idempotency_key);
+    }
     let machines = format!("{}/v1/apps/{}/machines", target.machines_api_url, target.app);
     let auth = ("authorization".to_string(), target.token.authorization().to_string());
     let json = || ("content-type".to_string(), "application/json".to_string());
     let nonce = |n: &str| (LEASE_NONCE.to_string(), n.to_string());
-    let (method, url, headers, body) = match *call {
+    let (method, url, headers, body): (Method, String, Vec<(String, String)>, Option<String>) = match *call {
         Call::List => (Method::GET, machines, vec![auth], None),
         Call::Get { machine } => (Method::GET, format!("{machines}/{machine}"), vec![auth], None),
         Call::Lease { machine, ttl_s, description, nonce: held } => {
@@ -89,20 +93,22 @@ pub fn request(target: &Target, call: &Call) -> Wire {
         Call::DeleteMetadata { machine, key } => (Method::DELETE, format!("{machines}/{machine}/metadata/{key}"), vec![auth], None),
         Call::Restart { machine, nonce: n } => (Method::POST, format!("{machines}/{machine}/restart"), vec![auth, nonce(n)], None),
         Call::Release { machine, nonce: n } => (Method::DELETE, format!("{machines}/{machine}/lease"), vec![auth, nonce(n)], None),
-        Call::Push { machine, body, signature, idempotency_key } => {
-            let mut headers = vec![
-                json(),
-                ("idempotency-key".to_string(), idempotency_key.to_string()),
-                (protocol::SIGNATURE_HEADER.to_string(), signature.to_string()),
-            ];
-            if let Some(m) = machine {
-                // Addressed to Fly's proxy: this Machine or an error, never another one.
-                headers.push(("fly-force-instance-id".to_string(), m.to_string()));
-            }
-            (Method::POST, format!("{}{}", target.app_url, target.sync_path), headers, Some(body.to_string()))
-        }
+        Call::Push { .. } => unreachable!("written by `push`"),
     };
-    Wire { method, url, headers, body }
+    Wire { method, url, headers, body: body.map(Arc::from) }
+}
+
+/// The signed payload through the app's URL (no Machines API token: it never goes to the app).
+fn push(target: &Target, machine: Option<&str>, body: &Arc<str>, signature: &str, idempotency_key: &str) -> Wire {
+    let mut headers = Vec::with_capacity(4);
+    headers.push(("content-type".to_string(), "application/json".to_string()));
+    headers.push(("idempotency-key".to_string(), idempotency_key.to_string()));
+    headers.push((protocol::SIGNATURE_HEADER.to_string(), signature.to_string()));
+    if let Some(m) = machine {
+        // Addressed to Fly's proxy: this Machine or an error, never another one.
+        headers.push(("fly-force-instance-id".to_string(), m.to_string()));
+    }
+    Wire { method: Method::POST, url: format!("{}{}", target.app_url, target.sync_path), headers, body: Some(body.clone()) }
 }
 
 /// What a successful answer said.
@@ -252,11 +258,12 @@ mod tests {
     #[test]
     fn a_push_is_pinned_to_its_machine() {
         let t = target();
-        let push = request(&t, &Call::Push { machine: Some("m1"), body: "{}", signature: "t=1,v1=x", idempotency_key: "k" });
+        let body: Arc<str> = Arc::from("{}");
+        let push = request(&t, &Call::Push { machine: Some("m1"), body: &body, signature: "t=1,v1=x", idempotency_key: "k" });
         assert_eq!(push.url, "https://web.fly.dev/internal/content-sync");
         assert!(push.headers.contains(&("fly-force-instance-id".to_string(), "m1".to_string())));
         assert!(!push.headers.iter().any(|(k, _)| k == "authorization"), "the Fly token never goes to the app");
-        let one = request(&t, &Call::Push { machine: None, body: "{}", signature: "s", idempotency_key: "k" });
+        let one = request(&t, &Call::Push { machine: None, body: &body, signature: "s", idempotency_key: "k" });
         assert!(!one.headers.iter().any(|(k, _)| k == "fly-force-instance-id"));
     }
 

@@ -1,8 +1,16 @@
 //! What the engine asks the shim to send, and what the shim feeds back. Plain data: no I/O here.
 
 use serde::Serialize;
+use std::sync::Arc;
 
 pub type RequestId = u32;
+
+/// `Retry-After`: how long an answer asks us to wait before trying again.
+pub const RETRY_AFTER: &str = "retry-after";
+
+/// Every header of an answer the core reads: a shim hands over these alone (the rest would only be copied and
+/// thrown away on every answer).
+pub const HEADERS_READ: [&str; 1] = [RETRY_AFTER];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[cfg_attr(test, derive(ts_rs::TS), ts(export))]
@@ -21,7 +29,9 @@ pub struct Request {
     pub method: Method,
     pub url: String,
     pub headers: Vec<(String, String)>,
-    pub body: Option<String>,
+    /// Shared: the pushes of one fan-out carry the same payload.
+    #[cfg_attr(test, ts(type = "string | null"))]
+    pub body: Option<Arc<str>>,
     /// Abort the request after this long and report `Response::Timeout`.
     #[cfg_attr(test, ts(type = "number"))]
     pub timeout_ms: u64,
@@ -55,7 +65,7 @@ pub struct Wire {
     pub method: Method,
     pub url: String,
     pub headers: Vec<(String, String)>,
-    pub body: Option<String>,
+    pub body: Option<Arc<str>>,
 }
 
 /// What came back for a request.

@@ -17,6 +17,7 @@ pub mod fly_api;
 pub mod fly_token;
 pub mod http;
 pub mod json_read;
+pub mod known;
 pub mod limits;
 pub mod machines;
 pub mod plan;
@@ -31,6 +32,7 @@ pub mod routes;
 pub mod run;
 pub mod sanity_api;
 pub mod signature;
+pub mod wire;
 pub mod sync_tags;
 
 // One wasm build per side: the Function's module (`--features function`) carries the engine's boundary, the

@@ -21,6 +21,37 @@ pub fn parse_json(field: &str, bytes: &[u8], expected: &str) -> Result<Value, Sy
     serde_json::from_str(text).map_err(|e| json_error(field, expected, &e))
 }
 
+/// How deep `text` nests (JSON arrays and objects, outside strings), counting no further than `cap`: a cheap
+/// look before reading a value whose inner values are only carried, not parsed (serde_json bounds the depth of
+/// what it parses, not of what it skips).
+pub fn nesting_depth(text: &str, cap: usize) -> usize {
+    let (mut depth, mut most, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in text.as_bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                most = most.max(depth);
+                if most > cap {
+                    return most;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    most
+}
+
 /// A serde_json error as a bad-input error for `field`, naming the position but never the content.
 pub fn json_error(field: &str, expected: &str, e: &serde_json::Error) -> SyncError {
     if e.to_string().starts_with("recursion limit exceeded") {
@@ -77,6 +108,14 @@ mod tests {
         assert!(e.message.starts_with("`updatedAt`: expected a revision time at most 120 s ahead"), "{}", e.message);
         assert!(revision_ms("updatedAt", "1999-01-01T00:00:00Z", NOW).is_ok(), "the past is fine");
         assert!(revision_ms("updatedAt", "soon", NOW).unwrap_err().message.contains("RFC 3339"));
+    }
+
+    #[test]
+    fn nesting_depth_counts_brackets_outside_strings() {
+        assert_eq!(nesting_depth(r#"{"a":[1,{"b":"]]]"}],"c":"\\"}"#, 10), 3);
+        assert_eq!(nesting_depth(r#"{"a":"\"[[["}"#, 10), 1, "an escaped quote does not end the string");
+        assert_eq!(nesting_depth("1", 10), 0);
+        assert_eq!(nesting_depth(&"[".repeat(10_000), 128), 129, "counting stops past the cap");
     }
 
     #[test]

@@ -3,8 +3,10 @@
 
 use crate::error::SyncError;
 use crate::roll::{Intent, RestartMark};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 
 fn short(e: &serde_json::Error) -> String {
     format!("line {} column {}", e.line(), e.column())
@@ -97,55 +99,107 @@ pub struct Check {
 }
 
 /// Fly's Machine object as far as we read it: typed, so a list of many Machines is read without building a
-/// JSON tree (most of a run's CPU went there); unknown fields are skipped, absent or null ones are `None`.
+/// JSON tree (most of a run's CPU went there). Strings are borrowed from the answer where they need no
+/// unescaping, events are folded as they are read (only the newest ones matter), and unknown fields are skipped;
+/// absent or null ones are `None`.
 #[derive(Deserialize)]
-struct RawMachine {
-    id: Option<String>,
-    state: Option<String>,
-    region: Option<String>,
-    host_status: Option<String>,
-    config: Option<RawConfig>,
-    incomplete_config: Option<RawConfig>,
-    checks: Option<Vec<RawCheck>>,
-    events: Option<Vec<RawEvent>>,
+struct RawMachine<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    state: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    region: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    host_status: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    config: Option<RawConfig<'a>>,
+    #[serde(borrow)]
+    incomplete_config: Option<RawConfig<'a>>,
+    #[serde(borrow)]
+    checks: Option<Vec<RawCheck<'a>>>,
+    events: Option<NewestEvents>,
 }
 
 #[derive(Deserialize)]
-struct RawConfig {
-    metadata: Option<RawMetadata>,
+struct RawConfig<'a> {
+    #[serde(borrow)]
+    metadata: Option<RawMetadata<'a>>,
     services: Option<Vec<serde::de::IgnoredAny>>,
 }
 
 #[derive(Deserialize)]
-struct RawMetadata {
-    fly_process_group: Option<String>,
-    #[serde(rename = "sanity_fly_sync_restart")]
-    intent: Option<String>,
+struct RawMetadata<'a> {
+    #[serde(borrow)]
+    fly_process_group: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "sanity_fly_sync_restart")]
+    intent: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
-struct RawCheck {
-    name: Option<String>,
-    status: Option<String>,
+struct RawCheck<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    status: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
-struct RawEvent {
-    id: Option<String>,
-    status: Option<String>,
+struct RawEvent<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    status: Option<Cow<'a, str>>,
     timestamp: Option<u64>,
 }
 
-impl RawMachine {
-    fn into_machine(self, field: &str) -> Result<Machine, SyncError> {
-        let id = self.id.filter(|s| !s.is_empty()).ok_or_else(|| SyncError::expected(format!("{field}.id"), "a Machine id", "nothing"))?;
-        let state = self.state.filter(|s| !s.is_empty()).ok_or_else(|| SyncError::expected(format!("{field}.state"), "a Machine state", "nothing"))?;
+/// What the engine needs of a Machine's events, folded while the list is read (no list of events is built).
+#[derive(Default)]
+struct NewestEvents {
+    event_ms: u64,
+    start_ms: u64,
+    event_id: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for NewestEvents {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fold;
+        impl<'de> Visitor<'de> for Fold {
+            type Value = NewestEvents;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of Machine events")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NewestEvents, A::Error> {
+                let mut out = NewestEvents::default();
+                let mut newest_id: Option<Cow<'de, str>> = None;
+                while let Some(e) = seq.next_element::<RawEvent<'de>>()? {
+                    let ts = e.timestamp.unwrap_or(0);
+                    if ts >= out.event_ms && e.id.is_some() {
+                        newest_id = e.id;
+                    }
+                    out.event_ms = out.event_ms.max(ts);
+                    if e.status.as_deref() == Some("started") {
+                        out.start_ms = out.start_ms.max(ts);
+                    }
+                }
+                out.event_id = newest_id.map(Cow::into_owned);
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Fold)
+    }
+}
+
+impl RawMachine<'_> {
+    fn into_machine(self, field: &dyn Fn() -> String) -> Result<Machine, SyncError> {
+        let id = self.id.filter(|s| !s.is_empty()).ok_or_else(|| SyncError::expected(format!("{}.id", field()), "a Machine id", "nothing"))?;
+        let state = self.state.filter(|s| !s.is_empty()).ok_or_else(|| SyncError::expected(format!("{}.state", field()), "a Machine state", "nothing"))?;
         let state = MachineState::parse(&state);
         let config = self.config.or(self.incomplete_config);
         let services = config.as_ref().map(|c| c.services.as_ref().map_or(0, Vec::len));
         let metadata = config.and_then(|c| c.metadata);
         let (process_group, intent) = match metadata {
-            Some(m) => (m.fly_process_group, m.intent.filter(|v| !v.is_empty()).map(|v| RestartMark::parse(&v))),
+            Some(m) => (m.fly_process_group.map(Cow::into_owned), m.intent.filter(|v| !v.is_empty()).map(|v| RestartMark::parse(&v))),
             None => (None, None),
         };
         let checks = self
@@ -154,46 +208,80 @@ impl RawMachine {
             .into_iter()
             .filter_map(|c| {
                 let name = c.name?;
-                (!name.starts_with("bg_deployments_compat")).then(|| Check { name, status: c.status.unwrap_or_else(|| "unknown".into()) })
+                (!name.starts_with("bg_deployments_compat"))
+                    .then(|| Check { name: name.into_owned(), status: c.status.map_or_else(|| "unknown".into(), Cow::into_owned) })
             })
             .collect();
-        let mut newest_event_ms = 0;
-        let mut newest_start_ms = 0;
-        let mut newest_event_id = None;
-        for e in self.events.unwrap_or_default() {
-            let ts = e.timestamp.unwrap_or(0);
-            if ts >= newest_event_ms && e.id.is_some() {
-                newest_event_id = e.id;
-            }
-            newest_event_ms = newest_event_ms.max(ts);
-            if e.status.as_deref() == Some("started") {
-                newest_start_ms = newest_start_ms.max(ts);
+        let events = self.events.unwrap_or_default();
+        Ok(Machine {
+            id: id.into_owned(),
+            region: self.region.map(Cow::into_owned).unwrap_or_default(),
+            state,
+            host_status: self.host_status.map(Cow::into_owned),
+            process_group,
+            services,
+            checks,
+            newest_event_ms: events.event_ms,
+            newest_start_ms: events.start_ms,
+            newest_event_id: events.event_id,
+            mark: intent,
+        })
+    }
+}
+
+/// A list answer, each Machine read as it comes (no list of raw Machines is held). A Machine without what the
+/// engine needs stops the read; its error is kept in `bad` (serde's error type would only carry its text).
+struct EachMachine<'e> {
+    bad: &'e mut Option<SyncError>,
+}
+
+impl<'de> Visitor<'de> for EachMachine<'_> {
+    type Value = Vec<Machine>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of Machines")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Machine>, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(raw) = seq.next_element::<RawMachine<'de>>()? {
+            let i = out.len();
+            match raw.into_machine(&|| format!("machines[{i}]")) {
+                Ok(machine) => out.push(machine),
+                Err(e) => {
+                    *self.bad = Some(e);
+                    return Err(de::Error::custom("a Machine without an id or state"));
+                }
             }
         }
-        let region = self.region.unwrap_or_default();
-        Ok(Machine { id, region, state, host_status: self.host_status, process_group, services, checks, newest_event_ms, newest_start_ms, newest_event_id, mark: intent })
+        Ok(out)
     }
+}
+
+/// Machines in the order a run reads them: by region, then id.
+pub fn sort(machines: &mut [Machine]) {
+    machines.sort_unstable_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
 }
 
 impl Machine {
     pub fn parse(value: &Value, field: &str) -> Result<Machine, SyncError> {
         let raw: RawMachine = RawMachine::deserialize(value).map_err(|e| SyncError::fatal(format!("{field}: not a Machine object ({e})")))?;
-        raw.into_machine(field)
+        raw.into_machine(&|| field.to_string())
     }
 
     pub fn parse_list(body: &str) -> Result<Vec<Machine>, SyncError> {
-        let raw: Vec<RawMachine> = serde_json::from_str(body)
-            .map_err(|e| SyncError::fatal(format!("the Machines API list answer is not a list of Machines ({})", short(&e))))?;
-        raw.into_iter()
-            .enumerate()
-            .map(|(i, m)| m.into_machine(&format!("machines[{i}]")).map_err(|e| SyncError::fatal(format!("Machines API answer: {e}"))))
-            .collect()
+        let mut bad = None;
+        let mut de = serde_json::Deserializer::from_str(body);
+        let read = de.deserialize_seq(EachMachine { bad: &mut bad }).and_then(|list| de.end().map(|()| list));
+        match (read, bad) {
+            (Ok(list), _) => Ok(list),
+            (Err(_), Some(e)) => Err(SyncError::fatal(format!("Machines API answer: {e}"))),
+            (Err(e), None) => Err(SyncError::fatal(format!("the Machines API list answer is not a list of Machines ({})", short(&e)))),
+        }
     }
 
     pub fn parse_one(body: &str) -> Result<Machine, SyncError> {
         let raw: RawMachine =
             serde_json::from_str(body).map_err(|e| SyncError::fatal(format!("the Machines API answer is not a Machine ({})", short(&e))))?;
-        raw.into_machine("machine").map_err(|e| SyncError::fatal(format!("Machines API answer: {e}")))
+        raw.into_machine(&|| "machine".to_string()).map_err(|e| SyncError::fatal(format!("Machines API answer: {e}")))
     }
 
     /// The restart this Machine owes, if any.

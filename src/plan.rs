@@ -24,12 +24,16 @@ pub fn target_skip_reason(change: &ContentChange, target: &Target) -> Option<Str
 /// The regions this change goes to: `None` for all of them.
 pub fn target_regions(change: &ContentChange, target: &Target) -> Option<BTreeSet<String>> {
     let rule = target.regions.as_ref()?;
-    let values: Vec<&str> = match change.data.get(&rule.field) {
+    let field = change.field(&rule.field);
+    let values: Vec<&str> = match &field {
         Some(Value::String(s)) => vec![s.as_str()],
         Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
         _ => vec![],
     };
-    let mapped: BTreeSet<String> = values.iter().filter_map(|v| rule.map.get(*v)).flatten().cloned().collect();
+    let mut mapped = BTreeSet::new();
+    for region in values.iter().filter_map(|v| rule.map.get(*v)).flatten() {
+        mapped.insert(region.clone());
+    }
     if !mapped.is_empty() {
         return Some(mapped);
     }

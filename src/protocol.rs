@@ -15,6 +15,7 @@ use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, SeqAccess, Visito
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::fmt;
 
 pub const PROTOCOL: &str = "sanity-fly-sync/1";
@@ -242,8 +243,7 @@ pub fn payload(change: &ContentChange, target: &Target, dependents: Option<&Depe
         tags,
         locale: change.locale.clone(),
         market: change.market.clone(),
-        document: (change.op == Op::Upsert)
-            .then(|| serde_json::value::to_raw_value(&change.data).expect("a JSON object serialises")),
+        document: (change.op == Op::Upsert).then(|| change.data.clone()),
         dependents: dependents.cloned(),
         idempotency_key: change.idempotency_key.clone(),
     }
@@ -251,7 +251,7 @@ pub fn payload(change: &ContentChange, target: &Target, dependents: Option<&Depe
 
 /// The payload as the exact bytes that get signed and sent.
 pub fn payload_body(change: &ContentChange, target: &Target, dependents: Option<&Dependents>) -> String {
-    serde_json::to_string(&payload(change, target, dependents)).expect("payload serialises: plain data")
+    serde_json::to_string(&payload(change, target, dependents)).unwrap_or_else(|_| unreachable!("payload serialises: plain data"))
 }
 
 /// A sync-tag push (docs/protocol.md, "Sync tags"): the tags Sanity invalidated, for the app's caches. No
@@ -281,7 +281,7 @@ pub fn tags_body(target: &Target, tags: &crate::sync_tags::SyncTags) -> String {
         sync_tags: tags.tags.clone(),
         idempotency_key: tags.idempotency_key.clone(),
     };
-    serde_json::to_string(&payload).expect("payload serialises: plain data")
+    serde_json::to_string(&payload).unwrap_or_else(|_| unreachable!("payload serialises: plain data"))
 }
 
 /// What a push carries: a document's change, or sync tags.
@@ -602,6 +602,26 @@ pub struct Ack {
 /// answers 200 with `"rejected"` has not synced. An absent `status` reads as `applied` (the field is optional
 /// in version 1's first receivers).
 pub fn parse_ack(body: &str) -> Result<Ack, SyncError> {
+    // The usual ack, read without a tree: every field absent, null or a string. Anything else is read the full
+    // way below, which says what is wrong with it.
+    #[derive(Deserialize)]
+    struct Usual<'a> {
+        #[serde(borrow)]
+        machine: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        status: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        restart: Option<Cow<'a, str>>,
+    }
+    if let Ok(Usual { machine: Some(machine), status, restart }) = serde_json::from_str::<Usual>(body) {
+        let status = match status.as_deref() {
+            None => Some(AckStatus::Applied),
+            Some(s) => AckStatus::ALL.into_iter().find(|a| a.as_str() == s),
+        };
+        if let (false, Some(status)) = (machine.is_empty(), status) {
+            return Ok(Ack { machine: machine.into_owned(), status, restart_required: restart.as_deref() == Some("required") });
+        }
+    }
     let value: Value = serde_json::from_str(body)
         .map_err(|_| SyncError::fatal("the receiver's answer is not JSON: is the sync path served by the sanity-fly-sync receiver?"))?;
     let machine = value

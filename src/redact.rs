@@ -29,7 +29,7 @@ impl Redactor {
             }
         }
         // Longest first, so a whole token is replaced before one of its parts could split it.
-        pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        pieces.sort_unstable_by_key(|p| std::cmp::Reverse(p.len()));
         Redactor { secrets: pieces }
     }
 

@@ -57,7 +57,7 @@ pub fn classify<'r>(response: &'r Response, what: &str, now_ms: u64) -> Verdict<
 
 /// `Retry-After` as delta-seconds or an HTTP date, in ms from now.
 pub fn retry_after_ms(response: &Response, now_ms: u64) -> Option<u64> {
-    let value = response.header("retry-after")?.trim();
+    let value = response.header(crate::http::RETRY_AFTER)?.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(seconds.saturating_mul(1000).min(3_600_000));
     }

@@ -119,18 +119,23 @@ impl RestartMark {
 }
 
 /// How many Machines may be down at once: a count, or a fraction of each region's serving Machines (as
-/// flyctl's rolling strategy takes either).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// flyctl's rolling strategy takes either), in parts per million (`333_333` is a third) — exact, and no
+/// floating point in the module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MaxUnavailable {
     Count(usize),
-    Fraction(f64),
+    Fraction(u32),
 }
+
+/// A whole: `MaxUnavailable::Fraction` counts parts of it.
+pub const PER_MILLION: u64 = 1_000_000;
 
 impl std::fmt::Display for MaxUnavailable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MaxUnavailable::Count(n) => write!(f, "{n}"),
-            MaxUnavailable::Fraction(x) => write!(f, "{}%", (x * 100.0).round()),
+            // As a whole percentage, rounded half up.
+            MaxUnavailable::Fraction(ppm) => write!(f, "{}%", (u64::from(*ppm) + PER_MILLION / 200) / (PER_MILLION / 100)),
         }
     }
 }
@@ -142,7 +147,7 @@ impl MaxUnavailable {
     pub fn region_cap(self, serving: usize) -> usize {
         let wanted = match self {
             MaxUnavailable::Count(n) => n,
-            MaxUnavailable::Fraction(f) => (f * serving as f64).floor() as usize,
+            MaxUnavailable::Fraction(ppm) => (u64::from(ppm) * serving as u64 / PER_MILLION) as usize,
         };
         wanted.min(serving.saturating_sub(1)).max(1)
     }
@@ -208,7 +213,7 @@ mod tests {
 
     #[test]
     fn region_caps_keep_every_region_serving() {
-        let third = MaxUnavailable::Fraction(1.0 / 3.0);
+        let third = MaxUnavailable::Fraction(333_333);
         assert_eq!([third.region_cap(32), third.region_cap(3), third.region_cap(2), third.region_cap(1)], [10, 1, 1, 1]);
         let two = MaxUnavailable::Count(2);
         assert_eq!([two.region_cap(5), two.region_cap(2), two.region_cap(1)], [2, 1, 1]);

@@ -139,8 +139,8 @@ pub struct TargetRun {
     /// A failure of the target as a whole (its Machines could not be listed).
     pub error: Option<SyncError>,
     pub regions: Option<BTreeSet<String>>,
-    /// The payload, exactly the bytes that are signed and sent.
-    pub body: String,
+    /// The payload, exactly the bytes that are signed and sent (shared by its pushes).
+    pub body: std::sync::Arc<str>,
     pub machines: Vec<MachineRun>,
     pub restart_cause: Option<RestartCause>,
     /// Machines still to restart, in order.
@@ -154,6 +154,8 @@ pub struct TargetRun {
     pub signed: Option<(u64, String)>,
     /// This run's change as an intent (the lease description names it).
     pub intent: Option<Intent>,
+    /// Pushes went to the Machines of a known list before this run's own list came (`Engine::with_known`).
+    pub pushed_ahead: bool,
     /// The documents that reference the change, as far as they were looked up.
     pub dependents: DependentsRun,
 }

@@ -7,6 +7,7 @@ use sanity_fly_sync::error::ErrorClass;
 use sanity_fly_sync::http::{Method, Response};
 use sanity_fly_sync::report::{RestartCause, RestartOutcome, Status, SyncOutcome};
 use serde_json::json;
+use sanity_fly_sync::known::KnownFleets;
 use support::*;
 
 fn six() -> FakeFly {
@@ -552,4 +553,94 @@ fn an_echoed_token_never_reaches_the_report_whole_cut_or_per_macaroon() {
             assert!(!text.contains(&piece[..12]), "an echoed start of a macaroon leaked: {text}");
         }
     }
+}
+
+// ── runs that start from the Machines the process knows (crate::known) ─────────────────────────────────────
+
+fn synced(run: &Run) -> Vec<&str> {
+    run.report.targets[0].machines.iter().filter(|m| m.sync == SyncOutcome::Synced).map(|m| m.id.as_str()).collect()
+}
+
+#[test]
+fn a_known_list_is_pushed_to_while_the_runs_own_list_is_in_flight() {
+    let mut fly = six();
+    let mut fleets = KnownFleets::default();
+    let first = drive_known(&env(&[]), change("page", json!({})), &mut fly, T0, &mut fleets);
+    assert!(first.report.ok);
+    assert_eq!(first.ended_at - T0, 2 * fly.latency_ms, "nothing known: list, then pushes");
+    assert!(!fleets.is_empty(), "the run leaves its list for the next one");
+
+    let start = T0 + 10_000;
+    let sent_before = fly.sent.len();
+    let second = drive_known(&env(&[]), change("page", json!({"_rev": "rev-3"})), &mut fly, start, &mut fleets);
+    assert!(second.report.ok, "{:#?}", second.report);
+    assert_eq!(synced(&second), ["m-fra-1", "m-nrt-1", "m-ord-1", "m-ord-2"]);
+    let sent = &fly.sent[sent_before..];
+    assert!(sent.iter().all(|s| s.at == start), "the list and every push leave together: {sent:?}");
+    assert_eq!(sent.iter().filter(|s| s.kind == "list").count(), 1, "the run still reads its own list");
+    assert_eq!(sent.iter().filter(|s| s.kind == "sync").count(), 4);
+    assert_eq!(second.ended_at - start, fly.latency_ms, "one round trip to fresh");
+    for m in &fly.machines {
+        assert_eq!(m.applied.len(), 2 * usize::from(m.state == "started"), "{}: each change once", m.id);
+    }
+}
+
+#[test]
+fn the_runs_own_list_reconciles_what_the_known_one_missed() {
+    let mut fly = six();
+    let mut fleets = KnownFleets::default();
+    drive_known(&env(&[]), change("page", json!({})), &mut fly, T0, &mut fleets);
+    // Between the runs: one Machine is destroyed, a stopped one is started, a new one is created.
+    fly.machine("m-ord-2").state = "destroyed".into();
+    fly.machine("m-fra-2").state = "started".into();
+    fly.machines.push(FakeMachine::new("m-nrt-3", "nrt", "started"));
+
+    let start = T0 + 10_000;
+    let sent_before = fly.sent.len();
+    let run = drive_known(&env(&[]), change("page", json!({"_rev": "rev-3"})), &mut fly, start, &mut fleets);
+    assert!(run.report.ok, "a Machine gone since the known list is a skip, not a failure: {:#?}", run.report);
+    assert_eq!(synced(&run), ["m-fra-1", "m-fra-2", "m-nrt-1", "m-nrt-3", "m-ord-1"]);
+    let gone = run.report.targets[0].machines.iter().find(|m| m.id == "m-ord-2").unwrap();
+    assert_eq!((gone.sync, gone.skip_code, gone.state.as_str()), (SyncOutcome::Skipped, Some("not_started"), "destroyed"));
+    let sent = &fly.sent[sent_before..];
+    assert_eq!(sent.iter().filter(|s| s.kind == "check").count(), 0, "the list already said it is gone: no read");
+    let late: Vec<&str> = sent.iter().filter(|s| s.kind == "sync" && s.at > start).filter_map(|s| s.machine.as_deref()).collect();
+    assert_eq!(late, ["m-fra-2", "m-nrt-3"], "Machines the known list did not have serving are pushed once the list says so");
+    let ids: Vec<&str> = run.report.targets[0].machines.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["m-fra-1", "m-fra-2", "m-nrt-1", "m-nrt-2", "m-nrt-3", "m-ord-1", "m-ord-2"], "the report reads as a list does");
+}
+
+#[test]
+fn a_stale_known_list_is_not_pushed_ahead_of_the_list() {
+    let mut fly = six();
+    let mut fleets = KnownFleets::default();
+    drive_known(&env(&[]), change("page", json!({})), &mut fly, T0, &mut fleets);
+    let read_at = T0 + fly.latency_ms; // when the first run's list answered
+    let start = read_at + sanity_fly_sync::known::PUSH_AHEAD_MAX_AGE_MS + 1;
+    let sent_before = fly.sent.len();
+    let run = drive_known(&env(&[]), change("page", json!({"_rev": "rev-3"})), &mut fly, start, &mut fleets);
+    assert!(run.report.ok);
+    assert!(fly.sent[sent_before..].iter().filter(|s| s.kind == "sync").all(|s| s.at > start), "pushes wait for the list");
+    assert_eq!(run.ended_at - start, 2 * fly.latency_ms);
+}
+
+#[test]
+fn a_list_answer_equal_to_the_known_one_is_taken_as_it() {
+    // The known list carries the fake's exact answer text but no Machines: taking the answer as the known list
+    // (rather than reading it again) pushes to nobody.
+    let mut fly = six();
+    let mut fleets = KnownFleets::default();
+    drive_known(&env(&[]), change("page", json!({})), &mut fly, T0, &mut fleets);
+    let config = sanity_fly_sync::config::Config::from_env(&env(&[])).unwrap();
+    let key = sanity_fly_sync::known::key(&config.targets[0]);
+    let body = fleets.get(&key).unwrap().body.clone();
+    let mut hollow = KnownFleets::default();
+    let stale_at = T0 - sanity_fly_sync::known::PUSH_AHEAD_MAX_AGE_MS - 1; // too old to push ahead: only the answer is compared
+    hollow.learn(key, sanity_fly_sync::known::KnownList { read_at_ms: stale_at, body, machines: std::sync::Arc::from(Vec::new()) });
+    let run = drive_known(&env(&[]), change("page", json!({"_rev": "rev-3"})), &mut fly, T0 + 10_000, &mut hollow);
+    assert!(run.report.targets[0].machines.is_empty(), "{:#?}", run.report);
+    // A different answer is read.
+    fly.machines.push(FakeMachine::new("m-nrt-3", "nrt", "started"));
+    let run = drive_known(&env(&[]), change("page", json!({"_rev": "rev-4"})), &mut fly, T0 + 20_000, &mut hollow);
+    assert_eq!(run.report.targets[0].machines.len(), 7);
 }

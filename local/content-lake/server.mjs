@@ -17,6 +17,7 @@ import http from 'node:http'
 import {performance} from 'node:perf_hooks'
 import {parse, evaluate} from 'groq-js'
 import {DocumentStore, MutationError, publishedId} from './store.mjs'
+import {mulberry32} from '../random.mjs'
 import {invalidatedTags, readTracker} from './sync-tags.mjs'
 
 /** The API version the client config of `clientConfig()` uses. */
@@ -47,7 +48,11 @@ const badRequest = (description) => new HttpError(400, {error: {description, typ
  */
 // `anonymousQueries` (private datasets): 'unauthorized' answers a query without a token with 401; 'empty' answers it
 // as if the dataset had no documents. Which of the two Sanity does is unverified here, so both can be tested.
-export async function startContentLake({store = new DocumentStore(), projectId = 'local', dataset = 'production', token, anonymousQueries = 'unauthorized', port = 0} = {}) {
+// `latencyMs`: added (real time) before every answer, ms or `[min, max]` drawn per request from `seed` (a
+// realistic API round trip for benchmarks; 0 by default).
+export async function startContentLake({store = new DocumentStore(), projectId = 'local', dataset = 'production', token, anonymousQueries = 'unauthorized', port = 0, latencyMs = 0, seed = 1} = {}) {
+  const random = mulberry32(seed)
+  const latency = () => (Array.isArray(latencyMs) ? Math.round(latencyMs[0] + random() * (latencyMs[1] - latencyMs[0])) : latencyMs)
   /** @type {Array<{method: string, path: string, search: string, status: number, requestBytes: number, responseBytes: number, resultBytes?: number, transactionId?: string, error?: string}>} */
   const log = []
   // The Live Content API's side: each committed transaction that changed published content, with the sync tags it
@@ -81,6 +86,8 @@ export async function startContentLake({store = new DocumentStore(), projectId =
       entry.error = typeof body.error === 'string' ? `${body.error} - ${body.message}` : body.error.description
     }
     entry.status = status
+    const delay = latency()
+    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay))
     const text = JSON.stringify(body)
     entry.responseBytes = Buffer.byteLength(text)
     log.push(entry)

@@ -11,6 +11,7 @@ import {EventEmitter} from 'node:events'
 import {createHash} from 'node:crypto'
 import {realClock} from './clock.mjs'
 import {sharedBackend, describeValidationErrors} from './spec.mjs'
+import {mulberry32} from '../random.mjs'
 
 /** @typedef {import('./clock.mjs').Clock} Clock */
 
@@ -28,8 +29,8 @@ export const DEFAULT_TIMINGS = Object.freeze({
   startMs: /** @type {number | [number, number]} */ ([200, 500]),
   /** Health checks stay `critical` this long after each start, then pass. */
   checksCriticalMs: 300,
-  /** Added (real time) before every API answer. */
-  apiLatencyMs: 0,
+  /** Added (real time) before every API answer: ms, or `[min, max]` drawn per request (seeded). */
+  apiLatencyMs: /** @type {number | [number, number]} */ (0),
   /** TTL of a lease acquired without `ttl` (Fly's default is undocumented). */
   defaultLeaseTtlS: 30,
   /** `/wait` blocks at most this long (Fly: 60 s). */
@@ -755,7 +756,8 @@ export async function startMachinesApi(options = {}) {
     } catch (e) {
       answer = err(500, `internal: emulator error: ${e instanceof Error ? e.message : String(e)}`)
     }
-    if (timings.apiLatencyMs > 0 && answer !== 'hang') await new Promise((r) => setTimeout(r, timings.apiLatencyMs))
+    const latencyMs = answer === 'hang' ? 0 : draw(timings.apiLatencyMs)
+    if (latencyMs > 0) await new Promise((r) => setTimeout(r, latencyMs))
     stats.calls[entry.action ?? 'none'] = (stats.calls[entry.action ?? 'none'] ?? 0) + 1
     if (answer === 'hang') {
       if (!res.destroyed && !res.writableEnded) hanging.add(res)
@@ -1005,13 +1007,3 @@ async function readBody(req) {
   return Buffer.concat(chunks)
 }
 
-/** @param {number} seed */
-function mulberry32(seed) {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) | 0
-    let t = Math.imul(a ^ (a >>> 15), 1 | a)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}

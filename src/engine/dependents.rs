@@ -72,9 +72,11 @@ impl Engine {
         self.dependents_settled(t);
     }
 
-    /// The dependents are known (or will not be): if the list waited for them, push now.
+    /// The dependents are known (or will not be): if the list waited for them, push now; if the list is still
+    /// in flight and the run knows its Machines already (`Engine::with_known`), push to those now.
     fn dependents_settled(&mut self, t: usize) {
-        if self.targets[t].phase == Phase::Referencing {
+        let run = &self.targets[t];
+        if run.phase == Phase::Referencing || (run.phase == Phase::Listing && run.pushed_ahead) {
             self.start_pushes(t);
         }
     }

@@ -23,6 +23,7 @@
 //! `protocol`; what a run knows so far is `run`; when to try again is `retry`; the report is `report`.
 
 mod dependents;
+mod known;
 mod pushes;
 mod requests;
 mod restarts;
@@ -32,6 +33,7 @@ use crate::config::{Config, FanOut};
 use crate::error::SyncError;
 use crate::fly_api::{self, Answer};
 use crate::http::{Request, RequestId, Response};
+use crate::known::KnownList;
 use crate::machines::Machine;
 use crate::plan;
 use crate::protocol;
@@ -43,6 +45,7 @@ use crate::sanity_api;
 use crate::sync_tags::SyncTags;
 use serde::Serialize;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// How often a restarted Machine's checks are read until they pass (Fly allows 5 GETs/s per Machine).
 pub const POLL_INTERVAL_MS: u64 = 1_000;
@@ -201,7 +204,8 @@ impl Call {
 }
 
 pub struct Engine {
-    config: Config,
+    /// Shared with the process's memory of it (`known::ProcessMemory`): read once per environment.
+    config: Arc<Config>,
     /// `None` for a resume run: nothing to push, only unfinished restarts to finish.
     work: Work,
     started_ms: u64,
@@ -214,27 +218,32 @@ pub struct Engine {
     calls: Vec<Call>,
     targets: Vec<TargetRun>,
     redactor: Redactor,
-    done: Option<Report>,
+    /// When the run ended: its report is assembled from what it knows as of then (each time it is asked for).
+    done: Option<u64>,
+    /// Per target, the list the process knew when the run started (or the run's own, once read).
+    known: Vec<Option<KnownList>>,
+    /// The lists this run read, for the process to remember (`take_learned`).
+    learned: Vec<(String, KnownList)>,
 }
 
 impl Engine {
     /// A run for `change`. `seed` feeds the retry jitter (the shim passes a random one; tests a fixed one).
-    pub fn new(config: Config, change: ContentChange, now_ms: u64, seed: u64) -> Engine {
-        Engine::start(config, Work::Change(Box::new(change)), now_ms, seed)
+    pub fn new(config: impl Into<Arc<Config>>, change: ContentChange, now_ms: u64, seed: u64) -> Engine {
+        Engine::start(config.into(), Work::Change(Box::new(change)), now_ms, seed)
     }
 
     /// A run with no change: it lists every target's Machines and finishes the restarts they still owe.
-    pub fn resume(config: Config, now_ms: u64, seed: u64) -> Engine {
-        Engine::start(config, Work::Resume, now_ms, seed)
+    pub fn resume(config: impl Into<Arc<Config>>, now_ms: u64, seed: u64) -> Engine {
+        Engine::start(config.into(), Work::Resume, now_ms, seed)
     }
 
     /// A run that pushes sync tags to every started Machine of every target; it never restarts anything (the
     /// clients waiting on the tags wait for this run to end).
-    pub fn sync_tags(config: Config, tags: SyncTags, now_ms: u64, seed: u64) -> Engine {
-        Engine::start(config, Work::SyncTags(tags), now_ms, seed)
+    pub fn sync_tags(config: impl Into<Arc<Config>>, tags: SyncTags, now_ms: u64, seed: u64) -> Engine {
+        Engine::start(config.into(), Work::SyncTags(tags), now_ms, seed)
     }
 
-    fn start(config: Config, work: Work, now_ms: u64, seed: u64) -> Engine {
+    fn start(config: Arc<Config>, work: Work, now_ms: u64, seed: u64) -> Engine {
         let deadline_ms = now_ms.saturating_add(config.budget_ms);
         let reserve = RELEASE_RESERVE_MS.min(config.budget_ms / 5);
         let mut secrets: Vec<&str> = vec![config.sync_secret.expose()];
@@ -251,6 +260,7 @@ impl Engine {
                 calls.push(Call::new(t, Step::Refs(1), now_ms));
             }
         }
+        let targets_len = targets.len();
         Engine {
             work_deadline_ms: deadline_ms - reserve,
             deadline_ms,
@@ -262,6 +272,8 @@ impl Engine {
             targets,
             redactor,
             done: None,
+            known: vec![None; targets_len],
+            learned: Vec::new(),
             config,
             work,
         }
@@ -270,8 +282,8 @@ impl Engine {
     /// The next thing to do at `now_ms`.
     pub fn poll(&mut self, now_ms: u64) -> Action {
         let now = self.observe(now_ms);
-        if let Some(report) = &self.done {
-            return Action::Done { report: Box::new(report.clone()) };
+        if let Some(report) = self.report() {
+            return Action::Done { report: Box::new(report) };
         }
         self.advance_all(now);
         let mut requests = Vec::new();
@@ -306,8 +318,8 @@ impl Engine {
             // A finished call may have moved a target to its next phase: let it plan before deciding we are done.
             self.advance_all(now);
             if self.calls.is_empty() {
+                self.done = Some(now);
                 let report = report::assemble(&self.config, &self.work, &self.targets, self.started_ms, now, &self.redactor);
-                self.done = Some(report.clone());
                 return Action::Done { report: Box::new(report) };
             }
             return self.poll(now);
@@ -322,8 +334,15 @@ impl Engine {
         let Some(c) = self.calls.iter().position(|c| c.in_flight == Some(id)) else { return };
         let mut call = self.calls.remove(c);
         call.in_flight = None;
+        if call.step == Step::List && self.is_known_answer(call.target, &response) {
+            return self.on_known_list(call, now);
+        }
         let response = self.scrubbed(response);
-        let what = self.describe(&call);
+        // The call's description only goes into errors: not written for an answer that succeeded.
+        let what = match &response {
+            Response::Http { status, .. } if (200..300).contains(status) => String::new(),
+            _ => self.describe(&call),
+        };
         if let Step::Refs(_) = call.step {
             return match sanity_api::read(&response, &what, now) {
                 Verdict::Success(level) => self.on_referrers(call.target, level, now),
@@ -332,15 +351,20 @@ impl Engine {
             };
         }
         match fly_api::read(call.step.wire_kind(), &response, &what, now) {
-            Verdict::Success(answer) => self.on_answer(call, answer, now),
+            Verdict::Success(answer) => {
+                if let (Step::List, Answer::Machines(machines), Response::Http { body, .. }) = (call.step, &answer, &response) {
+                    self.learn(call.target, body, machines, now);
+                }
+                self.on_answer(call, answer, now)
+            }
             Verdict::Retry { error, min_delay_ms, rate_limited } => self.on_transient(call, error, min_delay_ms, rate_limited, now),
             Verdict::Fail(error) => self.give_up(call, error, now),
         }
     }
 
-    /// The report, once `poll` has returned `Done`.
-    pub fn report(&self) -> Option<&Report> {
-        self.done.as_ref()
+    /// The report, once `poll` has returned `Done` (the same each time).
+    pub fn report(&self) -> Option<Report> {
+        self.done.map(|at| report::assemble(&self.config, &self.work, &self.targets, self.started_ms, at, &self.redactor))
     }
 
     fn observe(&mut self, now_ms: u64) -> u64 {
@@ -486,11 +510,14 @@ impl Engine {
 
     /// Listing → Syncing (or Referencing while the dependents are looked up): select the Machines.
     fn exit_listing(&mut self, t: usize, mut machines: Vec<Machine>) {
+        if self.targets[t].pushed_ahead {
+            return self.reconcile(t, machines);
+        }
         let target = &self.config.targets[t];
         let dry_run = self.config.dry_run;
         let has_push = !matches!(self.work, Work::Resume);
         let run = &mut self.targets[t];
-        machines.sort_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
+        crate::machines::sort(&mut machines);
         run.machines = machines
             .into_iter()
             .map(|machine| {
@@ -519,9 +546,9 @@ impl Engine {
         match &self.work {
             Work::Change(change) => {
                 let found = matches!(run.dependents.state, DependentsState::Done).then_some(&run.dependents.found);
-                run.body = protocol::payload_body(change, target, found);
+                run.body = protocol::payload_body(change, target, found).into();
             }
-            Work::SyncTags(tags) => run.body = protocol::tags_body(target, tags),
+            Work::SyncTags(tags) => run.body = protocol::tags_body(target, tags).into(),
             Work::Resume => {}
         }
         if self.config.dry_run {
@@ -591,7 +618,7 @@ fn target_run(work: &Work, target: &crate::config::Target, sanity: &crate::confi
         phase: if skipped.is_some() { Phase::Done } else { Phase::Listing },
         regions: change.and_then(|c| plan::target_regions(c, target)),
         // Written when the pushes start, with the dependents found by then.
-        body: String::new(),
+        body: "".into(),
         skipped,
         error: None,
         machines: Vec::new(),
@@ -605,6 +632,7 @@ fn target_run(work: &Work, target: &crate::config::Target, sanity: &crate::confi
         signed: None,
         intent: None,
         dependents,
+        pushed_ahead: false,
     }
 }
 

@@ -19,6 +19,10 @@ impl Engine {
 
     /// A push to Machine `m` failed transiently. The first time, read the Machine before trying again.
     pub(super) fn push_failed(&mut self, call: Call, m: usize, error: SyncError, retry_at: u64, now: u64) {
+        if let Some(skip) = self.gone_since_listed(call.target, m) {
+            self.targets[call.target].machines[m].sync = SyncState::Gone(skip);
+            return;
+        }
         self.targets[call.target].counts.retries += 1;
         if self.targets[call.target].machines[m].push_checks == 0 {
             self.targets[call.target].machines[m].push_pending = Some(PushPending { error, retry: Some((call.attempts, retry_at)) });
@@ -31,6 +35,10 @@ impl Engine {
     /// A push is over without success. A transient failure reads the Machine once more before it counts.
     pub(super) fn push_given_up(&mut self, call: Call, m: Option<usize>, error: SyncError, now: u64) {
         let t = call.target;
+        if let Some((m, skip)) = m.and_then(|m| self.gone_since_listed(t, m).map(|skip| (m, skip))) {
+            self.targets[t].machines[m].sync = SyncState::Gone(skip);
+            return;
+        }
         match m {
             Some(m) if error.class == ErrorClass::Retryable && self.may_check(t, m, now) => {
                 let mr = &mut self.targets[t].machines[m];

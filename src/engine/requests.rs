@@ -30,8 +30,11 @@ impl Engine {
         let mid = machine_id.as_deref().unwrap_or_default();
         let mr = step.machine().map(|m| &run.machines[m]);
         let nonce = mr.and_then(|mr| mr.nonce.as_deref());
-        let change = run.intent.as_ref().map_or("an unfinished restart", |i| i.change.as_str());
-        let description = roll::lease_description(change);
+        // Written for the calls that carry it only (most calls of a run are pushes).
+        let description = match step {
+            Step::Lease(_) | Step::Renew(_) => roll::lease_description(run.intent.as_ref().map_or("an unfinished restart", |i| i.change.as_str())),
+            _ => String::new(),
+        };
         let mark_value = match (step, mr) {
             (Step::Mark(_), Some(mr)) => mr.planned_mark.clone().map(RestartMark::Owed).map(|m| m.value()).unwrap_or_default(),
             (Step::Unmark(_), Some(mr)) => super::restarts::done_mark(mr, run.intent.as_ref()).value(),

@@ -85,7 +85,7 @@ impl Engine {
             }
         }
         // Unfinished intent first (oldest first), then this change's.
-        older.sort_by_key(|&m| run.machines[m].planned_mark.as_ref().or(run.machines[m].machine.owed()).map_or(0, |i| i.since_ms));
+        older.sort_unstable_by_key(|&m| (run.machines[m].planned_mark.as_ref().or(run.machines[m].machine.owed()).map_or(0, |i| i.since_ms), m));
         run.queue = older.into_iter().chain(newer).collect();
         run.phase = Phase::Marking;
         self.calls.extend(marks.into_iter().map(|m| Call::new(t, Step::Mark(m), now)));

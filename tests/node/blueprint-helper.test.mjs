@@ -62,9 +62,9 @@ test('the core reads the env the helper writes: routes per type, and a template 
   const event = JSON.stringify({data: {_id: 'page-1', _type: 'page', _rev: 'r1', _updatedAt: '2026-11-27T10:00:00Z', slug: 'about', locale: 'de', op: 'create'}})
   const engine = SyncEngine.fromFunctionEvent({...team().env, ...secrets}, event, "null", Date.now(), 1)
   const list = engine.poll(Date.now())
-  assert.equal(list.requests[0].url, 'http://127.0.0.1:9/v1/apps/my-fly-app/machines')
-  engine.handleResponse(list.requests[0].id, 200, [], JSON.stringify([{id: 'm1', state: 'started', region: 'ord'}]), Date.now())
-  const push = JSON.parse(engine.poll(Date.now()).requests[0].body)
+  assert.equal(list.batches[0].url, 'http://127.0.0.1:9/v1/apps/my-fly-app/machines')
+  engine.handleResponse(list.batches[0].ids[0], 200, [], new TextEncoder().encode(JSON.stringify([{id: 'm1', state: 'started', region: 'ord'}])), Date.now())
+  const push = JSON.parse(new TextDecoder().decode(engine.body(engine.poll(Date.now()).batches[0].body)))
   assert.deepEqual(push.routes.current, ['/about', '/de/about'])
 
   const bad = flySyncFunction({app: 'web', types: ['page'], routes: {page: '/{nope}'}})

@@ -82,14 +82,14 @@ describe('a team blueprint project with the package installed', () => {
     assert.deepEqual(standIn.requests, [], 'the audit Function does not sync')
   })
 
-  test('functions build: the deploy zip holds only the prebuilt Function (index.js and its chunks), which syncs in a fresh Node 24', async () => {
+  test('functions build: the deploy zip holds only the prebuilt Function (index.js, its wasm module and its chunks), which syncs in a fresh Node 24', async () => {
     const zips = join(out, 'zips')
     const r = await sanityRun(['functions', 'build', 'fly-sync', '--out-dir', zips], {cwd: project})
     assert.equal(r.code, 0, r.output)
     const zip = new AdmZip(join(zips, 'fly-sync.zip'))
-    // The installed package's prebuilt folder as it is: index.js and the chunks it loads when a run needs them.
+    // The installed package's prebuilt folder as it is: index.js, its wasm module, and the chunks it loads when a run needs them.
     const prebuilt = readdirSync(join(ROOT, 'pkg/function')).sort()
-    assert.ok(prebuilt.includes('index.js') && prebuilt.every((f) => f.endsWith('.js')), prebuilt.join(' '))
+    assert.ok(prebuilt.includes('index.js') && prebuilt.includes('sanity_fly_sync_bg.wasm') && prebuilt.every((f) => f.endsWith('.js') || f === 'sanity_fly_sync_bg.wasm'), prebuilt.join(' '))
     assert.deepEqual(zip.getEntries().map((e) => e.entryName).sort(), prebuilt)
     const unpacked = join(out, 'unpacked')
     zip.extractAllTo(unpacked, true)

@@ -1,5 +1,6 @@
-// The shim as an executor: it shares a GET only where the core allows it (`reuseMs`). Driven with scripted
-// engines against a loopback server that holds every answer until the test releases it.
+// The shim as an executor: it sends each batch's requests (a fan-out is one batch: its body once, one header that
+// varies per request) and logs one line per batch; it shares a GET only where the core allows it (`reuseMs`).
+// Driven with scripted engines against a loopback server that holds every answer until the test releases it.
 import assert from 'node:assert/strict'
 import {createServer} from 'node:http'
 import {once} from 'node:events'
@@ -43,12 +44,12 @@ function oneGet(url, reuseMs) {
       if (!sent) {
         sent = true
         const log = {target: 't', kind: 'list', method: 'GET', url, attempt: 1}
-        return {type: 'send', requests: [{id: 1, method: 'GET', url, headers: [], body: null, timeoutMs: 5000, reuseMs, log}]}
+        return {type: 'send', batches: [{ids: [1], method: 'GET', url, headers: [], body: null, timeoutMs: 5000, reuseMs, log}]}
       }
-      return answer === undefined ? {type: 'wait', untilMs: Date.now() + 60_000} : {type: 'done', report: {answer}}
+      return answer === undefined ? {type: 'wait', untilMs: Date.now() + 60_000} : {type: 'done', report: {answer}, webhookStatus: 200}
     },
     handleResponse(_id, _status, _headers, body) {
-      answer = JSON.parse(body)
+      answer = JSON.parse(new TextDecoder().decode(body))
     },
     handleFailure(_id, _timedOut, message) {
       answer = {failure: message}
@@ -89,4 +90,49 @@ test('an answer is reused only within reuseMs, and never for reuseMs 0', {timeou
   server.release()
   assert.equal((await fresh).answer.n, 2)
   await server.close()
+})
+
+test('a batch is one request per id, each with its own value of the varying header and the body as given; one log line', {timeout: 10_000}, async () => {
+  const seen = []
+  const server = createServer(async (req, res) => {
+    const chunks = []
+    for await (const chunk of req) chunks.push(chunk)
+    seen.push({machine: req.headers['fly-force-instance-id'], sig: req.headers['sig'], body: Buffer.concat(chunks).toString()})
+    res.end(JSON.stringify({machine: req.headers['fly-force-instance-id']}))
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const url = `http://127.0.0.1:${server.address().port}/internal/content-sync`
+  const payload = '{"document":"é"}'
+  const answers = new Map()
+  let polled = false
+  const engine = {
+    poll() {
+      if (!polled) {
+        polled = true
+        const log = {target: 'web', kind: 'sync', method: 'POST', url, attempt: 1, machines: ['m1', 'm2', 'm3']}
+        const vary = {name: 'fly-force-instance-id', values: ['m1', 'm2', 'm3']}
+        return {type: 'send', batches: [{ids: [7, 8, 9], method: 'POST', url, headers: [['sig', 's']], vary, body: 0, timeoutMs: 5000, reuseMs: 0, log}]}
+      }
+      return answers.size < 3 ? {type: 'wait', untilMs: Date.now() + 60_000} : {type: 'done', report: {answers: Object.fromEntries(answers)}, webhookStatus: 200}
+    },
+    body(index) {
+      assert.equal(index, 0)
+      return new TextEncoder().encode(payload)
+    },
+    handleResponse(id, status, _headers, body) {
+      answers.set(id, [status, JSON.parse(new TextDecoder().decode(body)).machine])
+    },
+    handleFailure(id, _timedOut, message) {
+      answers.set(id, ['failed', message])
+    },
+  }
+  const lines = []
+  const report = await runEngine(engine, (line) => lines.push(line))
+  assert.deepEqual(report.answers, {7: [200, 'm1'], 8: [200, 'm2'], 9: [200, 'm3']}, 'each id is fed its own request\'s answer')
+  assert.deepEqual(seen.map((s) => s.machine).sort(), ['m1', 'm2', 'm3'])
+  assert.ok(seen.every((s) => s.body === payload && s.sig === 's'), 'the body and the common headers go with each')
+  assert.deepEqual(lines.map((l) => l.action), ['send', 'done'], 'one line for the batch, one for the report')
+  assert.deepEqual(lines[0].ids, [7, 8, 9])
+  await new Promise((resolve) => server.close(resolve))
 })

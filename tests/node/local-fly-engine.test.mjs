@@ -23,7 +23,7 @@ function receiver(received) {
   }
 }
 
-/** The shim's loop (function.ts runEngine), in plain JS: parallel sends, waits, every answer fed back. */
+/** The shim's loop (function.ts runEngine), in plain JS: each batch's requests in parallel, waits, every answer fed back. */
 async function runEngine(engine) {
   const inFlight = new Map()
   const ready = []
@@ -32,19 +32,23 @@ async function runEngine(engine) {
     const action = engine.poll(Date.now())
     if (action.type === 'done') return action.report
     if (action.type === 'send') {
-      for (const request of action.requests) {
-        const done = (async () => {
-          try {
-            const r = await fetch(request.url, {method: request.method, headers: request.headers, body: request.body ?? undefined, signal: AbortSignal.timeout(request.timeoutMs)})
-            const body = await r.text()
-            const headers = [...r.headers]
-            ready.push(() => engine.handleResponse(request.id, r.status, headers, body, Date.now()))
-          } catch (e) {
-            ready.push(() => engine.handleFailure(request.id, e.name === 'TimeoutError', `${e.name}: ${e.message}`, Date.now()))
-          }
-          inFlight.delete(request.id)
-        })()
-        inFlight.set(request.id, done)
+      for (const batch of action.batches) {
+        const body = batch.body === null ? undefined : engine.body(batch.body)
+        batch.ids.forEach((id, i) => {
+          const headers = batch.vary ? [...batch.headers, [batch.vary.name, batch.vary.values[i]]] : batch.headers
+          const done = (async () => {
+            try {
+              const r = await fetch(batch.url, {method: batch.method, headers, body, signal: AbortSignal.timeout(batch.timeoutMs)})
+              const answer = new Uint8Array(await r.arrayBuffer())
+              const answerHeaders = [...r.headers]
+              ready.push(() => engine.handleResponse(id, r.status, answerHeaders, answer, Date.now()))
+            } catch (e) {
+              ready.push(() => engine.handleFailure(id, e.name === 'TimeoutError', `${e.name}: ${e.message}`, Date.now()))
+            }
+            inFlight.delete(id)
+          })()
+          inFlight.set(id, done)
+        })
       }
       continue
     }

@@ -44,7 +44,7 @@ describe('the packed package in a scratch project', () => {
     for (const path of ['.', './blueprint', './receiver', './next', './node', './core', './core/receiver']) assert.ok(manifest.exports[path], `export ${path}`)
     // wasm-pack's layout at the top, the entries and their types in dist/, the deployable Function folder.
     for (const file of ['package.json', 'sanity_fly_sync.js', 'sanity_fly_sync.d.ts', 'sanity_fly_sync_bg.wasm', 'sanity_fly_sync_receiver.js',
-      'sanity_fly_sync_receiver.d.ts', 'sanity_fly_sync_receiver_bg.wasm', 'function/index.js', 'dist/function.js', 'dist/function.d.ts', 'dist/receiver/kits/next.d.ts']) {
+      'sanity_fly_sync_receiver.d.ts', 'sanity_fly_sync_receiver_bg.wasm', 'function/index.js', 'function/sanity_fly_sync_bg.wasm', 'dist/function.js', 'dist/function.d.ts', 'dist/receiver/kits/next.d.ts']) {
       assert.ok(tarball.files.includes(file), `${file} in the tarball`)
     }
     assert.ok(!tarball.files.some((f) => f.endsWith('.rs') || f.startsWith('src/') || f === 'function/package.json'), tarball.files.join(' '))

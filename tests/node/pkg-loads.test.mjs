@@ -1,11 +1,11 @@
 // The built package (npm run build) loads in Node the way the shim loads it — inlined bytes, initSync — and the
-// boundary carries the engine's values as JSON text of the generated types. Each side has a module of its own:
+// boundary carries the engine's values as bytes: JSON text of the generated types. Each side has a module of its own:
 // the Function's carries no receiver, the receiver's no engine and no Machines API.
 import {test} from 'node:test'
 import assert from 'node:assert/strict'
 import {readFileSync} from 'node:fs'
 
-import {initSync, SyncEngine, version} from '../../pkg/sanity_fly_sync.js'
+import {headersRead, initSync, SyncEngine, version} from '../../pkg/sanity_fly_sync.js'
 import wasmBase64 from '../../pkg/sanity_fly_sync_wasm.js'
 import * as receiverModule from '../../pkg/sanity_fly_sync_receiver.js'
 import receiverBase64 from '../../pkg/sanity_fly_sync_receiver_wasm.js'
@@ -19,8 +19,9 @@ const env = JSON.stringify({
   FLY_API_URL: 'http://127.0.0.1:9',
   FLY_APP_URL: 'http://127.0.0.1:9',
 })
-// The handler's `event` crosses as JSON text (function.ts: `JSON.stringify(event)`).
+// The handler's `event` crosses as JSON text (function.ts: `JSON.stringify(event)`), as UTF-8 bytes.
 const event = JSON.stringify({data: {_id: 'page-1', _type: 'page', _rev: 'r1', _updatedAt: '2026-11-27T10:00:00Z', op: 'update'}})
+const bytes = (text) => new TextEncoder().encode(text)
 
 function cargoVersion() {
   const toml = readFileSync(new URL('../../Cargo.toml', import.meta.url), 'utf8')
@@ -56,37 +57,56 @@ test('each side has its own module: the Function\'s carries no receiver, the rec
   assert.equal(receiverModule.version(), cargoVersion())
 })
 
-test('a Function event becomes a list request; answers and failures are fed back as JSON text', () => {
-  const engine = SyncEngine.fromFunctionEvent(env, event, "null", 1_800_000_000_000, 7)
+test('a Function event becomes a list request; answers and failures are fed back as bytes; a fan-out is one batch', () => {
+  const engine = SyncEngine.fromFunctionEvent(bytes(env), bytes(event), bytes('null'), 1_800_000_000_000, 7)
   const poll = (now) => JSON.parse(engine.poll(now))
   const first = poll(1_800_000_000_000)
   assert.equal(first.type, 'send')
-  assert.equal(first.requests.length, 1)
-  const [list] = first.requests
+  assert.equal(first.batches.length, 1)
+  const [list] = first.batches
+  assert.equal(list.ids.length, 1)
   assert.equal(list.method, 'GET')
   assert.equal(list.url, 'http://127.0.0.1:9/v1/apps/web/machines')
   assert.deepEqual(list.headers, [['authorization', 'FlyV1 fm2_secret_token_value']])
+  assert.equal(list.body, null)
   assert.equal(list.log.kind, 'list')
   assert.ok(!JSON.stringify(list.log).includes('fm2_secret'), 'the log description carries no token')
 
-  engine.handleResponse(list.id, 200, JSON.stringify([['content-type', 'application/json']]), JSON.stringify([{id: 'm1', state: 'started', region: 'ord'}]), 1_800_000_000_010)
+  const machines = [{id: 'm1', state: 'started', region: 'ord'}, {id: 'm2', state: 'started', region: 'fra'}]
+  engine.handleResponse(list.ids[0], 200, 'content-type:application/json\n', bytes(JSON.stringify(machines)), 1_800_000_000_010)
   const second = poll(1_800_000_000_010)
   assert.equal(second.type, 'send')
-  const [push] = second.requests
+  assert.equal(second.batches.length, 1, 'the pushes are one batch')
+  const [push] = second.batches
   assert.equal(push.log.kind, 'sync')
-  assert.deepEqual(push.headers.find(([k]) => k === 'fly-force-instance-id'), ['fly-force-instance-id', 'm1'])
-  assert.equal(JSON.parse(push.body).id, 'page-1')
+  assert.deepEqual(push.vary, {name: 'fly-force-instance-id', values: ['m2', 'm1']})
+  assert.equal(push.ids.length, 2)
+  assert.ok(!push.headers.some(([k]) => k === 'fly-force-instance-id'))
+  assert.equal(JSON.parse(new TextDecoder().decode(engine.body(push.body))).id, 'page-1')
+  assert.equal(engine.body(99).length, 0, 'a body it did not name is empty')
 
-  engine.handleFailure(push.id, true, 'TimeoutError', 1_800_000_005_010)
+  const ack = (m) => bytes(JSON.stringify({machine: m, status: 'applied'}))
+  engine.handleResponse(push.ids[0], 200, '', ack('m2'), 1_800_000_000_020)
+  engine.handleFailure(push.ids[1], true, 'TimeoutError', 1_800_000_005_010)
   // The Machine is read first (one stopped since the list needs no push) …
   const check = poll(1_800_000_005_010)
   assert.equal(check.type, 'send')
-  assert.deepEqual(check.requests.map((r) => [r.log.kind, r.method, r.url]), [['check', 'GET', 'http://127.0.0.1:9/v1/apps/web/machines/m1']])
-  engine.handleResponse(check.requests[0].id, 200, '[]', JSON.stringify({id: 'm1', state: 'started', region: 'ord'}), 1_800_000_005_020)
+  assert.deepEqual(check.batches.map((b) => [b.log.kind, b.method, b.url]), [['check', 'GET', 'http://127.0.0.1:9/v1/apps/web/machines/m1']])
+  engine.handleResponse(check.batches[0].ids[0], 200, '', bytes(JSON.stringify({id: 'm1', state: 'started', region: 'ord'})), 1_800_000_005_020)
   // … and, still started, the push is retried after a backoff.
   const third = poll(1_800_000_005_020)
   assert.equal(third.type, 'wait', 'a timeout is retried after a backoff')
   assert.ok(third.untilMs > 1_800_000_005_020)
+})
+
+test('the answer headers the core reads are the only ones handed over, and a Retry-After reaches it', () => {
+  assert.deepEqual(headersRead().split(','), ['retry-after'])
+  const engine = SyncEngine.fromFunctionEvent(bytes(env), bytes(event), bytes('null'), 1_800_000_000_000, 7)
+  const [list] = JSON.parse(engine.poll(1_800_000_000_000)).batches
+  engine.handleResponse(list.ids[0], 429, 'retry-after:10\n', bytes('{"error":"rate limited"}'), 1_800_000_000_010)
+  const wait = JSON.parse(engine.poll(1_800_000_000_010))
+  assert.equal(wait.type, 'wait')
+  assert.ok(wait.untilMs >= 1_800_000_010_010, `the list waits out Retry-After: ${wait.untilMs - 1_800_000_000_010} ms`)
 })
 
 test('bad input crosses as a Rejection (JSON text) naming the field', () => {
@@ -99,10 +119,10 @@ test('bad input crosses as a Rejection (JSON text) naming the field', () => {
     }
     assert.fail('not refused')
   }
-  const input = rejection(() => SyncEngine.fromFunctionEvent(env, JSON.stringify({data: {_id: 42}}), "null", 1_800_000_000_000, 7))
+  const input = rejection(() => SyncEngine.fromFunctionEvent(bytes(env), bytes(JSON.stringify({data: {_id: 42}})), bytes('null'), 1_800_000_000_000, 7))
   assert.deepEqual([input.stage, input.class, input.field, input.httpStatus], ['input', 'bad_input', 'event.data._id', 400])
   assert.match(input.message, /expected the document id/)
-  const config = rejection(() => SyncEngine.fromFunctionEvent(JSON.stringify({...JSON.parse(env), FLY_SYNC_SECRET: 'short'}), event, "null", 1_800_000_000_000, 7))
+  const config = rejection(() => SyncEngine.fromFunctionEvent(bytes(JSON.stringify({...JSON.parse(env), FLY_SYNC_SECRET: 'short'})), bytes(event), bytes('null'), 1_800_000_000_000, 7))
   assert.deepEqual([config.stage, config.field, config.httpStatus], ['config', 'FLY_SYNC_SECRET', 500])
   assert.ok(!config.message.includes('short'))
 })

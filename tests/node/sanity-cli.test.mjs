@@ -267,10 +267,10 @@ describe('Sanity CLI with the repo blueprint', () => {
     assert.equal(r.code, 0, r.output)
 
     const zip = new AdmZip(join(outDir, 'fly-sync.zip'))
-    // Only the bundle (index.js, and the chunks it loads when a run needs them): no package.json (so no install at
-    // deploy), no node_modules, no sibling .wasm.
+    // Only the bundle (index.js, its wasm module, and the chunks it loads when a run needs them): no package.json (so no install at
+    // deploy), no node_modules.
     const built = readdirSync(join(ROOT, 'dist/functions/fly-sync')).sort()
-    assert.ok(built.includes('index.js') && built.every((f) => f.endsWith('.js')), built.join(' '))
+    assert.ok(built.includes('index.js') && built.includes('sanity_fly_sync_bg.wasm') && built.every((f) => f.endsWith('.js') || f === 'sanity_fly_sync_bg.wasm'), built.join(' '))
     assert.deepEqual(zip.getEntries().map((e) => e.entryName).sort(), built)
     const unpacked = join(tmp, 'unpacked')
     zip.extractAllTo(unpacked, true)

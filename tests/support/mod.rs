@@ -6,6 +6,7 @@ use sanity_fly_sync::change::ContentChange;
 use sanity_fly_sync::config::{Config, Env};
 use sanity_fly_sync::engine::{Action, Engine};
 use sanity_fly_sync::http::{Method, Request, Response};
+use sanity_fly_sync::known::KnownFleets;
 use sanity_fly_sync::report::Report;
 use sanity_fly_sync::{event, protocol, signature};
 use serde_json::{json, Value};
@@ -485,14 +486,22 @@ pub fn drive(env: &Env, change: ContentChange, fly: &mut FakeFly) -> Run {
 pub fn drive_with_clock(env: &Env, change: ContentChange, fly: &mut FakeFly, clock: impl Fn(u64) -> u64) -> Run {
     let config = Config::from_env(env).expect("config");
     let engine = Engine::new(config, change, clock(T0), 42);
-    run_engine(engine, fly, T0, &clock, None).expect("not killed")
+    run_engine(engine, fly, T0, &clock, None, None).expect("not killed")
+}
+
+/// A run of `change` at `start` in a process that remembers Machine lists in `fleets` (as the wasm boundary
+/// does): it starts from them and leaves what it read there.
+pub fn drive_known(env: &Env, change: ContentChange, fly: &mut FakeFly, start: u64, fleets: &mut KnownFleets) -> Run {
+    let config = Config::from_env(env).expect("config");
+    let engine = Engine::new(config, change, start, 42).with_known(fleets);
+    run_engine(engine, fly, start, &|now| now, None, Some(fleets)).expect("not killed")
 }
 
 /// A sync-tag run of `tags`, from T0.
 pub fn drive_tags(env: &Env, tags: &[&str], fly: &mut FakeFly) -> Run {
     let config = Config::from_env(env).expect("config");
     let tags = sanity_fly_sync::sync_tags::SyncTags::new(tags.iter().map(|t| t.to_string()).collect(), T0, 42);
-    run_engine(Engine::sync_tags(config, tags, T0, 42), fly, T0, &|now| now, None).expect("not killed")
+    run_engine(Engine::sync_tags(config, tags, T0, 42), fly, T0, &|now| now, None, None).expect("not killed")
 }
 
 /// A run of `change` (or a resume run) starting at `start`, killed after `kill_after` requests if given:
@@ -503,10 +512,17 @@ pub fn drive_from(env: &Env, change: Option<ContentChange>, fly: &mut FakeFly, s
         Some(c) => Engine::new(config, c, start, 42),
         None => Engine::resume(config, start, 42),
     };
-    run_engine(engine, fly, start, &|now| now, kill_after)
+    run_engine(engine, fly, start, &|now| now, kill_after, None)
 }
 
-fn run_engine(mut engine: Engine, fly: &mut FakeFly, start: u64, clock: &dyn Fn(u64) -> u64, kill_after: Option<usize>) -> Result<Run, u64> {
+fn run_engine(
+    mut engine: Engine,
+    fly: &mut FakeFly,
+    start: u64,
+    clock: &dyn Fn(u64) -> u64,
+    kill_after: Option<usize>,
+    mut fleets: Option<&mut KnownFleets>,
+) -> Result<Run, u64> {
     let mut now = start;
     let mut pending: Vec<(u64, u32, Response)> = vec![];
     let mut log = vec![];
@@ -540,6 +556,11 @@ fn run_engine(mut engine: Engine, fly: &mut FakeFly, start: u64, clock: &dyn Fn(
                         pending = rest;
                         for (_, id, resp) in ready {
                             engine.handle_response(id, resp, clock(now));
+                            if let Some(fleets) = fleets.as_deref_mut() {
+                                for (key, list) in engine.take_learned() {
+                                    fleets.learn(key, list);
+                                }
+                            }
                         }
                     }
                     _ => {

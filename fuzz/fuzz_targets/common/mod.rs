@@ -83,7 +83,8 @@ pub fn check_change(c: &ContentChange) {
     assert!(!c.id.chars().any(|ch| ch.is_whitespace() || ch.is_control()), "id: {:?}", c.id);
     assert!(!c.doc_type.trim().is_empty(), "type: {:?}", c.doc_type);
     assert!(rfc3339_ms(&c.updated_at).is_some(), "updatedAt parses: {:?}", c.updated_at);
-    assert!(!c.data.contains_key("op") && !c.data.contains_key("previousSlug"), "control fields removed");
+    let document: serde_json::Map<String, serde_json::Value> = serde_json::from_str(c.data.get()).expect("the document is a JSON object");
+    assert!(!document.contains_key("op") && !document.contains_key("previousSlug"), "control fields removed");
     let at = rfc3339_ms(&c.updated_at).unwrap_or(u64::MAX);
     assert!(at <= NOW + sanity_fly_sync::limits::MAX_FUTURE_SKEW_MS, "updatedAt too far ahead: {:?}", c.updated_at);
     // Both entries derive the key from what was signed or projected, never from a header.
