@@ -51,7 +51,7 @@ describe('the packed package in a scratch project', () => {
     t.diagnostic(`tarball ${tarball.size} bytes, ${tarball.files.length} files`)
   })
 
-  for (const [label, node] of [['Node 20 (system)', systemNode()], ['Node 24', NODE_24]]) {
+  for (const [label, node, major] of [['Node 20 (system)', systemNode(), 'v20.'], ['Node 24', NODE_24, 'v24.']]) {
     test(`${label}: npm install of the tarball, then every entry works without Rust or the repository`, async (t) => {
       const dir = scratch('install')
       folders.push(dir)
@@ -60,6 +60,7 @@ describe('the packed package in a scratch project', () => {
       assert.equal(install.code, 0, install.output)
       const version = (await run(node, ['--version'], {cwd: dir, env: bareEnv(node)})).output.trim()
       t.diagnostic(`${version}: npm install ${install.ms} ms`)
+      assert.ok(version.startsWith(major), `${label} is the Node it says: ${version}`)
       const rust = await run('/bin/sh', ['-c', 'command -v cargo rustc rustup || true'], {cwd: dir, env: bareEnv(node)})
       assert.equal(rust.output.trim(), '', 'no Rust toolchain on PATH')
 
