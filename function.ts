@@ -6,7 +6,7 @@
 // the report. Secrets never reach a log line: batches are logged through the core's redacted `log`
 // description, never with their headers.
 import type {DocumentEventHandler, FunctionPayload, SyncTagInvalidateCallback} from '@sanity/functions'
-import {loadWasm, SyncEngine} from './wasm.ts'
+import {CoreFault, loadWasm, SyncEngine, webhookBodyLimit, webhookBodyRefusal} from './wasm.ts'
 import type {Batch} from './pkg/types/Batch.js'
 import type {Report} from './pkg/types/Report.js'
 import type {Rejection} from './pkg/types/Rejection.js'
@@ -89,6 +89,16 @@ function sleep(ms: number): {promise: Promise<void>; cancel: () => void} {
 
 /** Run the engine's loop to the end: parallel sends, waits, every answer fed back. */
 export async function runEngine(engine: SyncEngine, log: Logger = jsonLines): Promise<Report> {
+  try {
+    return await loop(engine, log)
+  } catch (error) {
+    // The module trapped mid-run (wasm.ts replaced it): this run is over, the next one starts afresh.
+    if (error instanceof CoreFault) log({action: 'fault', class: error.class, message: error.message})
+    throw error
+  }
+}
+
+async function loop(engine: SyncEngine, log: Logger): Promise<Report> {
   const inFlight = new Map<number, Promise<void>>()
   const ready: Feed[] = []
   for (;;) {
@@ -177,6 +187,10 @@ function startRun(context: {clientOptions?: unknown} | undefined, event: unknown
     const clientOptions = jsonText('context.clientOptions', context?.clientOptions ?? null)
     return SyncEngine.fromFunctionEvent(coreEnv(process.env), jsonText('event', event), clientOptions, Date.now(), seed())
   } catch (error) {
+    if (error instanceof CoreFault) {
+      jsonLines({action: 'fault', class: error.class, message: error.message})
+      throw error
+    }
     const e = error as Rejection
     jsonLines({action: 'rejected', ...e})
     throw new Error(`sanity-fly-sync: ${e.stage} error: ${e.message}`)
@@ -225,23 +239,79 @@ async function signalDone(done: SyncTagInvalidateCallback, tags: unknown): Promi
   }
 }
 
+/**
+ * A request's body, read chunk by chunk and no further than `cap` bytes: past it (as declared by
+ * `content-length`, or as read so far when that is missing or wrong) reading stops, the rest is cancelled, and
+ * the answer is how many bytes refused it.
+ */
+async function readBody(request: Request, cap: number): Promise<Uint8Array | {tooLarge: number}> {
+  const declared = Number(request.headers.get('content-length') ?? Number.NaN)
+  if (declared > cap) {
+    await request.body?.cancel().catch(() => {})
+    return {tooLarge: declared}
+  }
+  if (request.body === null) return new Uint8Array(0)
+  const reader = request.body.getReader()
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for (;;) {
+    const {done, value} = await reader.read()
+    if (done) break
+    size += value.byteLength
+    if (size > cap) {
+      await reader.cancel().catch(() => {})
+      return {tooLarge: size}
+    }
+    chunks.push(value)
+  }
+  const body = new Uint8Array(size)
+  let at = 0
+  for (const chunk of chunks) {
+    body.set(chunk, at)
+    at += chunk.byteLength
+  }
+  return body
+}
+
+/** A refusal or a fault as the webhook's answer: its status, and JSON naming the problem. */
+function refusal(e: {message: string; field?: string | null; stage: string; httpStatus: number}): Response {
+  return Response.json({error: e.message, field: e.field ?? null, stage: e.stage}, {status: e.httpStatus})
+}
+
 /** A Web-standard handler for GROQ-powered webhooks: mount it in any runtime (Node, Deno, Bun, workers). */
 export function createWebhookHandler(env: Env, log: Logger = jsonLines): (request: Request) => Promise<Response> {
   const vars = coreEnv(env)
   return async (request) => {
     loadWasm()
-    const body = new Uint8Array(await request.arrayBuffer())
+    // Read no further than the largest body the core accepts (413 past it): a huge body never fills memory.
+    const body = await readBody(request, webhookBodyLimit())
+    if (!(body instanceof Uint8Array)) {
+      const e = webhookBodyRefusal(body.tooLarge)
+      log({action: 'rejected', ...e})
+      return refusal(e)
+    }
     // Headers cross as JSON text and the body as raw bytes (the signature covers exactly those bytes).
     const headers = JSON.stringify(Object.fromEntries(request.headers))
     let engine: SyncEngine
     try {
       engine = SyncEngine.fromWebhook(vars, headers, body, Date.now(), seed())
     } catch (error) {
+      if (error instanceof CoreFault) {
+        log({action: 'fault', class: error.class, message: error.message})
+        return refusal(error)
+      }
       const e = error as Rejection
       log({action: 'rejected', ...e})
-      return Response.json({error: e.message, field: e.field ?? null, stage: e.stage}, {status: e.httpStatus})
+      return refusal(e)
     }
-    const report = await runEngine(engine, log)
+    let report: Report
+    try {
+      report = await runEngine(engine, log)
+    } catch (error) {
+      // The module trapped mid-run: 500, so Sanity retries the delivery (on a fresh instance).
+      if (error instanceof CoreFault) return refusal(error)
+      throw error
+    }
     return Response.json(report, {status: engine.webhookStatus()})
   }
 }

@@ -7,10 +7,13 @@
 //! the Rust types into `pkg/types/`. Errors cross as the JSON text of a `Rejection`.
 //!
 //! The process's memory between runs (`known::ProcessMemory`: the configuration read, the Machines last listed)
-//! is held here, one per instance: holding it is no policy; how a run uses it is the engine's.
+//! is held here, one per instance: holding it is no policy; how a run uses it is the engine's. When a call traps,
+//! `wasm.ts` replaces the instance with a fresh one (`__wbg_reset_state`): this memory is then simply forgotten,
+//! and the next run reads its configuration and lists the Machines as a new process's first run would.
 
 use crate::engine::Engine;
-use crate::entry::StartError;
+use crate::entry::{Rejection, StartError};
+use crate::error::SyncError;
 use crate::event;
 use crate::http::Response;
 use crate::known::ProcessMemory;
@@ -109,6 +112,22 @@ impl SyncEngine {
 #[wasm_bindgen(js_name = forgetProcess)]
 pub fn forget_process() {
     MEMORY.with(|m| m.borrow_mut().forget());
+}
+
+/// The largest webhook body the core reads (bytes, `event::MAX_INPUT_BYTES`): the webhook entry stops reading a
+/// delivery's body past it.
+#[wasm_bindgen(js_name = maxWebhookBodyBytes)]
+pub fn max_webhook_body_bytes() -> f64 {
+    event::MAX_INPUT_BYTES as f64
+}
+
+/// The refusal (a `Rejection`, JSON) of a webhook body over `maxWebhookBodyBytes`: `bytes` is its declared
+/// length, or what was read before reading stopped. 413: Sanity does not retry it.
+#[wasm_bindgen(js_name = webhookBodyTooLarge)]
+pub fn webhook_body_too_large(bytes: f64) -> String {
+    let max = event::MAX_INPUT_BYTES;
+    let error = SyncError::expected("body", format!("a webhook body of at most {} KiB", max / 1024), format!("{} bytes or more", bytes as u64));
+    json(&Rejection { stage: "input", error, http_status: 413 })
 }
 
 /// The answer headers the core reads (comma-separated names): the shim passes these alone to `handleResponse`.
