@@ -12,7 +12,7 @@ import {encodeSignatureHeader} from '@sanity/webhook'
 import {createWebhookHandler, handler} from '../../function.ts'
 import {CoreFault, loadWasm, wasmGeneration} from '../../wasm.ts'
 import {initSync} from '../../pkg/sanity_fly_sync.js'
-import {APP, startFlyStandIn} from './support/fly-stand-in.mjs'
+import {APP, article, startFlyStandIn} from './support/fly-stand-in.mjs'
 import {STARTED} from './support/assert-sync.mjs'
 import {FLY_API_TOKEN, FLY_SYNC_SECRET, SANITY_WEBHOOK_SECRET, standInVars} from './support/run.mjs'
 
@@ -37,17 +37,6 @@ function exhaustModuleMemory() {
   }
   assert.ok(memory.buffer.byteLength / WASM_PAGE > MAX_PAGES - 16, `memory exhausted (${memory.buffer.byteLength / WASM_PAGE} pages)`)
 }
-
-const article = (extra = {}) => ({
-  _id: 'article-9',
-  _type: 'article',
-  _rev: 'rev-1',
-  _updatedAt: '2026-11-27T10:00:00Z',
-  op: 'update',
-  title: 'Hello',
-  slug: 'hello',
-  ...extra,
-})
 
 /**
  * One push of revision `rev` to every started Machine, and none elsewhere; the bodies. (A run's Machine list may be

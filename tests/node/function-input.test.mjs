@@ -5,20 +5,9 @@
 import {after, before, beforeEach, describe, test} from 'node:test'
 import assert from 'node:assert/strict'
 import {handler} from '../../function.ts'
-import {APP, startFlyStandIn} from './support/fly-stand-in.mjs'
+import {APP, article, startFlyStandIn} from './support/fly-stand-in.mjs'
 import {assertOnePushPerStartedMachine} from './support/assert-sync.mjs'
 import {FLY_API_TOKEN, FLY_SYNC_SECRET} from './support/run.mjs'
-
-const article = (extra = {}) => ({
-  _id: 'article-9',
-  _type: 'article',
-  _rev: 'rev-1',
-  _updatedAt: '2026-11-27T10:00:00Z',
-  op: 'update',
-  title: 'Hello',
-  slug: 'hello',
-  ...extra,
-})
 
 /** Run the handler as Sanity would, with its JSON log lines kept out of the test output. */
 async function invoke(data) {

@@ -8,6 +8,18 @@ import {createServer} from 'node:http'
 export const APP = 'my-fly-app' // sanity.blueprint.ts's example FLY_APP_NAME
 export const SYNC_PATH = '/internal/content-sync'
 
+/** An article as a Function event's data carries it (the blueprint's projection), with `extra` fields over it. */
+export const article = (extra = {}) => ({
+  _id: 'article-9',
+  _type: 'article',
+  _rev: 'rev-1',
+  _updatedAt: '2026-11-27T10:00:00Z',
+  op: 'update',
+  title: 'Hello',
+  slug: 'hello',
+  ...extra,
+})
+
 /** Two started Machines in two regions and one stopped Machine (which must get nothing). */
 export const FLEET = [
   {id: '3d8d413b29d089', region: 'ord', state: 'started'},
