@@ -17,6 +17,7 @@ use crate::limits;
 use crate::protocol::{self, Routes, SyncPayload, PROTOCOL};
 use crate::http::Response;
 use crate::receiver::{Incoming, Mark, Receiver, Reply, Step};
+use crate::redact::Redactor;
 use crate::retry::{self, Verdict};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -89,6 +90,16 @@ pub enum QuerySource {
         /// A read token, for a private dataset (sent as a bearer token, shown nowhere).
         token: Option<String>,
     },
+}
+
+impl QuerySource {
+    /// What keeps this source's secret (the read token) out of a run's errors, however an answer echoes it.
+    pub fn redactor(&self) -> Redactor {
+        match self {
+            QuerySource::Http { token: Some(token), .. } => Redactor::new([token.as_str()]),
+            _ => Redactor::default(),
+        }
+    }
 }
 
 /// Everything the receiver's `catchUp` option says: the run's options, where its queries go, how often.
@@ -178,6 +189,8 @@ pub struct CatchUp {
     run: Option<Run>,
     /// The run under way, as `next` drives it.
     driven: Option<Driven>,
+    /// Scrubs the query source's token from what a failed query's answer says, before it is read or quoted.
+    redactor: Redactor,
 }
 
 struct Run {
@@ -203,7 +216,13 @@ fn no_run() -> SyncError {
 
 impl CatchUp {
     pub fn new(options: CatchUpOptions) -> Self {
-        CatchUp { options, mark: None, run: None, driven: None }
+        CatchUp { options, mark: None, run: None, driven: None, redactor: Redactor::default() }
+    }
+
+    /// Keep these secrets (the query source's token: `QuerySource::redactor`) out of every error of a run.
+    pub fn redacting(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
     }
 
     /// Start from a mark recorded before (a durable store, after a restart): the next run reads only what
@@ -579,6 +598,19 @@ impl CatchUp {
             }
         };
         let what = "the query to Sanity";
+        // Another party's words, scrubbed of the token before anything reads, shortens or quotes them.
+        let outcome = match outcome {
+            QueryOutcome::Failed(response) => QueryOutcome::Failed(self.redactor.scrub_response(response)),
+            QueryOutcome::Client { mut message, status } => {
+                self.redactor.scrub_in_place(&mut message);
+                QueryOutcome::Client { message, status }
+            }
+            QueryOutcome::Unreadable(mut why) => {
+                self.redactor.scrub_in_place(&mut why);
+                QueryOutcome::Unreadable(why)
+            }
+            answer => answer,
+        };
         match outcome {
             QueryOutcome::Answer { text, enveloped } => self.read_answer(receiver, &text, enveloped, ids, now_ms),
             QueryOutcome::Failed(Response::Timeout) => {
@@ -975,6 +1007,33 @@ mod tests {
         assert_eq!(log.iter().filter(|l| l.starts_with("page")).count(), QUERY_ATTEMPTS as usize);
         assert_eq!(result.error.as_deref(), Some("the query to Sanity did not answer within 30000 ms (asked 3 times)"));
         assert_eq!((result.mark, result.queries), (None, 3));
+    }
+
+    #[test]
+    fn a_failed_querys_answer_that_echoes_the_read_token_is_scrubbed_before_it_reaches_the_runs_error() {
+        const TOKEN: &str = "skR3adT0kenAbCdEfGhIjKlMnOpQrStUvWxYz0123456789";
+        let settings = CatchUpSettings::from_json(&json!({"types": ["page"], "projectId": "abc123", "dataset": "production", "token": TOKEN})).unwrap();
+        // Echoed whole; cut by the body's own shortening (its message is read to 200 characters, the token starts at
+        // 180); in a network message; by the app's client. Each ends the run with an error, never the token.
+        let long = format!("{}{TOKEN}", "x".repeat(180));
+        for outcome in [
+            QueryOutcome::Failed(Response::json(401, &json!({"message": format!("token {TOKEN} is not valid")}).to_string())),
+            QueryOutcome::Failed(Response::json(403, &json!({"error": long}).to_string())),
+            QueryOutcome::Failed(Response::json(500, &json!({"message": format!("upstream saw Bearer {TOKEN}")}).to_string())),
+            QueryOutcome::Failed(Response::Network { message: format!("fetch failed: Bearer {}", &TOKEN[..20]) }),
+            QueryOutcome::Client { message: format!("bad token {TOKEN}"), status: Some(401) },
+            QueryOutcome::Unreadable(format!("the answer quotes {TOKEN}")),
+        ] {
+            let mut r = receiver();
+            let mut c = CatchUp::new(settings.options.clone()).redacting(settings.source.redactor());
+            let once = outcome.clone();
+            let (result, _) = drive(&mut c, &mut r, move |_| once.clone(), OK);
+            let error = result.error.expect("the run failed");
+            assert!(error.contains(crate::redact::REDACTED), "{outcome:?} → {error}");
+            assert!(!error.contains(&TOKEN[..crate::redact::MIN_ECHO]), "{outcome:?} → {error}");
+        }
+        // Without a token nothing is redacted.
+        assert_eq!(QuerySource::Client.redactor().scrub("skR3adT0kenAbCdEf"), "skR3adT0kenAbCdEf");
     }
 
     #[test]

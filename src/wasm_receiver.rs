@@ -413,7 +413,7 @@ impl ReceiverDriver {
             core: RefCell::new(core),
             source: settings.as_ref().map(|s| s.source.clone()),
             interval_ms: settings.as_ref().map_or(0, |s| s.interval_ms),
-            catch_up: RefCell::new(settings.map(|s| CatchUp::new(s.options))),
+            catch_up: RefCell::new(settings.map(|s| CatchUp::new(s.options).redacting(s.source.redactor()))),
             hooks: Hooks {
                 apply,
                 invalidate: function(&hooks, "invalidate"),
