@@ -535,6 +535,8 @@ fn typed_error(prefix: &str, root: &str, path: &str, e: &serde_json::Error, expe
             ("string", "a string"),
             ("integer", "a number"),
             ("floating point", "a number"),
+            // A number beyond f64 or u64, as serde_json's `arbitrary_precision` reads it.
+            ("number", "a number"),
             ("boolean", "a boolean"),
             ("null", "null"),
             ("unit", "null"),
@@ -777,6 +779,7 @@ mod tests {
             (json!({"routes": "secret-value"}), "routes", "got a string"),
             (json!({"tags": [true]}), "tags[0]", "got a boolean"),
             (json!({"slug": 12}), "slug", "a string or null, got a number"),
+            (json!({"id": serde_json::from_str::<Value>("123456789012345678901234567890e999999").unwrap()}), "id", "expected the document id, got a number"),
             (json!({"document": "secret-value"}), "document", "got a string"),
             (json!({"document": []}), "document", "got an array"),
             (json!({"document": null}), "document", "on an upsert, got nothing"),
