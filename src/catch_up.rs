@@ -77,6 +77,13 @@ impl CatchUpOptions {
     }
 }
 
+/// After the receiver's module faulted and was started over with empty state: whether to read everything again
+/// now, as at boot. At most once per interval (`last_ms`: when the last such run began, if one did), so a fault
+/// that lasts does not loop; a clock that stepped back before `last_ms` waits too.
+pub fn recover_after_fault(last_ms: Option<u64>, now_ms: u64, interval_ms: u64) -> bool {
+    last_ms.is_none_or(|last| now_ms.checked_sub(last).is_some_and(|since| since >= interval_ms))
+}
+
 /// Default API version of the built-in query client.
 pub const DEFAULT_API_VERSION: &str = "2025-05-01";
 
@@ -1040,6 +1047,17 @@ mod tests {
         }
         // Without a token nothing is redacted.
         assert_eq!(QuerySource::Client.redactor().scrub("skR3adT0kenAbCdEf"), "skR3adT0kenAbCdEf");
+    }
+
+    #[test]
+    fn after_a_fault_everything_is_read_again_at_once_but_at_most_once_per_interval() {
+        let interval = CatchUpSettings::from_json(&json!({"types": ["page"], "client": true})).unwrap().interval_ms;
+        assert_eq!(interval, 300_000, "the default interval");
+        assert!(recover_after_fault(None, NOW, interval), "the first fault: at once");
+        assert!(!recover_after_fault(Some(NOW), NOW + 1_000, interval), "another fault soon after: no loop");
+        assert!(!recover_after_fault(Some(NOW), NOW + interval - 1, interval));
+        assert!(recover_after_fault(Some(NOW), NOW + interval, interval), "one interval later: again");
+        assert!(!recover_after_fault(Some(NOW), NOW - 5_000, interval), "a clock stepped back: wait");
     }
 
     #[test]

@@ -474,6 +474,19 @@ impl ReceiverDriver {
         id
     }
 
+    /// This driver replaced one whose module faulted (it holds nothing): whether to read everything again now, as
+    /// at boot (`catch_up::recover_after_fault`). `last`: when the last such run began (ms), if one did. Returns
+    /// the time of this one when a run is to start now (then call `catchUp`), else `undefined` (or catch-up is off).
+    #[wasm_bindgen(js_name = recoveryRun)]
+    pub fn recovery_run(&self, last: Option<f64>) -> Option<f64> {
+        if self.inner.catch_up.borrow().is_none() || self.inner.closed.get() {
+            return None;
+        }
+        let now = now_ms();
+        let last = last.filter(|l| l.is_finite() && *l >= 0.0).map(|l| l as u64);
+        crate::catch_up::recover_after_fault(last, now, self.inner.interval_ms).then_some(now as f64)
+    }
+
     /// Stop the catch-up timer.
     pub fn close(&self) {
         self.inner.closed.set(true);
