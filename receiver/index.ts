@@ -315,7 +315,8 @@ export function createReceiver(options: ReceiverOptions): Receiver {
     error: 'the receiver restarted its core after a failure; the next run reads everything again',
   })
 
-  let lastRecovery = -Infinity
+  /** When the last run after a fault began (the module decides when to run one: `recoveryRun`). */
+  let lastRecovery: number | undefined
   const stopListening = onFault((why) => {
     if (closed) return
     clearInterval(interval)
@@ -325,15 +326,13 @@ export function createReceiver(options: ReceiverOptions): Receiver {
     console.error(`sanity-fly-sync receiver: the wasm core failed (${why}); started it over with empty state`)
     for (const fault of [...inFlight]) fault()
     inFlight.clear()
-    if (catchUp) {
-      interval = driver.every(tick) as ReturnType<typeof setInterval> | undefined
-      // A fresh core holds nothing: read everything again at once, as at boot — at most once per interval, so a
-      // lasting fault does not loop.
-      const now = Date.now()
-      if (now - lastRecovery >= (catchUp.intervalSeconds ?? 300) * 1000) {
-        lastRecovery = now
-        void handler.catchUp()
-      }
+    interval = driver.every(tick) as ReturnType<typeof setInterval> | undefined
+    // A fresh core holds nothing: the module says whether to read everything again now (catch-up on, at most once
+    // per interval).
+    const at = driver.recoveryRun(lastRecovery)
+    if (at !== undefined) {
+      lastRecovery = at
+      void handler.catchUp()
     }
   })
 

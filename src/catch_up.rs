@@ -17,6 +17,7 @@ use crate::limits;
 use crate::protocol::{self, Routes, SyncPayload, PROTOCOL};
 use crate::http::Response;
 use crate::receiver::{Incoming, Mark, Receiver, Reply, Step};
+use crate::redact::Redactor;
 use crate::retry::{self, Verdict};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -76,6 +77,13 @@ impl CatchUpOptions {
     }
 }
 
+/// After the receiver's module faulted and was started over with empty state: whether to read everything again
+/// now, as at boot. At most once per interval (`last_ms`: when the last such run began, if one did), so a fault
+/// that lasts does not loop; a clock that stepped back before `last_ms` waits too.
+pub fn recover_after_fault(last_ms: Option<u64>, now_ms: u64, interval_ms: u64) -> bool {
+    last_ms.is_none_or(|last| now_ms.checked_sub(last).is_some_and(|since| since >= interval_ms))
+}
+
 /// Default API version of the built-in query client.
 pub const DEFAULT_API_VERSION: &str = "2025-05-01";
 
@@ -89,6 +97,16 @@ pub enum QuerySource {
         /// A read token, for a private dataset (sent as a bearer token, shown nowhere).
         token: Option<String>,
     },
+}
+
+impl QuerySource {
+    /// What keeps this source's secret (the read token) out of a run's errors, however an answer echoes it.
+    pub fn redactor(&self) -> Redactor {
+        match self {
+            QuerySource::Http { token: Some(token), .. } => Redactor::new([token.as_str()]),
+            _ => Redactor::default(),
+        }
+    }
 }
 
 /// Everything the receiver's `catchUp` option says: the run's options, where its queries go, how often.
@@ -178,6 +196,8 @@ pub struct CatchUp {
     run: Option<Run>,
     /// The run under way, as `next` drives it.
     driven: Option<Driven>,
+    /// Scrubs the query source's token from what a failed query's answer says, before it is read or quoted.
+    redactor: Redactor,
 }
 
 struct Run {
@@ -203,7 +223,13 @@ fn no_run() -> SyncError {
 
 impl CatchUp {
     pub fn new(options: CatchUpOptions) -> Self {
-        CatchUp { options, mark: None, run: None, driven: None }
+        CatchUp { options, mark: None, run: None, driven: None, redactor: Redactor::default() }
+    }
+
+    /// Keep these secrets (the query source's token: `QuerySource::redactor`) out of every error of a run.
+    pub fn redacting(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
     }
 
     /// Start from a mark recorded before (a durable store, after a restart): the next run reads only what
@@ -275,8 +301,14 @@ impl CatchUp {
                 }
             };
             last = Some((payload.updated_at.clone(), payload.id.clone()));
-            // A time beyond the skew bound is past any mark this run can set, so the next run reads it again.
-            let ahead = limits::rfc3339_ms(&payload.updated_at).is_some_and(|ms| ms > now_ms.saturating_add(limits::MAX_FUTURE_SKEW_MS));
+            // The revision time, named as the page has it (the receiver checks it again, as `updatedAt`).
+            if let Err(e) = limits::revision_ms(&format!("{field}._updatedAt"), &payload.updated_at, now_ms) {
+                page.skipped.push(format!("{field}: {}", e.message));
+                // A time beyond the skew bound is past any mark this run can set, so the next run reads it again;
+                // one that does not parse would not be, once the mark passed it.
+                run.complete &= limits::rfc3339_ms(&payload.updated_at).is_some();
+                continue;
+            }
             match receiver.verify_pulled(payload, now_ms) {
                 Ok(incoming) => {
                     run.newest = Some(run.newest.map_or(incoming.updated_ms(), |n| n.max(incoming.updated_ms())));
@@ -285,7 +317,7 @@ impl CatchUp {
                 }
                 Err(e) => {
                     page.skipped.push(format!("{field}: {}", e.message));
-                    run.complete &= ahead;
+                    run.complete = false;
                 }
             }
         }
@@ -579,6 +611,19 @@ impl CatchUp {
             }
         };
         let what = "the query to Sanity";
+        // Another party's words, scrubbed of the token before anything reads, shortens or quotes them.
+        let outcome = match outcome {
+            QueryOutcome::Failed(response) => QueryOutcome::Failed(self.redactor.scrub_response(response)),
+            QueryOutcome::Client { mut message, status } => {
+                self.redactor.scrub_in_place(&mut message);
+                QueryOutcome::Client { message, status }
+            }
+            QueryOutcome::Unreadable(mut why) => {
+                self.redactor.scrub_in_place(&mut why);
+                QueryOutcome::Unreadable(why)
+            }
+            answer => answer,
+        };
         match outcome {
             QueryOutcome::Answer { text, enveloped } => self.read_answer(receiver, &text, enveloped, ids, now_ms),
             QueryOutcome::Failed(Response::Timeout) => {
@@ -978,6 +1023,44 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_querys_answer_that_echoes_the_read_token_is_scrubbed_before_it_reaches_the_runs_error() {
+        const TOKEN: &str = "skR3adT0kenAbCdEfGhIjKlMnOpQrStUvWxYz0123456789";
+        let settings = CatchUpSettings::from_json(&json!({"types": ["page"], "projectId": "abc123", "dataset": "production", "token": TOKEN})).unwrap();
+        // Echoed whole; cut by the body's own shortening (its message is read to 200 characters, the token starts at
+        // 180); in a network message; by the app's client. Each ends the run with an error, never the token.
+        let long = format!("{}{TOKEN}", "x".repeat(180));
+        for outcome in [
+            QueryOutcome::Failed(Response::json(401, &json!({"message": format!("token {TOKEN} is not valid")}).to_string())),
+            QueryOutcome::Failed(Response::json(403, &json!({"error": long}).to_string())),
+            QueryOutcome::Failed(Response::json(500, &json!({"message": format!("upstream saw Bearer {TOKEN}")}).to_string())),
+            QueryOutcome::Failed(Response::Network { message: format!("fetch failed: Bearer {}", &TOKEN[..20]) }),
+            QueryOutcome::Client { message: format!("bad token {TOKEN}"), status: Some(401) },
+            QueryOutcome::Unreadable(format!("the answer quotes {TOKEN}")),
+        ] {
+            let mut r = receiver();
+            let mut c = CatchUp::new(settings.options.clone()).redacting(settings.source.redactor());
+            let once = outcome.clone();
+            let (result, _) = drive(&mut c, &mut r, move |_| once.clone(), OK);
+            let error = result.error.expect("the run failed");
+            assert!(error.contains(crate::redact::REDACTED), "{outcome:?} → {error}");
+            assert!(!error.contains(&TOKEN[..crate::redact::MIN_ECHO]), "{outcome:?} → {error}");
+        }
+        // Without a token nothing is redacted.
+        assert_eq!(QuerySource::Client.redactor().scrub("skR3adT0kenAbCdEf"), "skR3adT0kenAbCdEf");
+    }
+
+    #[test]
+    fn after_a_fault_everything_is_read_again_at_once_but_at_most_once_per_interval() {
+        let interval = CatchUpSettings::from_json(&json!({"types": ["page"], "client": true})).unwrap().interval_ms;
+        assert_eq!(interval, 300_000, "the default interval");
+        assert!(recover_after_fault(None, NOW, interval), "the first fault: at once");
+        assert!(!recover_after_fault(Some(NOW), NOW + 1_000, interval), "another fault soon after: no loop");
+        assert!(!recover_after_fault(Some(NOW), NOW + interval - 1, interval));
+        assert!(recover_after_fault(Some(NOW), NOW + interval, interval), "one interval later: again");
+        assert!(!recover_after_fault(Some(NOW), NOW - 5_000, interval), "a clock stepped back: wait");
+    }
+
+    #[test]
     fn refused_queries_end_the_run_at_once() {
         for (outcome, expected) in [
             (QueryOutcome::Failed(Response::json(401, r#"{"error":"Unauthorized"}"#)), "the query to Sanity: HTTP 401 credentials refused: Unauthorized"),
@@ -1218,7 +1301,7 @@ mod tests {
         let (p, steps) = page(&mut c, &mut r, &json!([doc("a", "r1", "2026-11-27T10:00:00Z"), doc("soon", "r1", "2026-11-27T12:01:00Z"), doc("frozen", "r9", "2099-01-01T00:00:00Z")]));
         assert_eq!(p.ids, ["a", "soon"], "within the skew bound is fine");
         assert_eq!(p.skipped.len(), 1);
-        assert!(p.skipped[0].starts_with("result[2]: `updatedAt`: expected a revision time at most 120 s ahead"), "{}", p.skipped[0]);
+        assert!(p.skipped[0].starts_with("result[2]: `result[2]._updatedAt`: expected a revision time at most 120 s ahead"), "{}", p.skipped[0]);
         assert_eq!(apply(&mut r, &steps), 2);
         c.finish(true);
         // The future document will be read again by every run (its time is past any mark), so it does not hold

@@ -400,6 +400,15 @@ fn check_version(text: &str) -> Result<(), SyncError> {
 }
 
 impl SyncPayload {
+    /// Every route the payload carries with the field that holds it: its own (`routes.current[0]`) and its
+    /// dependents' (`dependents.documents[2].routes[0]`), which the app's hooks get too. One list for the check.
+    pub fn named_routes(&self) -> impl Iterator<Item = (String, &str)> {
+        let dependents = self.dependents.iter().flat_map(|d| d.documents.iter().enumerate()).flat_map(|(i, d)| {
+            d.routes.iter().enumerate().map(move |(j, r)| (format!("dependents.documents[{i}].routes[{j}]"), r.as_str()))
+        });
+        self.routes.named().chain(dependents)
+    }
+
     /// The required strings are not blank and an upsert carries its document as an object.
     pub fn check_shape(&self) -> Result<(), SyncError> {
         for (field, value) in [("id", &self.id), ("type", &self.doc_type), ("rev", &self.rev), ("idempotencyKey", &self.idempotency_key)] {
@@ -526,6 +535,8 @@ fn typed_error(prefix: &str, root: &str, path: &str, e: &serde_json::Error, expe
             ("string", "a string"),
             ("integer", "a number"),
             ("floating point", "a number"),
+            // A number beyond f64 or u64, as serde_json's `arbitrary_precision` reads it.
+            ("number", "a number"),
             ("boolean", "a boolean"),
             ("null", "null"),
             ("unit", "null"),
@@ -598,9 +609,9 @@ pub struct Ack {
     pub restart_required: bool,
 }
 
-/// Read an ack. A `status` other than the protocol's three is an error naming it (shortened): an app that
-/// answers 200 with `"rejected"` has not synced. An absent `status` reads as `applied` (the field is optional
-/// in version 1's first receivers).
+/// Read an ack. Only the protocol's three statuses count: a `status` that is missing, null, of another type or
+/// another name is an error naming the field and what was expected (the value shortened): an app that answers
+/// 200 with `"rejected"`, or with no status at all, has not said it holds the change.
 pub fn parse_ack(body: &str) -> Result<Ack, SyncError> {
     // The usual ack, read without a tree: every field absent, null or a string. Anything else is read the full
     // way below, which says what is wrong with it.
@@ -614,10 +625,7 @@ pub fn parse_ack(body: &str) -> Result<Ack, SyncError> {
         restart: Option<Cow<'a, str>>,
     }
     if let Ok(Usual { machine: Some(machine), status, restart }) = serde_json::from_str::<Usual>(body) {
-        let status = match status.as_deref() {
-            None => Some(AckStatus::Applied),
-            Some(s) => AckStatus::ALL.into_iter().find(|a| a.as_str() == s),
-        };
+        let status = status.and_then(|s| AckStatus::ALL.into_iter().find(|a| a.as_str() == s));
         if let (false, Some(status)) = (machine.is_empty(), status) {
             return Ok(Ack { machine: machine.into_owned(), status, restart_required: restart.as_deref() == Some("required") });
         }
@@ -630,7 +638,11 @@ pub fn parse_ack(body: &str) -> Result<Ack, SyncError> {
         .filter(|m| !m.is_empty())
         .ok_or_else(|| SyncError::fatal("the receiver's answer names no `machine` (it must echo FLY_MACHINE_ID)"))?;
     let status = match value.get("status") {
-        None | Some(Value::Null) => AckStatus::Applied,
+        None | Some(Value::Null) => {
+            return Err(SyncError::fatal(
+                "the receiver's answer has no `status`; expected `applied`, `duplicate` or `stale` (docs/protocol.md): a 200 without one does not say the change is held",
+            ))
+        }
         Some(Value::String(s)) => AckStatus::ALL.into_iter().find(|a| a.as_str() == s).ok_or_else(|| {
             let shown: String = s.chars().take(40).flat_map(char::escape_default).collect();
             let more = if s.chars().count() > 40 { "…" } else { "" };
@@ -767,6 +779,7 @@ mod tests {
             (json!({"routes": "secret-value"}), "routes", "got a string"),
             (json!({"tags": [true]}), "tags[0]", "got a boolean"),
             (json!({"slug": 12}), "slug", "a string or null, got a number"),
+            (json!({"id": serde_json::from_str::<Value>("123456789012345678901234567890e999999").unwrap()}), "id", "expected the document id, got a number"),
             (json!({"document": "secret-value"}), "document", "got a string"),
             (json!({"document": []}), "document", "got an array"),
             (json!({"document": null}), "document", "on an upsert, got nothing"),
@@ -818,7 +831,7 @@ mod tests {
     fn ack_parsing() {
         let a = parse_ack(r#"{"machine":"m1","status":"applied","restart":"required"}"#).unwrap();
         assert_eq!(a, Ack { machine: "m1".into(), status: AckStatus::Applied, restart_required: true });
-        assert!(!parse_ack(r#"{"machine":"m1"}"#).unwrap().restart_required);
+        assert!(!parse_ack(r#"{"machine":"m1","status":"stale"}"#).unwrap().restart_required);
         for status in AckStatus::ALL {
             let body = format!(r#"{{"machine":"m1","status":"{}"}}"#, status.as_str());
             assert_eq!(parse_ack(&body).unwrap().status, status);
@@ -840,5 +853,14 @@ mod tests {
         let e = parse_ack(r#"{"machine":"m1","status":3}"#).unwrap_err();
         assert!(e.message.contains("a number"), "{}", e.message);
         assert!(parse_ack(r#"{"machine":"m1","status":"Applied"}"#).is_err(), "exact names only");
+    }
+
+    #[test]
+    fn an_ack_without_a_status_is_a_fatal_error_naming_the_field() {
+        for body in [r#"{"machine":"m1"}"#, r#"{"machine":"m1","status":null}"#, r#"{"machine":"m1","restart":"required"}"#] {
+            let e = parse_ack(body).unwrap_err();
+            assert_eq!(e.class, ErrorClass::Fatal, "{body}");
+            assert!(e.message.contains("no `status`; expected `applied`, `duplicate` or `stale`"), "{body}: {}", e.message);
+        }
     }
 }

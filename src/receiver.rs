@@ -7,7 +7,7 @@
 //!    refused before its body is read; a body over the size cap is refused as soon as it is over; the MAC is
 //!    computed chunk by chunk, so a forged body is never held whole (nor copied into the core).
 //! 2. `verify`: the whole body, pure: signature and age, the payload (`protocol::parse_payload`), a revision
-//!    time no further ahead than `limits::MAX_FUTURE_SKEW_MS`, same-origin routes, drafts only where accepted.
+//!    time no further ahead than `limits::MAX_FUTURE_SKEW_MS`, same-origin routes (its dependents' too), drafts only where accepted.
 //! 3. `begin_verified`: ordering against what this Machine holds. A change to apply gets a ticket; the app's
 //!    hooks run on it (the handler runs one change per document at a time; a second change of a document whose
 //!    ticket is open is answered 503, retryable).
@@ -380,7 +380,7 @@ impl Receiver {
         // One bad revision time must not freeze the document: a time further ahead than the skew bound would
         // rank above every later real edit.
         let updated_ms = limits::revision_ms("updatedAt", &payload.updated_at, now_ms)?;
-        for (field, route) in payload.routes.named() {
+        for (field, route) in payload.named_routes() {
             routes::check_route(&field, route)?;
         }
         let mark = Mark {
@@ -904,6 +904,29 @@ mod tests {
             assert!(!message.contains("evil") && !message.contains("admin"), "never echoes: {message}");
         }
         assert!(r.is_untouched());
+    }
+
+    #[test]
+    fn routes_of_dependents_are_held_to_the_same_rule_and_the_error_names_the_field() {
+        let r = receiver();
+        for bad in ["https://evil.example/x", "/blog/../../admin", "/a\r\nset-cookie: x", "//evil.example", "admin"] {
+            let mut p = payload("upsert", "p", "r1", "2026-11-27T10:00:00Z");
+            p["routes"] = json!({"invalidate": ["/ok"], "current": ["/ok"], "previous": []});
+            p["dependents"] = json!({"documents": [
+                {"id": "post-1", "type": "post", "routes": ["/blog/one"], "tags": []},
+                {"id": "post-2", "type": "post", "routes": ["/blog/two", bad], "tags": []},
+            ]});
+            let (status, field, message) = reject(&r, &p);
+            assert_eq!((status, field.as_str()), (400, "dependents.documents[1].routes[1]"), "{message}");
+            assert!(message.starts_with("`dependents.documents[1].routes[1]`: expected a path on the app's own origin"), "{message}");
+            assert!(!message.contains("evil") && !message.contains("admin"), "never echoes: {message}");
+        }
+        assert!(r.is_untouched(), "refused whole: nothing recorded");
+        // Good dependents' routes pass.
+        let mut p = payload("upsert", "p", "r1", "2026-11-27T10:00:00Z");
+        p["dependents"] = json!({"documents": [{"id": "post-1", "type": "post", "routes": ["/blog/one", "/"], "tags": []}]});
+        let mut r = receiver();
+        assert_eq!(deliver(&mut r, &p), Ok(AckStatus::Applied));
     }
 
     #[test]

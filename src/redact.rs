@@ -5,6 +5,8 @@
 //! token may be several macaroons joined by commas; each is a secret on its own. And an echo may be partial, so
 //! any run of at least `MIN_ECHO` characters that starts a secret is redacted too.
 
+use crate::http::Response;
+
 /// Shortest start of a secret that counts as an echo of it.
 pub const MIN_ECHO: usize = 12;
 /// Secrets shorter than this are only redacted whole (a prefix would match too much ordinary text).
@@ -46,6 +48,22 @@ impl Redactor {
     pub fn scrub_in_place(&self, text: &mut String) {
         if self.secrets.iter().any(|s| text.contains(probe(s))) {
             *text = self.scrub(text);
+        }
+    }
+
+    /// Another party's words in an answer (an error body, a network message) with every secret redacted, before
+    /// anything shortens or quotes them. A success's body is data, read as such, and left alone.
+    pub fn scrub_response(&self, response: Response) -> Response {
+        match response {
+            Response::Http { status, headers, mut body } if !(200..300).contains(&status) => {
+                self.scrub_in_place(&mut body);
+                Response::Http { status, headers, body }
+            }
+            Response::Network { mut message } => {
+                self.scrub_in_place(&mut message);
+                Response::Network { message }
+            }
+            other => other,
         }
     }
 }

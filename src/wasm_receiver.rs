@@ -413,7 +413,7 @@ impl ReceiverDriver {
             core: RefCell::new(core),
             source: settings.as_ref().map(|s| s.source.clone()),
             interval_ms: settings.as_ref().map_or(0, |s| s.interval_ms),
-            catch_up: RefCell::new(settings.map(|s| CatchUp::new(s.options))),
+            catch_up: RefCell::new(settings.map(|s| CatchUp::new(s.options).redacting(s.source.redactor()))),
             hooks: Hooks {
                 apply,
                 invalidate: function(&hooks, "invalidate"),
@@ -472,6 +472,19 @@ impl ReceiverDriver {
         }
         *self.inner.interval.borrow_mut() = Some(id.clone());
         id
+    }
+
+    /// This driver replaced one whose module faulted (it holds nothing): whether to read everything again now, as
+    /// at boot (`catch_up::recover_after_fault`). `last`: when the last such run began (ms), if one did. Returns
+    /// the time of this one when a run is to start now (then call `catchUp`), else `undefined` (or catch-up is off).
+    #[wasm_bindgen(js_name = recoveryRun)]
+    pub fn recovery_run(&self, last: Option<f64>) -> Option<f64> {
+        if self.inner.catch_up.borrow().is_none() || self.inner.closed.get() {
+            return None;
+        }
+        let now = now_ms();
+        let last = last.filter(|l| l.is_finite() && *l >= 0.0).map(|l| l as u64);
+        crate::catch_up::recover_after_fault(last, now, self.inner.interval_ms).then_some(now as f64)
     }
 
     /// Stop the catch-up timer.

@@ -1,10 +1,11 @@
 //! The bad-input corpus (`tests/bad-input/*.json`): every file is one wrong input — a Function event, a
-//! webhook delivery, a configuration, a signature header, a request to the receiver — with the error it must
-//! produce. Each must fail cleanly (no panic; no engine, so no request; nothing held by the receiver), with the
-//! expected class, the field at fault, a message that names the field and says what was expected, and for the
+//! webhook delivery, a configuration, a signature header, a request to the receiver, a page of the receiver's
+//! reconciliation (catch-up) query — with the error it must produce. Each must fail cleanly (no panic; no engine,
+//! so no request; nothing held by the receiver), with the expected class, the field at fault, a message that names the field and says what was expected, and for the
 //! receiver the HTTP status.
 
 use base64::Engine as _;
+use sanity_fly_sync::catch_up::{CatchUp, CatchUpOptions};
 use sanity_fly_sync::config::Env;
 use sanity_fly_sync::error::{ErrorClass, SyncError};
 use sanity_fly_sync::event::Headers;
@@ -91,6 +92,30 @@ fn run(case: &Value) -> Result<(), (Option<&'static str>, SyncError)> {
                     Err((None, SyncError { class, field, message: answer["error"].as_str().unwrap().to_string() }))
                 }
             }
+        }
+        "reconciliation_page" => {
+            // A page of catch-up's query answer, as the receiver's I/O layer hands it over: the result's text
+            // (`pageText`: exactly these characters, else `page` as JSON), or the whole HTTP answer when `enveloped`.
+            let text = match case.get("pageText").and_then(Value::as_str) {
+                Some(text) => text.to_string(),
+                None => case["page"].to_string(),
+            };
+            let enveloped = case.get("enveloped").and_then(Value::as_bool).unwrap_or(false);
+            let options = CatchUpOptions::from_json(&serde_json::json!({"types": ["page"]})).unwrap();
+            let receiver = Receiver::new(ReceiverOptions::new("0123456789abcdef-receiver", "machine-1")).unwrap();
+            let mut catch_up = CatchUp::new(options);
+            catch_up.start();
+            let page = catch_up.page(&receiver, &text, enveloped, case["nowMs"].as_u64().unwrap_or(NOW)).map_err(|e| (None, e))?;
+            // Read whole before anything is applied: the receiver holds nothing yet.
+            assert!(receiver.is_untouched());
+            // A document the page reader refuses is skipped with why (`result[i]: <error naming its field>`); the
+            // rest of the page applies. Each case holds one bad document: that is its error.
+            let Some(skip) = page.skipped.first() else { return Ok(()) };
+            assert_eq!(page.skipped.len(), 1, "one bad document per case: {:?}", page.skipped);
+            let (at, message) = skip.split_once(": ").unwrap();
+            let field = message.strip_prefix('`').and_then(|m| m.split_once('`')).map(|(f, _)| f.to_string());
+            assert!(field.as_deref().is_some_and(|f| f.starts_with(at)), "the skip names its document: {skip}");
+            Err((None, SyncError { class: ErrorClass::BadInput, field, message: message.to_string() }))
         }
         "signature_header" => {
             signature::parse_header("sanity-webhook-signature", case["header"].as_str().unwrap()).map(drop).map_err(|e| (None, e))

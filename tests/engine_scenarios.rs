@@ -382,6 +382,20 @@ fn ack_from_another_machine_is_a_fatal_failure() {
 }
 
 #[test]
+fn an_ack_without_a_status_is_a_failed_push_naming_the_field() {
+    let mut fly = six();
+    fly.machine("m-ord-2").ack_without_status = true;
+    let run = drive(&env(&[]), change("page", json!({})), &mut fly);
+    let m = run.report.targets[0].machines.iter().find(|m| m.id == "m-ord-2").unwrap();
+    assert_eq!(m.sync, SyncOutcome::Failed, "a 200 without a status is not synced");
+    let e = m.error.as_ref().unwrap();
+    assert_eq!(e.class, ErrorClass::Fatal);
+    assert!(e.message.contains("no `status`; expected `applied`, `duplicate` or `stale`"), "{}", e.message);
+    let ord1 = run.report.targets[0].machines.iter().find(|m| m.id == "m-ord-1").unwrap();
+    assert_eq!(ord1.sync, SyncOutcome::Synced, "the others, acked with a status, are synced");
+}
+
+#[test]
 fn market_targeting_pushes_only_to_mapped_regions() {
     let mut fly = six();
     let cfg = r#"{"targets":[{"app":"web","machinesApiUrl":"http://127.0.0.1:4280","appUrl":"http://127.0.0.1:8080",

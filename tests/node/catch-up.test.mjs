@@ -167,7 +167,7 @@ test('a document dated beyond the skew bound is skipped with its reason; the mar
     assert.equal(run.applied, 2)
     assert.deepEqual([...held.keys()].sort(), ['page-a', 'page-b'])
     assert.equal(run.skipped.length, 1)
-    assert.match(run.skipped[0], /^result\[2\]: `updatedAt`: expected a revision time at most 120 s ahead of this clock, got a time \d+ s in the future$/)
+    assert.match(run.skipped[0], /^result\[2\]: `result\[2\]\._updatedAt`: expected a revision time at most 120 s ahead of this clock, got a time \d+ s in the future$/)
     assert.equal(run.mark, iso(now + 60_000), 'the newest accepted time, which is within the bound')
     assert.ok(Date.parse(run.mark) <= Date.now() + 120_000)
     // A push of the real next edit is not "stale" against the refused 2099 revision.
@@ -179,5 +179,36 @@ test('a document dated beyond the skew bound is skipped with its reason; the mar
     assert.equal((await response.json()).status, 'applied')
   } finally {
     receiver.close()
+  }
+})
+
+test('an error answer that echoes the read token reaches the run\'s error scrubbed, whole or cut', async () => {
+  const { createServer } = await import('node:http')
+  const { once } = await import('node:events')
+  const token = 'skPrivateReadToken0123456789abcdefghijklmnopqrstuvwxyz'
+  const asked = []
+  // Sanity's query API stand-in that quotes the bearer token it refuses: first whole, then cut by its own limit.
+  const server = createServer((req, res) => {
+    asked.push(req.headers.authorization)
+    // The second quote holds only the token's first 23 characters, and ends past the 200 the error keeps of it.
+    const quoted = asked.length === 1 ? req.headers.authorization : `${'x'.repeat(150)}${req.headers.authorization}`.slice(0, 180)
+    res.writeHead(401, {'content-type': 'application/json'})
+    res.end(JSON.stringify({statusCode: 401, message: `session not found for ${quoted}`}))
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const apiHost = `http://127.0.0.1:${server.address().port}`
+  try {
+    for (const n of [1, 2]) {
+      const receiver = createReceiver({secret, machineId: 'm', apply() {}, catchUp: {projectId: 'local', dataset: 'production', apiHost, token, types: ['page'], intervalSeconds: 3600}})
+      const run = await receiver.ready
+      receiver.close()
+      assert.equal(asked.length, n, 'the query was sent with the token')
+      assert.equal(asked[n - 1], `Bearer ${token}`)
+      assert.match(run.error, /HTTP 401 credentials refused: session not found for x*Bearer \[redacted\]/, run.error)
+      assert.ok(!run.error.includes(token.slice(0, 12)), `no part of the token: ${run.error}`)
+    }
+  } finally {
+    server.close()
   }
 })

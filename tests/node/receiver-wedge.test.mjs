@@ -142,6 +142,40 @@ test('an invalidate hook past its timeout leaves the change uncommitted too', as
   assert.equal(invalidations, 2)
 })
 
+test('a syncTags hook past its timeout: 503 (retryable), not acked, later requests not wedged, and a retry applies it once', async () => {
+  const never = new Promise(() => {})
+  const calls = []
+  const signals = []
+  const handler = createReceiver({
+    secret, machineId: 'm', hookTimeoutMs: 100,
+    apply() {},
+    syncTags(tags, {signal}) {
+      calls.push(tags)
+      signals.push(signal)
+      if (calls.length === 1) return never
+    },
+  })
+  const tags = (key, syncTags) => ({protocol: 'sanity-fly-sync/1', target: 'web', op: 'tags', syncTags, idempotencyKey: key})
+  const first = await answered(request(handler, tags('tags:run-1', ['s1:aaaa'])), 'a hung syncTags hook past its timeout')
+  assert.equal(first.status, 503)
+  assert.equal(first.json.class, 'retryable')
+  assert.equal(first.json.status, undefined, 'no ack: the Function does not count the tags as delivered')
+  assert.match(first.json.error, /the syncTags hook did not settle within 100 ms/)
+  assert.equal(signals[0].aborted, true, 'the hook was told to stop')
+  // Nothing waits on the hung hook: an unsigned request, a document and other sync tags are answered.
+  assert.equal((await answered(request(handler, tags('tags:run-2', ['s1:bbbb']), {sign: null}), 'an unsigned request')).status, 401)
+  assert.equal((await answered(request(handler, payload('p')), 'a document push')).json.status, 'applied')
+  assert.equal((await answered(request(handler, tags('tags:run-2', ['s1:bbbb'])), 'other sync tags')).json.status, 'applied')
+  // The Function's retry of the first push: held while the late hook may still run, then applied, once.
+  let retry
+  for (let attempt = 0; attempt < 50 && retry?.status !== 200; attempt++) retry = await answered(request(handler, tags('tags:run-1', ['s1:aaaa'])), 'the retry')
+  assert.equal(retry.status, 200, JSON.stringify(retry.json))
+  assert.equal(retry.json.status, 'applied')
+  assert.deepEqual(calls, [['s1:aaaa'], ['s1:bbbb'], ['s1:aaaa']], 'the hung call, the other tags, exactly one retry')
+  assert.equal((await request(handler, tags('tags:run-1', ['s1:aaaa']))).json.status, 'duplicate', 'committed once')
+  assert.equal(calls.length, 3)
+})
+
 test('changes of one document apply one at a time in arrival order; other documents do not wait', async () => {
   const first = gate()
   const events = []

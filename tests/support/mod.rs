@@ -48,6 +48,8 @@ pub struct FakeMachine {
     pub restarts: u32,
     pub ask_restart: bool,
     pub ack_as: Option<String>,
+    /// Its ack leaves out `status` (an app answering 200 without saying it holds the change).
+    pub ack_without_status: bool,
     pub applied: Vec<Value>,
     /// Its config declares a service (false: a worker the proxy cannot reach).
     pub services: bool,
@@ -71,6 +73,7 @@ impl FakeMachine {
             restarts: 0,
             ask_restart: false,
             ack_as: None,
+            ack_without_status: false,
             applied: vec![],
             services: true,
         }
@@ -411,7 +414,11 @@ impl FakeFly {
         if stop_after {
             m.state = "stopped".into();
         }
-        Response::json(200, json!({"machine": machine, "status": "applied", "restart": restart}).to_string())
+        let mut ack = json!({"machine": machine, "status": "applied", "restart": restart});
+        if m.ack_without_status {
+            ack.as_object_mut().expect("an object").remove("status");
+        }
+        Response::json(200, ack.to_string())
     }
 
     fn do_restart(&mut self, mid: &str, now: u64) {
