@@ -337,7 +337,7 @@ impl Engine {
         if call.step == Step::List && self.is_known_answer(call.target, &response) {
             return self.on_known_list(call, now);
         }
-        let response = self.scrubbed(response);
+        let response = self.redactor.scrub_response(response);
         // The call's description only goes into errors: not written for an answer that succeeded.
         let what = match &response {
             Response::Http { status, .. } if (200..300).contains(status) => String::new(),
@@ -375,22 +375,6 @@ impl Engine {
     /// Cleanup may use the reserve at the end of the budget; everything else must end before it.
     fn limit(&self, step: Step) -> u64 {
         if step.is_cleanup() { self.deadline_ms } else { self.work_deadline_ms }
-    }
-
-    /// Another party's words (an error body, a network message) with any secret it echoes redacted, before
-    /// anything shortens or quotes them.
-    fn scrubbed(&self, response: Response) -> Response {
-        match response {
-            Response::Http { status, headers, mut body } if !(200..300).contains(&status) => {
-                self.redactor.scrub_in_place(&mut body);
-                Response::Http { status, headers, body }
-            }
-            Response::Network { mut message } => {
-                self.redactor.scrub_in_place(&mut message);
-                Response::Network { message }
-            }
-            other => other,
-        }
     }
 
     fn machine_id(&self, call: &Call) -> Option<&str> {
