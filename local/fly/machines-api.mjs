@@ -148,6 +148,7 @@ const DEFAULT_ERRORS = /** @type {Record<number, string>} */ ({
  * @property {number} acquiredAt  clock ms
  * @property {number} expiresAt  clock ms, moved by each refresh
  * @property {number} refreshes
+ * @property {number | null} refreshedAt  clock ms of the last refresh (null: never refreshed)
  * @property {number | null} releasedAt  when `DELETE …/lease` released it
  * @property {'held' | 'released' | 'expired'} end  as of the read: released by DELETE, past its TTL, or still held
  */
@@ -409,7 +410,7 @@ export async function startMachinesApi(options = {}) {
    */
   function grantLease(m, {owner, description, ttlMs, source}) {
     const expiresAtMs = now() + ttlMs
-    const record = {app: m.app, machine: m.id, owner, description, source, acquiredAt: now(), expiresAt: expiresAtMs, refreshes: 0, releasedAt: null}
+    const record = {app: m.app, machine: m.id, owner, description, source, acquiredAt: now(), expiresAt: expiresAtMs, refreshes: 0, refreshedAt: null, releasedAt: null}
     leaseLog.push(record)
     return {nonce: hex(12), owner, description, expiresAtMs, record}
   }
@@ -584,6 +585,7 @@ export async function startMachinesApi(options = {}) {
         record.expiresAt = current.expiresAtMs
         record.description = current.description
         record.refreshes++
+        record.refreshedAt = now()
       } else {
         m.lease = grantLease(m, {owner: c.owner, description: c.body?.description ?? '', ttlMs: ttl * 1000, source: 'api'})
       }
