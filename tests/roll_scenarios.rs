@@ -320,3 +320,32 @@ fn calls_scheduled_past_the_deadline_end_the_run_instead_of_spinning() {
     assert!(run.ended_at <= T0 + 30_000);
     assert!(fly.sent.iter().all(|s| s.at < T0 + 30_000));
 }
+
+#[test]
+fn machines_a_killed_run_left_down_count_against_the_caps_until_they_serve() {
+    // Found on the local Fly (tests/node/roll-kill.test.mjs). ord 3, fra 2, two down at once at most. A run killed
+    // mid-roll left two ord Machines down: o1 still restarting, o2 back started but its checks not passing yet.
+    let mut fly = FakeFly::new(fleet(&[
+        ("f1", "fra", "started"), ("f2", "fra", "started"),
+        ("o1", "ord", "started"), ("o2", "ord", "started"), ("o3", "ord", "started"),
+    ]));
+    for m in &mut fly.machines {
+        m.metadata.insert(KEY.into(), "1;1799999999000;settings-1@rev-2;app".into());
+    }
+    let o1 = fly.machine("o1");
+    (o1.restarts, o1.restart_at, o1.state) = (1, Some(T0 - 1_000), "restarting".into());
+    o1.events.push((T0 - 1_000, "restart", "stopping"));
+    let o2 = fly.machine("o2");
+    (o2.restarts, o2.checks_critical_ms) = (1, 5_000);
+    o2.events.extend([(T0 - 1_500, "restart", "stopping"), (T0 - 500, "start", "started")]);
+    fly.downtimes.extend([("o1".into(), "ord".into(), T0 - 1_000, T0 + 2_000), ("o2".into(), "ord".into(), T0 - 1_500, T0 + 4_500)]);
+
+    let env = settings_env(&[("FLY_MAX_UNAVAILABLE", "2"), ("FLY_SYNC_BUDGET_MS", "60000")]);
+    let run = drive_from(&env, Some(change("settings", json!({}))), &mut fly, T0, None).unwrap();
+    assert!(run.report.ok, "{:#?}", run.report);
+    assert_rolled_once(&fly, 2);
+    assert_eq!(fly.most_down(Some("fra")), 1, "never both of fra's two Machines");
+    // o2's restart is done (its mark says so) only once its checks pass.
+    let unmarked = fly.sent.iter().find(|s| s.kind == "unmark" && s.machine.as_deref() == Some("o2")).expect("o2's mark cleared").at;
+    assert!(unmarked >= T0 + 4_500, "o2 marked done {} ms before its checks passed", T0 + 4_500 - unmarked);
+}

@@ -4,7 +4,9 @@
 //! Per Machine: `Lease` (renewed every few seconds while held) → `Restart` → `Wait` (long-poll until started)
 //! → `Poll` (until its checks pass) → `Unmark` (the restart it owed is done) → `Release`. A lease held by a run
 //! of ours is waited out once; one held by anybody else stops the roll. A Machine stopped or destroyed by
-//! someone else meanwhile is skipped, not failed.
+//! someone else meanwhile is skipped, not failed. A Machine an earlier run left down (in transition, or back
+//! started without passing checks yet) counts as down from the start, takes its slot first and is read until it
+//! serves; only then does its mark say done.
 
 use super::{Work, Call, Engine, Step, POLL_INTERVAL_MS, SEND_MARGIN_MS};
 use crate::error::{ErrorClass, SyncError};
@@ -209,12 +211,15 @@ impl Engine {
             _ => None,
         });
         let estimate = roll::restart_estimate_ms(observed, last_roll, target.restart_timeout_ms);
-        // Per region: Machines serving (or down because of us), and down because of us.
+        // Per region: Machines serving (or down because of a restart of ours, this run's or an earlier one's),
+        // and down so. A queued Machine down already (an earlier run's restart) counts as down from the start.
+        let down_already = |mr: &crate::run::MachineRun| matches!(mr.restart, RestartState::Planned) && !is_up(&mr.machine);
         let mut regions: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
         for mr in &run.machines {
             let entry = regions.entry(mr.machine.region.clone()).or_default();
-            entry.0 += usize::from(mr.restart.in_slot() || (mr.machine.is_started() && mr.machine.reachable()));
-            entry.1 += usize::from(mr.restart.in_slot());
+            let down = mr.restart.in_slot() || down_already(mr);
+            entry.0 += usize::from(down || (mr.machine.is_started() && mr.machine.reachable()));
+            entry.1 += usize::from(down);
         }
         let mut i = 0;
         while i < run.queue.len() && now + estimate + SEND_MARGIN_MS <= self.work_deadline_ms {
@@ -222,8 +227,12 @@ impl Engine {
             let (serving, down_here) = regions[&run.machines[m].machine.region];
             let down_total = regions.values().map(|r| r.1).sum();
             let lone_down = regions.values().any(|&(serving, down)| serving == 1 && down == 1);
-            if roll::may_start(rule, serving, down_here, down_total, lone_down) {
-                regions.get_mut(&run.machines[m].machine.region).expect("counted").1 += 1;
+            // One down already takes no more than it has: it is watched until it serves, whatever the caps.
+            let counted = down_already(&run.machines[m]);
+            if counted || roll::may_start(rule, serving, down_here, down_total, lone_down) {
+                if !counted {
+                    regions.get_mut(&run.machines[m].machine.region).expect("counted").1 += 1;
+                }
                 run.queue.remove(i);
                 // A Machine in transition is first seen settled, one started without passing checks is read until
                 // they pass; a serving one is leased for its restart.
