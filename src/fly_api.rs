@@ -21,8 +21,9 @@ pub enum Call<'a> {
     Lease { machine: &'a str, ttl_s: u64, description: &'a str, nonce: Option<&'a str> },
     /// Read who holds the Machine's lease.
     LeaseInfo { machine: &'a str },
-    /// Block until the Machine is `started`, at most `timeout_s`, counting only what follows `after_event`.
-    Wait { machine: &'a str, timeout_s: u64, after_event: Option<&'a str> },
+    /// Block until the Machine is `started`, at most `timeout_s`, counting only what follows `after_event`, for
+    /// the Machine's `version` (its `instance_id`: a restart keeps it, an update would change it).
+    Wait { machine: &'a str, timeout_s: u64, after_event: Option<&'a str>, version: Option<&'a str> },
     SetMetadata { machine: &'a str, key: &'a str, value: &'a str },
     DeleteMetadata { machine: &'a str, key: &'a str },
     Restart { machine: &'a str, nonce: &'a str },
@@ -82,9 +83,11 @@ pub fn request(target: &Target, call: &Call) -> Wire {
             (Method::POST, format!("{machines}/{machine}/lease"), headers, Some(body))
         }
         Call::LeaseInfo { machine } => (Method::GET, format!("{machines}/{machine}/lease"), vec![auth], None),
-        Call::Wait { machine, timeout_s, after_event } => {
+        Call::Wait { machine, timeout_s, after_event, version } => {
+            // Fly's spec names the Machine's instance id `version` on `/wait`; `instance_id` is its deprecated alias.
+            let version = version.map(|v| format!("&version={}", query_value(v))).unwrap_or_default();
             let after = after_event.map(|e| format!("&from_event_id={}", query_value(e))).unwrap_or_default();
-            (Method::GET, format!("{machines}/{machine}/wait?state=started&timeout={timeout_s}{after}"), vec![auth], None)
+            (Method::GET, format!("{machines}/{machine}/wait?state=started&timeout={timeout_s}{version}{after}"), vec![auth], None)
         }
         Call::SetMetadata { machine, key, value } => {
             let body = serde_json::json!({"value": value}).to_string();
@@ -248,8 +251,10 @@ mod tests {
         assert_eq!(release.method, Method::DELETE);
         let renew = request(&t, &Call::Lease { machine: "m1", ttl_s: 12, description: "d", nonce: Some("n") });
         assert!(renew.headers.contains(&(LEASE_NONCE.to_string(), "n".to_string())), "a renewal names the lease");
-        let wait = request(&t, &Call::Wait { machine: "m1", timeout_s: 30, after_event: Some("01J 2") });
-        assert_eq!(wait.url, "http://api/v1/apps/web/machines/m1/wait?state=started&timeout=30&from_event_id=01J%202");
+        let wait = request(&t, &Call::Wait { machine: "m1", timeout_s: 30, after_event: Some("01J 2"), version: Some("01HMVXC16ED6SHK9452AF029Y7") });
+        assert_eq!(wait.url, "http://api/v1/apps/web/machines/m1/wait?state=started&timeout=30&version=01HMVXC16ED6SHK9452AF029Y7&from_event_id=01J%202");
+        let unversioned = request(&t, &Call::Wait { machine: "m1", timeout_s: 30, after_event: None, version: None });
+        assert_eq!(unversioned.url, "http://api/v1/apps/web/machines/m1/wait?state=started&timeout=30");
         let mark = request(&t, &Call::SetMetadata { machine: "m1", key: "k", value: "1;2;x" });
         assert_eq!((mark.method, mark.url.as_str(), mark.body.as_deref()), (Method::POST, "http://api/v1/apps/web/machines/m1/metadata/k", Some(r#"{"value":"1;2;x"}"#)));
         assert_eq!(request(&t, &Call::DeleteMetadata { machine: "m1", key: "k" }).method, Method::DELETE);

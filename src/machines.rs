@@ -87,6 +87,8 @@ pub struct Machine {
     pub newest_start_ms: u64,
     /// The newest event's id, to wait for what comes after it.
     pub newest_event_id: Option<String>,
+    /// Its `instance_id` (the version of its config: a restart keeps it), to wait for this version's start.
+    pub instance_id: Option<String>,
     /// What our metadata key says: a restart this Machine still owes (left by an earlier run), or the change
     /// its last restart was for.
     pub mark: Option<RestartMark>,
@@ -112,6 +114,8 @@ struct RawMachine<'a> {
     region: Option<Cow<'a, str>>,
     #[serde(borrow)]
     host_status: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    instance_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     config: Option<RawConfig<'a>>,
     #[serde(borrow)]
@@ -224,6 +228,7 @@ impl RawMachine<'_> {
             newest_event_ms: events.event_ms,
             newest_start_ms: events.start_ms,
             newest_event_id: events.event_id,
+            instance_id: self.instance_id.filter(|v| !v.is_empty()).map(Cow::into_owned),
             mark: intent,
         })
     }
@@ -322,7 +327,7 @@ mod tests {
     #[test]
     fn reads_what_the_engine_needs() {
         let m = Machine::parse(
-            &json!({"id":"3d8d413b29d089","region":"ord","state":"started","host_status":"ok",
+            &json!({"id":"3d8d413b29d089","region":"ord","state":"started","host_status":"ok","instance_id":"01HMVXC16ED6SHK9452AF029Y7",
                 "config":{"metadata":{"fly_process_group":"app"}},
                 "checks":[{"name":"servicecheck-00-http-8080","status":"passing"},{"name":"bg_deployments_compat_x","status":"critical"}],
                 "events":[{"type":"start","status":"started","timestamp":1700000005000u64},{"type":"launch","status":"created","timestamp":1700000000000u64}]}),
@@ -335,6 +340,7 @@ mod tests {
         assert!(m.checks_passing() && m.reachable());
         assert_eq!((m.newest_event_ms, m.newest_start_ms), (1700000005000, 1700000005000));
         assert_eq!(m.mark, None);
+        assert_eq!(m.instance_id.as_deref(), Some("01HMVXC16ED6SHK9452AF029Y7"));
         let marked = Machine::parse(
             &json!({"id":"m","state":"started","config":{"metadata":{INTENT_KEY:"1;1700000000000;settings@r1"}},
                 "events":[{"id":"01J2","status":"started","timestamp":5},{"id":"01J1","status":"created","timestamp":1}]}),
@@ -343,6 +349,7 @@ mod tests {
         .unwrap();
         assert_eq!(marked.owed(), Some(&Intent { since_ms: 1_700_000_000_000, change: "settings@r1".into(), scope: crate::roll::Scope::Machine }));
         assert_eq!(marked.newest_event_id.as_deref(), Some("01J2"));
+        assert_eq!(marked.instance_id, None, "absent: the wait goes without it");
     }
 
     #[test]

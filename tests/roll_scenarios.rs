@@ -9,6 +9,8 @@ use serde_json::json;
 use support::*;
 
 const KEY: &str = "sanity_fly_sync_restart";
+/// Our leases' time-to-live, in ms.
+const TTL_MS: u64 = sanity_fly_sync::roll::LEASE_TTL_S * 1000;
 
 fn fleet_of(n: usize, regions: &[&str]) -> FakeFly {
     let machines = (0..n).map(|i| FakeMachine::new(&format!("m{i:03}"), regions[i % regions.len()], "started")).collect();
@@ -101,11 +103,33 @@ fn killed_at_any_instant_the_next_run_finishes_the_roll_exactly_once() {
             if next == "resume" && !ran_restarts {
                 continue;
             }
+            let context = format!("killed after {k} ({}), then {next}", kinds[k.min(kinds.len() - 1)]);
+            // The killed run's leases (never released: it was killed) free themselves at their TTL from the
+            // kill at the latest, not after: nothing it asked for outlives it by more than the TTL.
+            let stale: Vec<LeaseRecord> = fly.leases.iter().filter(|l| l.released_at.is_none()).cloned().collect();
+            for l in &stale {
+                assert!(l.expires_at <= killed_at + TTL_MS, "{context}: {}'s lease expires {} ms after the kill, past its TTL", l.machine, l.expires_at - killed_at);
+            }
+            let (leases_before, sent_before) = (fly.leases.len(), fly.sent.len());
             let change = (next != "resume").then(|| change("settings", json!({})));
             let run = drive_from(&env, change, &mut fly, killed_at + 500, None).unwrap();
-            assert!(run.report.ok && run.report.resumable == 0, "killed after {k} ({}), then {next}: {:#?}", kinds[k.min(kinds.len() - 1)], run.report);
+            assert!(run.report.ok && run.report.resumable == 0, "{context}: {:#?}", run.report);
+            // The next run's own leases: every one released by the run itself before it ended, each before its
+            // TTL could have expired it (read from the fake's lease log, not from whether a lease is left).
+            for l in &fly.leases[leases_before..] {
+                let released = l.released_at.unwrap_or_else(|| panic!("{context}: the next run's lease on {} was never released: {l:?}", l.machine));
+                assert!(released <= run.ended_at && released < l.expires_at, "{context}: {}'s lease released at {released}, expiring at {}, the run ended at {}", l.machine, l.expires_at, run.ended_at);
+            }
+            // A stale lease is waited out, not fought: on a Machine the killed run held, the next run asks for the
+            // lease at most once before it expires, and holds it only from its expiry on.
+            for s in &stale {
+                let early = fly.sent[sent_before..].iter().filter(|x| x.kind == "lease" && x.machine.as_deref() == Some(s.machine.as_str()) && x.at < s.expires_at).count();
+                assert!(early <= 1, "{context}: {} asked for {early} times while the killed run's lease held", s.machine);
+                let taken = fly.leases[leases_before..].iter().filter(|l| l.machine == s.machine);
+                assert!(taken.clone().all(|l| l.acquired_at >= s.expires_at), "{context}: {} leased before the stale lease expired", s.machine);
+            }
             fly.settle(run.ended_at + 13_000);
-            assert_rolled_once_in(&fly, 1, &format!("killed after {k} ({}), then {next}", kinds[k.min(kinds.len() - 1)]));
+            assert_rolled_once_in(&fly, 1, &context);
         }
     }
 }
@@ -295,4 +319,33 @@ fn calls_scheduled_past_the_deadline_end_the_run_instead_of_spinning() {
     let run = drive(&env, change("settings", json!({})), &mut fly);
     assert!(run.ended_at <= T0 + 30_000);
     assert!(fly.sent.iter().all(|s| s.at < T0 + 30_000));
+}
+
+#[test]
+fn machines_a_killed_run_left_down_count_against_the_caps_until_they_serve() {
+    // Found on the local Fly (tests/node/roll-kill.test.mjs). ord 3, fra 2, two down at once at most. A run killed
+    // mid-roll left two ord Machines down: o1 still restarting, o2 back started but its checks not passing yet.
+    let mut fly = FakeFly::new(fleet(&[
+        ("f1", "fra", "started"), ("f2", "fra", "started"),
+        ("o1", "ord", "started"), ("o2", "ord", "started"), ("o3", "ord", "started"),
+    ]));
+    for m in &mut fly.machines {
+        m.metadata.insert(KEY.into(), "1;1799999999000;settings-1@rev-2;app".into());
+    }
+    let o1 = fly.machine("o1");
+    (o1.restarts, o1.restart_at, o1.state) = (1, Some(T0 - 1_000), "restarting".into());
+    o1.events.push((T0 - 1_000, "restart", "stopping"));
+    let o2 = fly.machine("o2");
+    (o2.restarts, o2.checks_critical_ms) = (1, 5_000);
+    o2.events.extend([(T0 - 1_500, "restart", "stopping"), (T0 - 500, "start", "started")]);
+    fly.downtimes.extend([("o1".into(), "ord".into(), T0 - 1_000, T0 + 2_000), ("o2".into(), "ord".into(), T0 - 1_500, T0 + 4_500)]);
+
+    let env = settings_env(&[("FLY_MAX_UNAVAILABLE", "2"), ("FLY_SYNC_BUDGET_MS", "60000")]);
+    let run = drive_from(&env, Some(change("settings", json!({}))), &mut fly, T0, None).unwrap();
+    assert!(run.report.ok, "{:#?}", run.report);
+    assert_rolled_once(&fly, 2);
+    assert_eq!(fly.most_down(Some("fra")), 1, "never both of fra's two Machines");
+    // o2's restart is done (its mark says so) only once its checks pass.
+    let unmarked = fly.sent.iter().find(|s| s.kind == "unmark" && s.machine.as_deref() == Some("o2")).expect("o2's mark cleared").at;
+    assert!(unmarked >= T0 + 4_500, "o2 marked done {} ms before its checks passed", T0 + 4_500 - unmarked);
 }

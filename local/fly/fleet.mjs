@@ -10,7 +10,7 @@ import {createServer} from 'node:http'
 import {EventEmitter} from 'node:events'
 import {startMachinesApi} from './machines-api.mjs'
 
-/** Reference §5: headers a proxy must not forward. */
+/** Headers a proxy does not pass on: the hop-by-hop ones, and those the forwarded request sets itself. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host', 'content-length'])
 
 export const DEFAULT_REGIONS = Object.freeze(['ord', 'fra', 'nrt'])

@@ -1,8 +1,9 @@
-// A local Fly.io Machines API on loopback, for tests and the simulation. Fact base: shared/reference/fly-machines.md
-// (§2 endpoints, §2.7 leases, §3 rate limits, §4 states, §6 tokens, §9 emulator checklist).
+// A local Fly.io Machines API on loopback, for tests and the simulation: Fly's endpoints, leases, rate limits,
+// Machine states and tokens as Fly documents them and as its own clients (flyctl, fly-go) use them.
 //
 // Every request is routed and validated against Fly's OpenAPI document by openapi-backend (./spec.mjs); what the
-// spec leaves out (the lease nonce, force_stop, error bodies, the lease envelope) follows the reference notes.
+// spec leaves out (the lease nonce, force_stop, error bodies, the lease envelope) follows Fly's documentation and
+// what fly-go sends and reads.
 // Per request: auth (401) → spec validation (400) → app (404) → Machine (404) → scripted fault → rate limit (429)
 // → the operation. Machines move through states on the clock with configurable delays; every request is logged
 // and every state change lands in a per-Machine timeline.
@@ -38,7 +39,8 @@ export const DEFAULT_TIMINGS = Object.freeze({
 })
 
 /**
- * Token buckets per (Machine, action) — per app for `list` — after reference §3: 1/s burst 3, `get` 5/s burst 10.
+ * Token buckets per (Machine, action) — per app for `list` — as Fly's documentation states its limits: 1/s with
+ * bursts of 3 per action, `get` 5/s with bursts of 10.
  * `retryAfter`: send `Retry-After` (whole seconds until a token) on 429s; unverified for Fly, so off by default.
  */
 export const DEFAULT_RATE_LIMITS = Object.freeze({
@@ -64,7 +66,7 @@ export const ACTIONS = Object.freeze({
   Machines_delete_metadata: 'metadata_delete',
 })
 
-/** Reference §4: transient states (`settled` = anything else). */
+/** Fly's transient Machine states (`settled` = anything else). */
 export const TRANSIENT_STATES = new Set(['creating', 'starting', 'stopping', 'restarting', 'suspending', 'destroying', 'updating', 'replacing', 'launch_failed'])
 
 const REGIONS = ['ord', 'fra', 'nrt']
@@ -148,6 +150,7 @@ const DEFAULT_ERRORS = /** @type {Record<number, string>} */ ({
  * @property {number} acquiredAt  clock ms
  * @property {number} expiresAt  clock ms, moved by each refresh
  * @property {number} refreshes
+ * @property {number | null} refreshedAt  clock ms of the last refresh (null: never refreshed)
  * @property {number | null} releasedAt  when `DELETE …/lease` released it
  * @property {'held' | 'released' | 'expired'} end  as of the read: released by DELETE, past its TTL, or still held
  */
@@ -409,7 +412,7 @@ export async function startMachinesApi(options = {}) {
    */
   function grantLease(m, {owner, description, ttlMs, source}) {
     const expiresAtMs = now() + ttlMs
-    const record = {app: m.app, machine: m.id, owner, description, source, acquiredAt: now(), expiresAt: expiresAtMs, refreshes: 0, releasedAt: null}
+    const record = {app: m.app, machine: m.id, owner, description, source, acquiredAt: now(), expiresAt: expiresAtMs, refreshes: 0, refreshedAt: null, releasedAt: null}
     leaseLog.push(record)
     return {nonce: hex(12), owner, description, expiresAtMs, record}
   }
@@ -430,7 +433,7 @@ export async function startMachinesApi(options = {}) {
     return {status: 'success', data: {nonce: l.nonce, expires_at: Math.floor(l.expiresAtMs / 1000), owner: l.owner, description: l.description, version: m.instanceId}}
   }
 
-  /** The Machine as the API shows it (reference §2.2). @param {any} m @param {{summary?: boolean}} [opts] */
+  /** The Machine as the API shows it. @param {any} m @param {{summary?: boolean}} [opts] */
   function machineJson(m, {summary = false} = {}) {
     const base = {
       id: m.id,
@@ -584,6 +587,7 @@ export async function startMachinesApi(options = {}) {
         record.expiresAt = current.expiresAtMs
         record.description = current.description
         record.refreshes++
+        record.refreshedAt = now()
       } else {
         m.lease = grantLease(m, {owner: c.owner, description: c.body?.description ?? '', ttlMs: ttl * 1000, source: 'api'})
       }

@@ -1,8 +1,8 @@
 // Fly's Machines API OpenAPI document, and the request validator built from it (openapi-backend: routing +
 // ajv validation of path, query, header and body against the spec).
 //
-// `fly-machines-openapi.json` here is a byte-for-byte copy of shared/reference/fly-machines-openapi.json
-// (sha256 45efe4aa…daeb, = docs.machines.dev/spec/openapi3.json of 2026-05-07). The spec leaves out a few things
+// `fly-machines-openapi.json` here is Fly's published OpenAPI spec, unmodified, as served at
+// https://docs.machines.dev/spec/openapi3.json on 2026-05-07 (sha256 45efe4aa…daeb). The spec leaves out a few things
 // that Fly's own clients send; `SPEC_PATCHES` adds exactly those, each with its source, so that what flyctl /
 // fly-go send also validates. The engine's own requests validate against the unpatched spec (see the tests).
 import {readFileSync} from 'node:fs'
@@ -29,7 +29,7 @@ const nonceHeader = {
 }
 
 /**
- * Where the published spec is silent or narrower than Fly's own clients, per shared/reference/fly-machines.md.
+ * Where the published spec is silent or narrower than what Fly's own clients (fly-go, flyctl) send.
  * Each patch only widens what is accepted; nothing the spec accepts is rejected.
  * @type {{op: string, what: string, source: string, apply: (spec: any) => void}[]}
  */
@@ -37,13 +37,13 @@ export const SPEC_PATCHES = [
   {
     op: 'Machines_restart',
     what: 'query `force_stop` (boolean)',
-    source: 'fly-go flaps.Restart always sends ?force_stop=true|false (reference §2.4)',
+    source: 'fly-go flaps.Restart always sends ?force_stop=true|false',
     apply: (spec) => spec.paths[`${M}/restart`].post.parameters.push({name: 'force_stop', in: 'query', schema: {type: 'boolean'}}),
   },
   {
     op: 'Machines_restart, Machines_start, Machines_stop',
     what: 'header `fly-machine-lease-nonce` (optional)',
-    source: 'fly-go sends the nonce on start/stop/restart of a leased Machine (reference §2.7); documentation only: the validator accepts undeclared headers anyway',
+    source: 'fly-go sends the nonce on start/stop/restart of a leased Machine; documentation only: the validator accepts undeclared headers anyway',
     apply: (spec) => {
       for (const action of ['restart', 'start', 'stop']) spec.paths[`${M}/${action}`].post.parameters.push({...nonceHeader})
     },
@@ -51,7 +51,7 @@ export const SPEC_PATCHES = [
   {
     op: 'Machines_create_lease',
     what: 'query `ttl` (integer seconds) and an optional body',
-    source: 'fly-go AcquireLease sends no body and ?ttl=N (reference §2.7); the spec marks the body required',
+    source: 'fly-go AcquireLease sends no body and ?ttl=N; the spec marks the body required',
     apply: (spec) => {
       const op = spec.paths[`${M}/lease`].post
       op.parameters.push({name: 'ttl', in: 'query', description: 'seconds the lease will be valid', schema: {type: 'integer'}})

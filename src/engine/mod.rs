@@ -8,12 +8,13 @@
 //! per phase decides the next:
 //!
 //! ```text
-//!   Listing ─► Syncing ─┬──────────────► Marking ─► Rolling ─► Releasing ─► Done
-//!      │          │     └─► Relisting ──┘    │          │                      ▲
-//!      └──────────┴── list failed / dry run / nothing to restart ──────────────┘
+//!   Listing ─┬──────────────┬─► Syncing ─┬──────────────► Marking ─► Rolling ─► Releasing ─► Done
+//!      │     └► Referencing ┘      │     └─► Relisting ──┘    │          │                      ▲
+//!      └───────────────────────────┴── list failed / dry run / nothing to restart ──────────────┘
 //! ```
 //!
-//! Syncing pushes the change to every selected Machine (`pushes`). A roll (`restarts`) is needed when the
+//! Referencing waits, with the Machines listed, for the documents that reference the change (`dependents`):
+//! the pushes carry them. Syncing pushes the change to every selected Machine (`pushes`). A roll (`restarts`) is needed when the
 //! change's type needs one, a receiver asked for one, or a Machine carries unfinished intent from an earlier
 //! run; Marking records the intent on the Machines, Rolling restarts them a few at a time (lease, restart, wait,
 //! checks, clear the intent, release). A resume run has no change: it lists and finishes unfinished intent.

@@ -41,6 +41,7 @@ impl Engine {
             _ => String::new(),
         };
         let after_event = mr.and_then(|mr| mr.machine.newest_event_id.as_deref());
+        let version = mr.and_then(|mr| mr.machine.instance_id.as_deref());
         if let Step::Refs(_) = step {
             return self.dependents_request(t, id, attempt, timeout_ms);
         }
@@ -58,7 +59,7 @@ impl Engine {
             Step::Renew(_) => fly_api::Call::Lease { machine: mid, ttl_s: roll::LEASE_TTL_S, description: &description, nonce },
             Step::LeaseInfo(_) => fly_api::Call::LeaseInfo { machine: mid },
             Step::Restart(_) => fly_api::Call::Restart { machine: mid, nonce: nonce.unwrap_or_default() },
-            Step::Wait(_) => fly_api::Call::Wait { machine: mid, timeout_s: wait_s, after_event },
+            Step::Wait(_) => fly_api::Call::Wait { machine: mid, timeout_s: wait_s, after_event, version },
             Step::Release(_) => fly_api::Call::Release { machine: mid, nonce: nonce.unwrap_or_default() },
             Step::Refs(_) => unreachable!("written above"),
         };

@@ -4,7 +4,9 @@
 //! Per Machine: `Lease` (renewed every few seconds while held) → `Restart` → `Wait` (long-poll until started)
 //! → `Poll` (until its checks pass) → `Unmark` (the restart it owed is done) → `Release`. A lease held by a run
 //! of ours is waited out once; one held by anybody else stops the roll. A Machine stopped or destroyed by
-//! someone else meanwhile is skipped, not failed.
+//! someone else meanwhile is skipped, not failed. A Machine an earlier run left down (in transition, or back
+//! started without passing checks yet) counts as down from the start, takes its slot first and is read until it
+//! serves; only then does its mark say done.
 
 use super::{Work, Call, Engine, Step, POLL_INTERVAL_MS, SEND_MARGIN_MS};
 use crate::error::{ErrorClass, SyncError};
@@ -15,6 +17,11 @@ use crate::plan;
 use crate::report::RestartCause;
 use crate::roll::{self, Intent, RestartMark, Scope};
 use crate::run::{Phase, RestartState, SyncState};
+
+/// How long after a stale lease's stated expiry we ask for it again: Fly states it in whole unix seconds (the
+/// lease may hold up to a second past it) and our clock and Fly's differ a little; asked too early, the lease
+/// is still held and the Machine is left to a later run.
+const LEASE_EXPIRY_MARGIN_MS: u64 = 1_500;
 
 impl Engine {
     /// Why this target rolls, if it does: the change's type, a receiver's request, or unfinished intent.
@@ -58,8 +65,15 @@ impl Engine {
             let is_new = newest.as_ref().is_some_and(|i| run.intent.as_ref().is_some_and(|own| own.change == i.change));
             let Some(intent) = newest else {
                 if mr.machine.owed().is_some() && !dry_run {
-                    mr.restart = RestartState::NotNeeded("started after the restart it owed was recorded: it runs the change already".into());
-                    unmarks.push(m);
+                    if mr.machine.is_started() && mr.machine.reachable() && !mr.machine.checks_passing() {
+                        // Booted with the change (restarted by a run killed since, say), its checks not passing
+                        // yet: still down. It takes a slot and is watched until they pass; then its mark says done.
+                        mr.restart = RestartState::Planned;
+                        older.push(m);
+                    } else {
+                        mr.restart = RestartState::NotNeeded("started after the restart it owed was recorded: it runs the change already".into());
+                        unmarks.push(m);
+                    }
                 }
                 continue;
             };
@@ -84,9 +98,12 @@ impl Engine {
                 if is_new { newer.push(m) } else { older.push(m) }
             }
         }
-        // Unfinished intent first (oldest first), then this change's.
+        // Unfinished intent first (oldest first), then this change's; before all, the Machines down already (in
+        // transition or not healthy since an earlier run's restart): they take the first slots, so what is down
+        // is counted before any other Machine goes down.
         older.sort_unstable_by_key(|&m| (run.machines[m].planned_mark.as_ref().or(run.machines[m].machine.owed()).map_or(0, |i| i.since_ms), m));
         run.queue = older.into_iter().chain(newer).collect();
+        run.queue.make_contiguous().sort_by_key(|&m| is_up(&run.machines[m].machine));
         run.phase = Phase::Marking;
         self.calls.extend(marks.into_iter().map(|m| Call::new(t, Step::Mark(m), now)));
         self.calls.extend(unmarks.into_iter().map(|m| Call::new(t, Step::Unmark(m), now)));
@@ -194,12 +211,15 @@ impl Engine {
             _ => None,
         });
         let estimate = roll::restart_estimate_ms(observed, last_roll, target.restart_timeout_ms);
-        // Per region: Machines serving (or down because of us), and down because of us.
+        // Per region: Machines serving (or down because of a restart of ours, this run's or an earlier one's),
+        // and down so. A queued Machine down already (an earlier run's restart) counts as down from the start.
+        let down_already = |mr: &crate::run::MachineRun| matches!(mr.restart, RestartState::Planned) && !is_up(&mr.machine);
         let mut regions: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
         for mr in &run.machines {
             let entry = regions.entry(mr.machine.region.clone()).or_default();
-            entry.0 += usize::from(mr.restart.in_slot() || (mr.machine.is_started() && mr.machine.reachable()));
-            entry.1 += usize::from(mr.restart.in_slot());
+            let down = mr.restart.in_slot() || down_already(mr);
+            entry.0 += usize::from(down || (mr.machine.is_started() && mr.machine.reachable()));
+            entry.1 += usize::from(down);
         }
         let mut i = 0;
         while i < run.queue.len() && now + estimate + SEND_MARGIN_MS <= self.work_deadline_ms {
@@ -207,12 +227,23 @@ impl Engine {
             let (serving, down_here) = regions[&run.machines[m].machine.region];
             let down_total = regions.values().map(|r| r.1).sum();
             let lone_down = regions.values().any(|&(serving, down)| serving == 1 && down == 1);
-            if roll::may_start(rule, serving, down_here, down_total, lone_down) {
-                regions.get_mut(&run.machines[m].machine.region).expect("counted").1 += 1;
+            // One down already takes no more than it has: it is watched until it serves, whatever the caps.
+            let counted = down_already(&run.machines[m]);
+            if counted || roll::may_start(rule, serving, down_here, down_total, lone_down) {
+                if !counted {
+                    regions.get_mut(&run.machines[m].machine.region).expect("counted").1 += 1;
+                }
                 run.queue.remove(i);
-                // A Machine in transition is first seen settled; a started one is leased for its restart.
-                let (state, step) =
-                    if run.machines[m].machine.is_started() { (RestartState::Leasing, Step::Lease(m)) } else { (RestartState::Settling, Step::Wait(m)) };
+                // A Machine in transition is first seen settled, one started without passing checks is read until
+                // they pass; a serving one is leased for its restart.
+                let machine = &run.machines[m].machine;
+                let (state, step) = if is_up(machine) {
+                    (RestartState::Leasing, Step::Lease(m))
+                } else if machine.is_started() {
+                    (RestartState::Settling, Step::Poll(m))
+                } else {
+                    (RestartState::Settling, Step::Wait(m))
+                };
                 run.machines[m].restart = state;
                 self.calls.push(Call::new(t, step, now));
             } else {
@@ -313,10 +344,10 @@ impl Engine {
                 mr.lease_waited = true;
                 self.calls.push(Call::new(t, Step::Lease(m), now));
             }
-            Some(h) if roll::lease_is_ours(&h.description) && !mr.lease_waited && h.expires_at_ms + 500 < self.work_deadline_ms => {
+            Some(h) if roll::lease_is_ours(&h.description) && !mr.lease_waited && h.expires_at_ms + LEASE_EXPIRY_MARGIN_MS < self.work_deadline_ms => {
                 mr.lease_waited = true;
                 mr.restart = RestartState::WaitingForLease;
-                self.calls.push(Call::new(t, Step::Lease(m), h.expires_at_ms.max(now) + 500));
+                self.calls.push(Call::new(t, Step::Lease(m), h.expires_at_ms.max(now) + LEASE_EXPIRY_MARGIN_MS));
             }
             Some(h) if roll::lease_is_ours(&h.description) => {
                 mr.restart = RestartState::NotAttempted("another run of ours holds its lease and keeps it: that run restarts it".into());
@@ -447,6 +478,11 @@ impl Engine {
         mr.had_checks = !machine.checks.is_empty();
         mr.machine = machine;
         if mr.machine.owed().is_none_or(|i| i.satisfied_by(&mr.machine)) {
+            if mr.machine.is_started() && !mr.machine.checks_passing() {
+                // Booted with the change, its checks not passing yet: still down, and its restart not done
+                // until they pass (the mark says done only then).
+                return self.recheck_settled(t, m, now);
+            }
             mr.restart = RestartState::NotNeeded("started after the restart it owed was recorded: it runs the change already".into());
             self.calls.push(Call::new(t, Step::Unmark(m), now));
         } else if mr.machine.is_started() {
@@ -456,6 +492,24 @@ impl Engine {
             let why = format!("`{}`: restarted by a later run once it serves; the restart stays recorded on it", mr.machine.state);
             mr.restart = RestartState::Deferred(why);
         }
+    }
+
+    /// A Machine that booted with the change and is started, its checks not passing yet: read it again shortly,
+    /// until they pass; past the restart timeout since its start it failed; out of budget, a later run sees it.
+    fn recheck_settled(&mut self, t: usize, m: usize, now: u64) {
+        let restart_timeout_ms = self.config.targets[t].restart_timeout_ms;
+        let mr = &mut self.targets[t].machines[m];
+        let since_start = now.saturating_sub(mr.machine.newest_start_ms);
+        if since_start >= restart_timeout_ms {
+            let e = SyncError::retryable(format!("started {} s ago, checks still not passing ({}): past the restart timeout", since_start / 1000, mr.machine.checks_summary()));
+            return self.restart_failed(t, m, e);
+        }
+        if now + POLL_INTERVAL_MS + SEND_MARGIN_MS > self.work_deadline_ms {
+            let why = "started with the change, its checks not yet passing when the budget ran out: a later run confirms it (the restart stays recorded on it)";
+            mr.restart = RestartState::Deferred(why.into());
+            return;
+        }
+        self.calls.push(Call::new(t, Step::Poll(m), now + POLL_INTERVAL_MS));
     }
 
     fn on_polled(&mut self, t: usize, m: usize, machine: Machine, now: u64) {
@@ -481,6 +535,11 @@ impl Engine {
             self.watch(t, m, now, None);
         }
     }
+}
+
+/// Started with its checks passing, as last seen: up for users.
+fn is_up(machine: &Machine) -> bool {
+    machine.is_started() && machine.checks_passing()
 }
 
 /// What a Machine's mark becomes once the restart it owed is done (or satisfied): done, for that change, with how

@@ -28,6 +28,19 @@ pub struct FakeLease {
     pub description: String,
 }
 
+/// One lease the fake granted through the API, from acquisition to its end: `released_at` is when a DELETE
+/// released it (`None`: never released — it expired at `expires_at`, or is still held).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseRecord {
+    pub machine: String,
+    pub nonce: String,
+    pub acquired_at: u64,
+    /// Moved by each refresh.
+    pub expires_at: u64,
+    pub refreshed_at: Option<u64>,
+    pub released_at: Option<u64>,
+}
+
 #[derive(Debug, Clone)]
 pub struct FakeMachine {
     pub id: String,
@@ -159,6 +172,8 @@ pub struct FakeFly {
     pub authorization: String,
     /// Sanity's query API, for the dependents lookup.
     pub lake: FakeLake,
+    /// Every lease granted through the API, oldest first.
+    pub leases: Vec<LeaseRecord>,
 }
 
 /// The documents of a dataset, as far as the dependents query reads them: which ids each references.
@@ -213,7 +228,7 @@ impl FakeLake {
 
 impl FakeFly {
     pub fn new(machines: Vec<FakeMachine>) -> Self {
-        FakeFly { machines, faults: BTreeMap::new(), latency_ms: 20, sent: vec![], max_down: 0, restart_then_408: BTreeMap::new(), app_down: false, downtimes: vec![], stop_after_sync: None, after_list: None, stop_on_lease: None, stop_on_push: None, authorization: format!("FlyV1 {TOKEN}"), lake: FakeLake::default() }
+        FakeFly { machines, faults: BTreeMap::new(), latency_ms: 20, sent: vec![], max_down: 0, restart_then_408: BTreeMap::new(), app_down: false, downtimes: vec![], stop_after_sync: None, after_list: None, stop_on_lease: None, stop_on_push: None, authorization: format!("FlyV1 {TOKEN}"), lake: FakeLake::default(), leases: vec![] }
     }
 
     /// Queue a canned answer for the next `kind` call on `machine` ("" for list / fan-out one).
@@ -308,10 +323,15 @@ impl FakeFly {
             }
             "release" => {
                 let nonce = header(req, "fly-machine-lease-nonce");
-                let m = self.machine(&mid);
+                let leases = &mut self.leases;
+                let m = self.machines.iter_mut().find(|m| m.id == mid).expect("machine");
                 let answer = match &m.lease {
                     Some(l) if Some(l.nonce.as_str()) == nonce => {
+                        let released = l.nonce.clone();
                         m.lease = None;
+                        if let Some(r) = leases.iter_mut().rev().find(|r| r.nonce == released) {
+                            r.released_at = Some(now);
+                        }
                         Response::json(200, r#"{"status":"success","data":{"ok":true}}"#)
                     }
                     Some(_) => Response::json(409, r#"{"error":"lease nonce mismatch"}"#),
@@ -341,17 +361,24 @@ impl FakeFly {
         let body: Value = serde_json::from_str(req.body.as_deref().unwrap_or("{}")).unwrap();
         let ttl_ms = body["ttl"].as_u64().expect("a lease ttl") * 1000;
         let description = body["description"].as_str().unwrap_or_default().to_string();
-        let m = self.machine(mid);
+        let leases = &mut self.leases;
+        let m = self.machines.iter_mut().find(|m| m.id == mid).expect("machine");
         let held = |nonce: &str| format!("machine ID {} lease currently held by someone@tokens.fly.io, expires at 2027-01-01T00:00:00Z ({nonce})", m.id);
         if m.lease_held_elsewhere {
             return Response::json(409, json!({ "error": held("theirs") }).to_string());
         }
         match (&mut m.lease, nonce) {
-            (Some(l), Some(n)) if l.nonce == n => l.expires_at = now + ttl_ms,
+            (Some(l), Some(n)) if l.nonce == n => {
+                l.expires_at = now + ttl_ms;
+                if let Some(r) = leases.iter_mut().rev().find(|r| r.nonce == n) {
+                    (r.expires_at, r.refreshed_at) = (now + ttl_ms, Some(now));
+                }
+            }
             (Some(l), _) => return Response::json(409, json!({ "error": held(&l.nonce) }).to_string()),
             (None, Some(_)) => return Response::json(409, json!({"error": "lease not found to refresh"}).to_string()),
             (None, None) => {
                 let n = format!("nonce-{mid}-{now}");
+                leases.push(LeaseRecord { machine: mid.to_string(), nonce: n.clone(), acquired_at: now, expires_at: now + ttl_ms, refreshed_at: None, released_at: None });
                 m.lease = Some(FakeLease { nonce: n, expires_at: now + ttl_ms, description });
             }
         }
