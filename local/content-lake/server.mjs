@@ -102,7 +102,7 @@ export async function startContentLake({store = new DocumentStore(), projectId =
     if (token !== undefined) {
       anonymous = !auth && anonymousQueries === 'empty' && /\/data\/query\//.test(url.pathname)
       if (!auth && !anonymous) throw flat(401, 'Unauthorized', `Dataset "${dataset}" is private: send Authorization: Bearer <token>`)
-      if (auth[1] !== token) throw new HttpError(401, {error: 'Unauthorized', message: 'Session not found', statusCode: 401, errorCode: 'SIO-401-ANF'})
+      if (auth && auth[1] !== token) throw new HttpError(401, {error: 'Unauthorized', message: 'Session not found', statusCode: 401, errorCode: 'SIO-401-ANF'})
     }
     const headerProject = req.headers['x-sanity-project-id']
     if (headerProject !== undefined && headerProject !== projectId) {
