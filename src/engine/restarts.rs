@@ -102,8 +102,10 @@ impl Engine {
         // transition or not healthy since an earlier run's restart): they take the first slots, so what is down
         // is counted before any other Machine goes down.
         older.sort_unstable_by_key(|&m| (run.machines[m].planned_mark.as_ref().or(run.machines[m].machine.owed()).map_or(0, |i| i.since_ms), m));
-        run.queue = older.into_iter().chain(newer).collect();
-        run.queue.make_contiguous().sort_by_key(|&m| is_up(&run.machines[m].machine));
+        // The Machines down first, each group in its order: a stable partition (not a stable sort, whose code
+        // the module would carry for this one call).
+        let (up, down): (Vec<usize>, Vec<usize>) = older.into_iter().chain(newer).partition(|&m| is_up(&run.machines[m].machine));
+        run.queue = down.into_iter().chain(up).collect();
         run.phase = Phase::Marking;
         self.calls.extend(marks.into_iter().map(|m| Call::new(t, Step::Mark(m), now)));
         self.calls.extend(unmarks.into_iter().map(|m| Call::new(t, Step::Unmark(m), now)));
