@@ -372,7 +372,7 @@ fn target_report(run: &TargetRun, target: &Target, dry_run: bool, pushes: bool) 
     let mut machines: Vec<MachineReport> = run.machines.iter().map(machine_report).collect();
     // By region and id, as the list is read (Machines a run learnt of after pushing ahead come last in `run`).
     if run.pushed_ahead {
-        machines.sort_unstable_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
+        crate::machines::sort_by_region_id(&mut machines, |m| (&m.region, &m.id));
     }
     let count = |f: fn(&RestartState) -> bool| run.machines.iter().filter(|m| f(&m.restart)).count() as u32;
     let restart = run.restart_cause.map(|cause| RestartReport {

@@ -101,7 +101,8 @@ impl Engine {
         // Unfinished intent first (oldest first), then this change's; before all, the Machines down already (in
         // transition or not healthy since an earlier run's restart): they take the first slots, so what is down
         // is counted before any other Machine goes down.
-        older.sort_unstable_by_key(|&m| (run.machines[m].planned_mark.as_ref().or(run.machines[m].machine.owed()).map_or(0, |i| i.since_ms), m));
+        let since = |m: usize| (run.machines[m].planned_mark.as_ref().or(run.machines[m].machine.owed()).map_or(0, |i| i.since_ms), m);
+        crate::machines::sort_indices(&mut older, &|a, b| since(a).cmp(&since(b)));
         // The Machines down first, each group in its order: a stable partition (not a stable sort, whose code
         // the module would carry for this one call).
         let (up, down): (Vec<usize>, Vec<usize>) = older.into_iter().chain(newer).partition(|&m| is_up(&run.machines[m].machine));
