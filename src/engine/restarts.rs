@@ -217,9 +217,15 @@ impl Engine {
         // Per region: Machines serving (or down because of a restart of ours, this run's or an earlier one's),
         // and down so. A queued Machine down already (an earlier run's restart) counts as down from the start.
         let down_already = |mr: &crate::run::MachineRun| matches!(mr.restart, RestartState::Planned) && !is_up(&mr.machine);
-        let mut regions: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+        // A short list (a fleet spans a few regions), looked up by name: no map type to compile for it.
+        let mut regions: Vec<(String, (usize, usize))> = Vec::new();
+        let at = |regions: &[(String, (usize, usize))], region: &str| regions.iter().position(|(r, _)| r == region);
         for mr in &run.machines {
-            let entry = regions.entry(mr.machine.region.clone()).or_default();
+            let i = at(&regions, &mr.machine.region).unwrap_or_else(|| {
+                regions.push((mr.machine.region.clone(), (0, 0)));
+                regions.len() - 1
+            });
+            let entry = &mut regions[i].1;
             let down = mr.restart.in_slot() || down_already(mr);
             entry.0 += usize::from(down || (mr.machine.is_started() && mr.machine.reachable()));
             entry.1 += usize::from(down);
@@ -227,14 +233,16 @@ impl Engine {
         let mut i = 0;
         while i < run.queue.len() && now + estimate + SEND_MARGIN_MS <= self.work_deadline_ms {
             let m = run.queue[i];
-            let (serving, down_here) = regions[&run.machines[m].machine.region];
-            let down_total = regions.values().map(|r| r.1).sum();
-            let lone_down = regions.values().any(|&(serving, down)| serving == 1 && down == 1);
+            // Every queued Machine's region was counted above.
+            let here = at(&regions, &run.machines[m].machine.region).expect("counted");
+            let (serving, down_here) = regions[here].1;
+            let down_total = regions.iter().map(|(_, r)| r.1).sum();
+            let lone_down = regions.iter().any(|&(_, (serving, down))| serving == 1 && down == 1);
             // One down already takes no more than it has: it is watched until it serves, whatever the caps.
             let counted = down_already(&run.machines[m]);
             if counted || roll::may_start(rule, serving, down_here, down_total, lone_down) {
                 if !counted {
-                    regions.get_mut(&run.machines[m].machine.region).expect("counted").1 += 1;
+                    regions[here].1 .1 += 1;
                 }
                 run.queue.remove(i);
                 // A Machine in transition is first seen settled, one started without passing checks is read until
