@@ -483,10 +483,10 @@ fn read_document(doc: &Value, env: &Env) -> Result<(Vec<Target>, RunSettings), S
         let obj = Obj::root(item, &format!("{}[{i}]", root.field("targets")), "")?;
         targets.push(target_from_json(&obj, env)?);
     }
-    let mut names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-    names.sort_unstable();
-    if let Some(dup) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(SyncError::bad_field(root.field("targets"), format!("two targets are named `{}`; names must be unique", dup[0])));
+    // The first name (in sort order) that two targets share. A pairwise scan, not a sort: a target list is short.
+    let names = || targets.iter().map(|t| t.name.as_str());
+    if let Some(dup) = names().enumerate().filter(|&(i, n)| names().skip(i + 1).any(|m| m == n)).map(|(_, n)| n).min() {
+        return Err(SyncError::bad_field(root.field("targets"), format!("two targets are named `{dup}`; names must be unique")));
     }
     let run = RunSettings {
         budget_ms: root.u64_opt("budgetMs", 1_000, 900_000)?,

@@ -21,7 +21,9 @@ pub fn env_from_json(json: &[u8]) -> Result<Env, StartError> {
     if json.len() > MAX_ENV_BYTES {
         return Err(wrong("more than 256 KiB"));
     }
-    serde_json::from_slice(json).map_err(|_| wrong("another value"))
+    // Text first, then the one `&str` reader the other inputs use (a second reader type would compile serde_json twice).
+    let text = std::str::from_utf8(json).map_err(|_| wrong("another value"))?;
+    serde_json::from_str(text).map_err(|_| wrong("another value"))
 }
 
 /// Why no run could start. The webhook entry answers a configuration error with 500 (fix the deployment)

@@ -32,14 +32,21 @@ pub struct SyncError {
 impl SyncError {
     /// A bad-input error for `field`: "`field`: expected <expected>, got <got>".
     pub fn expected(field: impl Into<String>, expected: impl fmt::Display, got: impl fmt::Display) -> Self {
-        let field = field.into();
+        Self::expected_text(field.into(), &expected, &got)
+    }
+
+    /// `expected`'s one body, for every argument type (the generic entry only converts).
+    fn expected_text(field: String, expected: &dyn fmt::Display, got: &dyn fmt::Display) -> Self {
         let message = format!("`{field}`: expected {expected}, got {got}");
         SyncError { class: ErrorClass::BadInput, field: Some(field), message }
     }
 
     /// A bad-input error for `field` with a free-form explanation.
     pub fn bad_field(field: impl Into<String>, message: impl fmt::Display) -> Self {
-        let field = field.into();
+        Self::bad_field_text(field.into(), &message)
+    }
+
+    fn bad_field_text(field: String, message: &dyn fmt::Display) -> Self {
         let message = format!("`{field}`: {message}");
         SyncError { class: ErrorClass::BadInput, field: Some(field), message }
     }

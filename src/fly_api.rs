@@ -77,7 +77,7 @@ pub fn request(target: &Target, call: &Call) -> Wire {
         Call::List => (Method::GET, machines, vec![auth], None),
         Call::Get { machine } => (Method::GET, format!("{machines}/{machine}"), vec![auth], None),
         Call::Lease { machine, ttl_s, description, nonce: held } => {
-            let body = serde_json::json!({"description": description, "ttl": ttl_s}).to_string();
+            let body = crate::json_read::text(&serde_json::json!({"description": description, "ttl": ttl_s}));
             let mut headers = vec![auth, json()];
             headers.extend(held.map(nonce));
             (Method::POST, format!("{machines}/{machine}/lease"), headers, Some(body))
@@ -90,7 +90,7 @@ pub fn request(target: &Target, call: &Call) -> Wire {
             (Method::GET, format!("{machines}/{machine}/wait?state=started&timeout={timeout_s}{version}{after}"), vec![auth], None)
         }
         Call::SetMetadata { machine, key, value } => {
-            let body = serde_json::json!({"value": value}).to_string();
+            let body = crate::json_read::text(&serde_json::json!({"value": value}));
             (Method::POST, format!("{machines}/{machine}/metadata/{key}"), vec![auth, json()], Some(body))
         }
         Call::DeleteMetadata { machine, key } => (Method::DELETE, format!("{machines}/{machine}/metadata/{key}"), vec![auth], None),

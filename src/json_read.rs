@@ -129,6 +129,12 @@ fn name_of(field: &str, what: &str) -> String {
     if field.is_empty() { what.to_string() } else { field.to_string() }
 }
 
+/// A JSON value as text. Through `serde_json::to_string`, the writer every other output uses (`Value`'s `Display`
+/// would compile a second serializer into the module). A `Value` always serialises: its keys are strings.
+pub fn text(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,6 @@ use crate::change::{ContentChange, IdKind};
 use crate::config::{Target, Unmapped};
 use crate::machines::{Machine, MachineState};
 use serde_json::Value;
-use std::collections::BTreeSet;
 
 /// Why a target does nothing for this change.
 pub fn target_skip_reason(change: &ContentChange, target: &Target) -> Option<String> {
@@ -21,8 +20,8 @@ pub fn target_skip_reason(change: &ContentChange, target: &Target) -> Option<Str
     }
 }
 
-/// The regions this change goes to: `None` for all of them.
-pub fn target_regions(change: &ContentChange, target: &Target) -> Option<BTreeSet<String>> {
+/// The regions this change goes to, sorted and each once: `None` for all of them.
+pub fn target_regions(change: &ContentChange, target: &Target) -> Option<Vec<String>> {
     let rule = target.regions.as_ref()?;
     let field = change.field(&rule.field);
     let values: Vec<&str> = match &field {
@@ -30,16 +29,19 @@ pub fn target_regions(change: &ContentChange, target: &Target) -> Option<BTreeSe
         Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
         _ => vec![],
     };
-    let mut mapped = BTreeSet::new();
+    // A sorted list kept by inserting in place (a handful of codes; no set type to compile for it).
+    let mut mapped: Vec<String> = Vec::new();
     for region in values.iter().filter_map(|v| rule.map.get(*v)).flatten() {
-        mapped.insert(region.clone());
+        if let Err(at) = mapped.binary_search(region) {
+            mapped.insert(at, region.clone());
+        }
     }
     if !mapped.is_empty() {
         return Some(mapped);
     }
     match rule.unmapped {
         Unmapped::All => None,
-        Unmapped::None => Some(BTreeSet::new()),
+        Unmapped::None => Some(Vec::new()),
     }
 }
 
@@ -95,7 +97,7 @@ impl Skip {
 
 /// Which Machines get the push: the `started` ones in the targeted regions (`None` = all regions) and, when the
 /// target names process groups, in those groups and with a service to reach them through.
-pub fn select(machine: &Machine, regions: Option<&BTreeSet<String>>, groups: Option<&[String]>) -> Result<(), Skip> {
+pub fn select(machine: &Machine, regions: Option<&Vec<String>>, groups: Option<&[String]>) -> Result<(), Skip> {
     if let Some(group) = machine.process_group.as_deref().filter(|g| matches!(*g, "fly_app_release_command" | "fly_app_console")) {
         return Err(Skip::NotAnAppMachine(group.to_string()));
     }
@@ -167,7 +169,7 @@ mod tests {
     #[test]
     fn region_targeting_by_field() {
         let t = target(r#""regions":{"field":"market","map":{"us":["ord","iad"],"jp":["nrt"]}},"#);
-        let set = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>());
+        let set = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(target_regions(&change("p", "page", json!("jp")), &t), set(&["nrt"]));
         assert_eq!(target_regions(&change("p", "page", json!(["jp", "us"])), &t), set(&["iad", "nrt", "ord"]));
         assert_eq!(target_regions(&change("p", "page", json!("eu")), &t), None, "unmapped goes everywhere");
@@ -178,7 +180,7 @@ mod tests {
 
     #[test]
     fn only_started_reachable_machines_in_region_are_selected() {
-        let ord: BTreeSet<String> = ["ord".to_string()].into();
+        let ord: Vec<String> = vec!["ord".to_string()];
         assert_eq!(select(&machine("started", "ord"), Some(&ord), None), Ok(()));
         assert_eq!(select(&machine("started", "nrt"), Some(&ord), None), Err(Skip::OtherRegion("nrt".into())));
         assert_eq!(select(&machine("stopped", "ord"), None, None), Err(Skip::Stopped));

@@ -25,13 +25,14 @@ impl Redactor {
         for secret in secrets {
             let parts = std::iter::once(secret).chain(if secret.contains(',') { secret.split(',').collect() } else { vec![] });
             for part in parts.map(str::trim).filter(|p| p.chars().count() >= MIN_SECRET) {
+                // Kept longest first, so a whole token is replaced before one of its parts could split it: each
+                // piece goes in before the first shorter one (a handful of secrets: no sort needed).
                 if !pieces.iter().any(|p| p == part) {
-                    pieces.push(part.to_string());
+                    let at = pieces.iter().position(|p| p.len() < part.len()).unwrap_or(pieces.len());
+                    pieces.insert(at, part.to_string());
                 }
             }
         }
-        // Longest first, so a whole token is replaced before one of its parts could split it.
-        pieces.sort_unstable_by_key(|p| std::cmp::Reverse(p.len()));
         Redactor { secrets: pieces }
     }
 

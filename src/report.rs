@@ -322,7 +322,8 @@ impl Report {
 pub struct Continuation {
     pub function: String,
     #[cfg_attr(test, ts(type = "Record<string, string>"))]
-    pub data: std::collections::BTreeMap<&'static str, &'static str>,
+    /// The map type the environment and headers already use (one type fewer in the module).
+    pub data: std::collections::BTreeMap<String, String>,
 }
 
 /// The report of a run that ended at `now_ms`, from what it knows (`run`).
@@ -358,7 +359,7 @@ pub(crate) fn assemble(config: &Config, work: &Work, runs: &[TargetRun], started
         // A resume run that restarted nothing hands nothing on: no chain of runs that make no progress.
         resume_with: config.resume_function.clone().filter(|_| resumable > 0 && !dry_run && (change.is_some() || restarted > 0)).map(|function| Continuation {
             function,
-            data: [(crate::event::CONTINUATION_KEY, crate::event::RESUME)].into(),
+            data: [(crate::event::CONTINUATION_KEY.to_string(), crate::event::RESUME.to_string())].into(),
         }),
         started_at_ms: started_ms,
         duration_ms: now_ms.saturating_sub(started_ms),
@@ -372,7 +373,7 @@ fn target_report(run: &TargetRun, target: &Target, dry_run: bool, pushes: bool) 
     let mut machines: Vec<MachineReport> = run.machines.iter().map(machine_report).collect();
     // By region and id, as the list is read (Machines a run learnt of after pushing ahead come last in `run`).
     if run.pushed_ahead {
-        machines.sort_unstable_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
+        crate::machines::sort_by_region_id(&mut machines, |m| (&m.region, &m.id));
     }
     let count = |f: fn(&RestartState) -> bool| run.machines.iter().filter(|m| f(&m.restart)).count() as u32;
     let restart = run.restart_cause.map(|cause| RestartReport {

@@ -86,7 +86,8 @@ impl RestartMark {
                 let scope = match &i.scope {
                     Scope::Machine => String::new(),
                     Scope::App { regions: None } => ";app".into(),
-                    Scope::App { regions: Some(r) } => format!(";app:{}", r.join(",")),
+                    // Joined as `&str`s, as every other list in the module is (one join routine in the module).
+                    Scope::App { regions: Some(r) } => format!(";app:{}", r.iter().map(String::as_str).collect::<Vec<_>>().join(",")),
                 };
                 format!("1;{};{}{scope}", i.since_ms, i.change)
             }

@@ -7,7 +7,7 @@ use crate::protocol::Dependents;
 use crate::protocol::Ack;
 use crate::report::{RequestCounts, RestartCause};
 use crate::roll::Intent;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 /// Where a target is in its run (the engine's module comment draws the transitions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +138,8 @@ pub struct TargetRun {
     pub skipped: Option<String>,
     /// A failure of the target as a whole (its Machines could not be listed).
     pub error: Option<SyncError>,
-    pub regions: Option<BTreeSet<String>>,
+    /// Sorted, each once (`plan::target_regions`).
+    pub regions: Option<Vec<String>>,
     /// The payload, exactly the bytes that are signed and sent (shared by its pushes).
     pub body: std::sync::Arc<str>,
     pub machines: Vec<MachineRun>,

@@ -31,7 +31,7 @@ pub fn dependents_request(api: &SanityApi, rule: &DependentsRule, ids: &[String]
     if let Some(token) = &api.token {
         headers.push(("authorization".to_string(), format!("Bearer {}", token.expose())));
     }
-    Some(Wire { method: Method::POST, url, headers, body: Some(json!({"query": query, "params": params}).to_string().into()) })
+    Some(Wire { method: Method::POST, url, headers, body: Some(crate::json_read::text(&json!({"query": query, "params": params})).into()) })
 }
 
 /// A document that references the changed one, as far as its routes and tags need it.

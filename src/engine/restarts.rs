@@ -101,9 +101,12 @@ impl Engine {
         // Unfinished intent first (oldest first), then this change's; before all, the Machines down already (in
         // transition or not healthy since an earlier run's restart): they take the first slots, so what is down
         // is counted before any other Machine goes down.
-        older.sort_unstable_by_key(|&m| (run.machines[m].planned_mark.as_ref().or(run.machines[m].machine.owed()).map_or(0, |i| i.since_ms), m));
-        run.queue = older.into_iter().chain(newer).collect();
-        run.queue.make_contiguous().sort_by_key(|&m| is_up(&run.machines[m].machine));
+        let since = |m: usize| (run.machines[m].planned_mark.as_ref().or(run.machines[m].machine.owed()).map_or(0, |i| i.since_ms), m);
+        crate::machines::sort_indices(&mut older, &|a, b| since(a).cmp(&since(b)));
+        // The Machines down first, each group in its order: a stable partition (not a stable sort, whose code
+        // the module would carry for this one call).
+        let (up, down): (Vec<usize>, Vec<usize>) = older.into_iter().chain(newer).partition(|&m| is_up(&run.machines[m].machine));
+        run.queue = down.into_iter().chain(up).collect();
         run.phase = Phase::Marking;
         self.calls.extend(marks.into_iter().map(|m| Call::new(t, Step::Mark(m), now)));
         self.calls.extend(unmarks.into_iter().map(|m| Call::new(t, Step::Unmark(m), now)));
@@ -214,9 +217,15 @@ impl Engine {
         // Per region: Machines serving (or down because of a restart of ours, this run's or an earlier one's),
         // and down so. A queued Machine down already (an earlier run's restart) counts as down from the start.
         let down_already = |mr: &crate::run::MachineRun| matches!(mr.restart, RestartState::Planned) && !is_up(&mr.machine);
-        let mut regions: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+        // A short list (a fleet spans a few regions), looked up by name: no map type to compile for it.
+        let mut regions: Vec<(String, (usize, usize))> = Vec::new();
+        let at = |regions: &[(String, (usize, usize))], region: &str| regions.iter().position(|(r, _)| r == region);
         for mr in &run.machines {
-            let entry = regions.entry(mr.machine.region.clone()).or_default();
+            let i = at(&regions, &mr.machine.region).unwrap_or_else(|| {
+                regions.push((mr.machine.region.clone(), (0, 0)));
+                regions.len() - 1
+            });
+            let entry = &mut regions[i].1;
             let down = mr.restart.in_slot() || down_already(mr);
             entry.0 += usize::from(down || (mr.machine.is_started() && mr.machine.reachable()));
             entry.1 += usize::from(down);
@@ -224,14 +233,16 @@ impl Engine {
         let mut i = 0;
         while i < run.queue.len() && now + estimate + SEND_MARGIN_MS <= self.work_deadline_ms {
             let m = run.queue[i];
-            let (serving, down_here) = regions[&run.machines[m].machine.region];
-            let down_total = regions.values().map(|r| r.1).sum();
-            let lone_down = regions.values().any(|&(serving, down)| serving == 1 && down == 1);
+            // Every queued Machine's region was counted above.
+            let here = at(&regions, &run.machines[m].machine.region).expect("counted");
+            let (serving, down_here) = regions[here].1;
+            let down_total = regions.iter().map(|(_, r)| r.1).sum();
+            let lone_down = regions.iter().any(|&(_, (serving, down))| serving == 1 && down == 1);
             // One down already takes no more than it has: it is watched until it serves, whatever the caps.
             let counted = down_already(&run.machines[m]);
             if counted || roll::may_start(rule, serving, down_here, down_total, lone_down) {
                 if !counted {
-                    regions.get_mut(&run.machines[m].machine.region).expect("counted").1 += 1;
+                    regions[here].1 .1 += 1;
                 }
                 run.queue.remove(i);
                 // A Machine in transition is first seen settled, one started without passing checks is read until
