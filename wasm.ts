@@ -1,7 +1,8 @@
 // The Function's wasm module (pkg/sanity_fly_sync*: the engine only; the receiver has a module of its own,
 // receiver/wasm.ts), compiled once per process from the bytes of pkg/sanity_fly_sync_wasm.js: inlined as base64,
-// or, in the Function's bundle, the file beside it (scripts/bundle-function.mjs). Values cross the boundary as bytes: JSON text in (UTF-8, encoded natively, never
-// character by character), JSON text out; this file turns them into the generated types and back, nothing more.
+// or, in the Function's bundle, the file beside it (scripts/bundle-function.mjs). Values cross the boundary as
+// bytes: JSON text in (UTF-8, encoded natively, never character by character), JSON text out; this file turns
+// them into the generated types and back, nothing more.
 //
 // Every call into the module goes through `guarded`: the core's refusals (thrown JSON text) pass through as
 // `Rejection`s; a trap (a `WebAssembly.RuntimeError`: out of memory, a defect) or what one leaves behind (a

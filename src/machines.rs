@@ -261,11 +261,6 @@ impl<'de> Visitor<'de> for EachMachine<'_> {
     }
 }
 
-/// Machines in the order a run reads them: by region, then id.
-pub fn sort(machines: &mut [Machine]) {
-    sort_by_region_id(machines, |m| (&m.region, &m.id));
-}
-
 /// `items` by region, then id (`key` gives both). Positions are sorted, then the items moved into place: one sort
 /// of `usize` with a `dyn` comparison serves every item type (the module carries one copy of the sort, not one
 /// per type).
@@ -298,7 +293,11 @@ impl Machine {
         let mut de = serde_json::Deserializer::from_str(body);
         let read = de.deserialize_seq(EachMachine { bad: &mut bad }).and_then(|list| de.end().map(|()| list));
         match (read, bad) {
-            (Ok(list), _) => Ok(list),
+            // In the order a run reads them: by region, then id (whatever order the API answered in).
+            (Ok(mut list), _) => {
+                sort_by_region_id(&mut list, |m| (&m.region, &m.id));
+                Ok(list)
+            }
             (Err(_), Some(e)) => Err(SyncError::fatal(format!("Machines API answer: {e}"))),
             (Err(e), None) => Err(SyncError::fatal(format!("the Machines API list answer is not a list of Machines ({})", short(&e)))),
         }
@@ -408,5 +407,12 @@ mod tests {
         assert!(e.message.contains("machines[1].id"), "{}", e.message);
         assert!(Machine::parse_list("{}").is_err());
         assert!(Machine::parse_list("<html>").is_err());
+    }
+
+    #[test]
+    fn a_list_is_read_by_region_then_id_whatever_order_the_api_answers_in() {
+        let body = r#"[{"id":"b","state":"started","region":"ord"},{"id":"c","state":"started","region":"fra"},{"id":"a","state":"started","region":"ord"}]"#;
+        let ids: Vec<String> = Machine::parse_list(body).unwrap().into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, ["c", "a", "b"]);
     }
 }

@@ -84,11 +84,9 @@ impl Engine {
         self.on_answer(call, Answer::Machines(machines), now)
     }
 
-    /// Remember a list read by this run (`body` as it came, `machines` as read from it).
+    /// Remember a list read by this run (`body` as it came, `machines` as read from it: by region, then id).
     pub(super) fn learn(&mut self, t: usize, body: &str, machines: &[Machine], now: u64) {
-        let mut sorted = machines.to_vec();
-        crate::machines::sort(&mut sorted);
-        let list = KnownList { read_at_ms: now, body: Arc::from(body), machines: Arc::from(sorted) };
+        let list = KnownList { read_at_ms: now, body: Arc::from(body), machines: Arc::from(machines) };
         self.known[t] = Some(list.clone());
         self.learned.push((known::key(&self.config.targets[t]), list));
     }
@@ -97,8 +95,7 @@ impl Engine {
     /// not serving) that serve now, note the ones no longer serving (a failed push to one of them is a skip),
     /// keep the rest as they are. Pushes already under way go on; new ones go now, or with the others once the
     /// dependents are known.
-    pub(super) fn reconcile(&mut self, t: usize, mut fresh: Vec<Machine>) {
-        crate::machines::sort(&mut fresh);
+    pub(super) fn reconcile(&mut self, t: usize, fresh: Vec<Machine>) {
         let groups = self.config.targets[t].process_groups.as_deref();
         let run = &mut self.targets[t];
         let mut listed = vec![false; run.machines.len()];

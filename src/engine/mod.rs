@@ -494,7 +494,7 @@ impl Engine {
     }
 
     /// Listing → Syncing (or Referencing while the dependents are looked up): select the Machines.
-    fn exit_listing(&mut self, t: usize, mut machines: Vec<Machine>) {
+    fn exit_listing(&mut self, t: usize, machines: Vec<Machine>) {
         if self.targets[t].pushed_ahead {
             return self.reconcile(t, machines);
         }
@@ -502,7 +502,6 @@ impl Engine {
         let dry_run = self.config.dry_run;
         let has_push = !matches!(self.work, Work::Resume);
         let run = &mut self.targets[t];
-        crate::machines::sort(&mut machines);
         run.machines = machines
             .into_iter()
             .map(|machine| {
