@@ -71,6 +71,14 @@ pub struct Rejection {
     pub http_status: u16,
 }
 
+/// The refusal of a webhook body over `event::MAX_INPUT_BYTES`, for an entry that stops reading it there (`bytes`:
+/// its declared length, or what was read before reading stopped). 413: Sanity does not retry it.
+pub fn webhook_body_too_large(bytes: u64) -> Rejection {
+    let max_kib = event::MAX_INPUT_BYTES / 1024;
+    let error = SyncError::expected("body", format!("a webhook body of at most {max_kib} KiB"), format!("{bytes} bytes or more"));
+    Rejection { stage: "input", error, http_status: 413 }
+}
+
 /// A Function invocation: `event_json` is the handler's `event` (`{data}`) as JSON text — a document's change, or
 /// the continuation a run sent to finish a roll (`event::FunctionEvent`); `client_options_json` is its
 /// `context.clientOptions` (or `null`), whose project, dataset and token the dependents query uses.
@@ -152,6 +160,13 @@ mod tests {
         padded.insert("SANITY_WEBHOOK_SECRET".into(), "whsec\n".into());
         let e = from_webhook(&padded, &signed("whsec\n"), body, now, 1).err().unwrap();
         assert_eq!((e.webhook_status(), e.error().field.as_deref()), (500, Some("SANITY_WEBHOOK_SECRET")));
+    }
+
+    #[test]
+    fn a_webhook_body_cut_off_at_the_bound_is_refused_413_naming_the_body() {
+        let r = webhook_body_too_large(5_000_000);
+        assert_eq!((r.stage, r.http_status, r.error.field.as_deref()), ("input", 413, Some("body")));
+        assert!(r.error.message.contains("at most 4096 KiB") && r.error.message.contains("5000000 bytes or more"), "{}", r.error.message);
     }
 
     #[test]

@@ -12,8 +12,7 @@
 //! and the next run reads its configuration and lists the Machines as a new process's first run would.
 
 use crate::engine::Engine;
-use crate::entry::{Rejection, StartError};
-use crate::error::SyncError;
+use crate::entry::{self, StartError};
 use crate::event;
 use crate::http::Response;
 use crate::known::ProcessMemory;
@@ -125,9 +124,7 @@ pub fn max_webhook_body_bytes() -> f64 {
 /// length, or what was read before reading stopped. 413: Sanity does not retry it.
 #[wasm_bindgen(js_name = webhookBodyTooLarge)]
 pub fn webhook_body_too_large(bytes: f64) -> String {
-    let max = event::MAX_INPUT_BYTES;
-    let error = SyncError::expected("body", format!("a webhook body of at most {} KiB", max / 1024), format!("{} bytes or more", bytes as u64));
-    json(&Rejection { stage: "input", error, http_status: 413 })
+    json(&entry::webhook_body_too_large(bytes as u64))
 }
 
 /// The answer headers the core reads (comma-separated names): the shim passes these alone to `handleResponse`.
