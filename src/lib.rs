@@ -16,6 +16,7 @@ pub mod event;
 pub mod fly_api;
 pub mod fly_token;
 pub mod http;
+pub mod json_pick;
 pub mod json_read;
 pub mod known;
 pub mod limits;
@@ -43,3 +44,4 @@ compile_error!("build one side at a time: `--features function` or `--features r
 mod wasm;
 #[cfg(all(target_arch = "wasm32", feature = "receiver"))]
 mod wasm_receiver;
+
