@@ -5,6 +5,7 @@
 use crate::config::Target;
 use crate::error::{shorten, SyncError};
 use crate::http::{Method, Response, Wire};
+use crate::json_read;
 use crate::machines::Machine;
 use crate::protocol::{self, Ack};
 use crate::retry::{self, Verdict};
@@ -77,7 +78,7 @@ pub fn request(target: &Target, call: &Call) -> Wire {
         Call::List => (Method::GET, machines, vec![auth], None),
         Call::Get { machine } => (Method::GET, format!("{machines}/{machine}"), vec![auth], None),
         Call::Lease { machine, ttl_s, description, nonce: held } => {
-            let body = crate::json_read::text(&serde_json::json!({"description": description, "ttl": ttl_s}));
+            let body = json_read::text(&json_read::object(vec![("description", description.into()), ("ttl", ttl_s.into())]));
             let mut headers = vec![auth, json()];
             headers.extend(held.map(nonce));
             (Method::POST, format!("{machines}/{machine}/lease"), headers, Some(body))
@@ -90,7 +91,7 @@ pub fn request(target: &Target, call: &Call) -> Wire {
             (Method::GET, format!("{machines}/{machine}/wait?state=started&timeout={timeout_s}{version}{after}"), vec![auth], None)
         }
         Call::SetMetadata { machine, key, value } => {
-            let body = crate::json_read::text(&serde_json::json!({"value": value}));
+            let body = json_read::text(&json_read::object(vec![("value", value.into())]));
             (Method::POST, format!("{machines}/{machine}/metadata/{key}"), vec![auth, json()], Some(body))
         }
         Call::DeleteMetadata { machine, key } => (Method::DELETE, format!("{machines}/{machine}/metadata/{key}"), vec![auth], None),

@@ -135,6 +135,17 @@ pub fn text(value: &Value) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
+/// An object of `pairs`, for a request body: built from values directly (`json!` would convert each through
+/// `to_value` and unwrap it, compiling a second serializer and the error's `Debug` into the module).
+pub fn object(pairs: Vec<(&str, Value)>) -> Value {
+    // Inserted one by one: collecting would sort the pairs first, compiling a stable sort into the module.
+    let mut map = Map::new();
+    for (key, value) in pairs {
+        map.insert(key.to_string(), value);
+    }
+    Value::Object(map)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,15 +2,9 @@
 //! checked where it matters (`id`, `state`).
 
 use crate::error::SyncError;
-use crate::roll::{Intent, RestartMark};
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::Deserialize;
-use serde_json::Value;
+use crate::json_pick::{self, Got, PickError, Want};
+use crate::roll::{Intent, RestartMark, INTENT_KEY};
 use std::borrow::Cow;
-
-fn short(e: &serde_json::Error) -> String {
-    format!("line {} column {}", e.line(), e.column())
-}
 
 /// A Machine's state as Fly names it, read once at the edge. Fly adds states now and then: an unknown one is
 /// kept by name and treated as not serving.
@@ -100,64 +94,27 @@ pub struct Check {
     pub status: String,
 }
 
-/// Fly's Machine object as far as we read it: typed, so a list of many Machines is read without building a
-/// JSON tree (most of a run's CPU went there). Strings are borrowed from the answer where they need no
-/// unescaping, events are folded as they are read (only the newest ones matter), and unknown fields are skipped;
-/// absent or null ones are `None`.
-#[derive(Deserialize)]
-struct RawMachine<'a> {
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    state: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    region: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    host_status: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    instance_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    config: Option<RawConfig<'a>>,
-    #[serde(borrow)]
-    incomplete_config: Option<RawConfig<'a>>,
-    #[serde(borrow)]
-    checks: Option<Vec<RawCheck<'a>>>,
-    events: Option<NewestEvents>,
-}
+/// Fly's Machine object as far as we read it, picked in one pass (`json_pick`): a list of many Machines is read
+/// without building a JSON tree (most of a run's CPU went there), strings borrowed where they need no
+/// unescaping, unknown fields skipped; absent or null ones are `None`.
+const MACHINE: Want = Want::Fields(&[
+    ("id", Want::Text),
+    ("state", Want::Text),
+    ("region", Want::Text),
+    ("host_status", Want::Text),
+    ("instance_id", Want::Text),
+    ("config", CONFIG),
+    ("incomplete_config", CONFIG),
+    ("checks", Want::Each(&Want::Fields(&[("name", Want::Text), ("status", Want::Text)]))),
+    ("events", Want::Each(&Want::Fields(&[("id", Want::Text), ("status", Want::Text), ("timestamp", Want::Number)]))),
+]);
 
-#[derive(Deserialize)]
-struct RawConfig<'a> {
-    #[serde(borrow)]
-    metadata: Option<RawMetadata<'a>>,
-    services: Option<Vec<serde::de::IgnoredAny>>,
-}
+const CONFIG: Want =
+    Want::Fields(&[("metadata", Want::Fields(&[("fly_process_group", Want::Text), (INTENT_KEY, Want::Text)])), ("services", Want::Count)]);
 
-#[derive(Deserialize)]
-struct RawMetadata<'a> {
-    #[serde(borrow)]
-    fly_process_group: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "sanity_fly_sync_restart")]
-    intent: Option<Cow<'a, str>>,
-}
+const MACHINES: Want = Want::Each(&MACHINE);
 
-#[derive(Deserialize)]
-struct RawCheck<'a> {
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    status: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct RawEvent<'a> {
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    status: Option<Cow<'a, str>>,
-    timestamp: Option<u64>,
-}
-
-/// What the engine needs of a Machine's events, folded while the list is read (no list of events is built).
+/// What the engine needs of a Machine's events: the newest one's time and id, the newest start's time.
 #[derive(Default)]
 struct NewestEvents {
     event_ms: u64,
@@ -165,99 +122,73 @@ struct NewestEvents {
     event_id: Option<String>,
 }
 
-impl<'de> Deserialize<'de> for NewestEvents {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Fold;
-        impl<'de> Visitor<'de> for Fold {
-            type Value = NewestEvents;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a list of Machine events")
+impl NewestEvents {
+    fn fold(events: Vec<Got>) -> NewestEvents {
+        let mut out = NewestEvents::default();
+        let mut newest_id = None;
+        for mut e in events {
+            let ts = e.get("timestamp").number().unwrap_or(0);
+            let id = e.take("id").text();
+            if ts >= out.event_ms && id.is_some() {
+                newest_id = id;
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NewestEvents, A::Error> {
-                let mut out = NewestEvents::default();
-                let mut newest_id: Option<Cow<'de, str>> = None;
-                while let Some(e) = seq.next_element::<RawEvent<'de>>()? {
-                    let ts = e.timestamp.unwrap_or(0);
-                    if ts >= out.event_ms && e.id.is_some() {
-                        newest_id = e.id;
-                    }
-                    out.event_ms = out.event_ms.max(ts);
-                    if e.status.as_deref() == Some("started") {
-                        out.start_ms = out.start_ms.max(ts);
-                    }
-                }
-                out.event_id = newest_id.map(Cow::into_owned);
-                Ok(out)
+            out.event_ms = out.event_ms.max(ts);
+            if e.get("status").as_str() == Some("started") {
+                out.start_ms = out.start_ms.max(ts);
             }
         }
-        d.deserialize_seq(Fold)
+        out.event_id = newest_id.map(Cow::into_owned);
+        out
     }
 }
 
-impl RawMachine<'_> {
-    fn into_machine(self, field: &dyn Fn() -> String) -> Result<Machine, SyncError> {
-        let id = self.id.filter(|s| !s.is_empty()).ok_or_else(|| SyncError::expected(format!("{}.id", field()), "a Machine id", "nothing"))?;
-        let state = self.state.filter(|s| !s.is_empty()).ok_or_else(|| SyncError::expected(format!("{}.state", field()), "a Machine state", "nothing"))?;
-        let state = MachineState::parse(&state);
-        let config = self.config.or(self.incomplete_config);
-        let services = config.as_ref().map(|c| c.services.as_ref().map_or(0, Vec::len));
-        let metadata = config.and_then(|c| c.metadata);
-        let (process_group, intent) = match metadata {
-            Some(m) => (m.fly_process_group.map(Cow::into_owned), m.intent.filter(|v| !v.is_empty()).map(|v| RestartMark::parse(&v))),
-            None => (None, None),
-        };
-        let checks = self
-            .checks
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|c| {
-                let name = c.name?;
-                (!name.starts_with("bg_deployments_compat"))
-                    .then(|| Check { name: name.into_owned(), status: c.status.map_or_else(|| "unknown".into(), Cow::into_owned) })
-            })
-            .collect();
-        let events = self.events.unwrap_or_default();
-        Ok(Machine {
-            id: id.into_owned(),
-            region: self.region.map(Cow::into_owned).unwrap_or_default(),
-            state,
-            host_status: self.host_status.map(Cow::into_owned),
-            process_group,
-            services,
-            checks,
-            newest_event_ms: events.event_ms,
-            newest_start_ms: events.start_ms,
-            newest_event_id: events.event_id,
-            instance_id: self.instance_id.filter(|v| !v.is_empty()).map(Cow::into_owned),
-            mark: intent,
+/// A Machine from what was picked of it (`field` names it in errors).
+fn machine<'a>(mut raw: Got<'a>, field: &dyn Fn() -> String) -> Result<Machine, SyncError> {
+    let nonempty = |got: Got<'a>| got.text().filter(|s| !s.is_empty());
+    let id = nonempty(raw.take("id")).ok_or_else(|| SyncError::expected(format!("{}.id", field()), "a Machine id", "nothing"))?;
+    let state = nonempty(raw.take("state")).ok_or_else(|| SyncError::expected(format!("{}.state", field()), "a Machine state", "nothing"))?;
+    let (region, host_status, instance_id) = (raw.take("region").text(), raw.take("host_status").text(), nonempty(raw.take("instance_id")));
+    let state = MachineState::parse(&state);
+    let mut config = raw.take("config");
+    if config.is_absent() {
+        config = raw.take("incomplete_config");
+    }
+    let services = (!config.is_absent()).then(|| config.get("services").count().unwrap_or(0));
+    let mut metadata = config.take("metadata");
+    let process_group = metadata.take("fly_process_group").text().map(Cow::into_owned);
+    let mark = metadata.take(INTENT_KEY).text().filter(|v| !v.is_empty()).map(|v| RestartMark::parse(&v));
+    let checks = raw
+        .take("checks")
+        .items()
+        .into_iter()
+        .filter_map(|mut c| {
+            let name = c.take("name").text()?;
+            (!name.starts_with("bg_deployments_compat"))
+                .then(|| Check { name: name.into_owned(), status: c.take("status").text().map_or_else(|| "unknown".into(), Cow::into_owned) })
         })
-    }
+        .collect();
+    let events = NewestEvents::fold(raw.take("events").items());
+    Ok(Machine {
+        id: id.into_owned(),
+        region: region.map(Cow::into_owned).unwrap_or_default(),
+        state,
+        host_status: host_status.map(Cow::into_owned),
+        process_group,
+        services,
+        checks,
+        newest_event_ms: events.event_ms,
+        newest_start_ms: events.start_ms,
+        newest_event_id: events.event_id,
+        instance_id: instance_id.map(Cow::into_owned),
+        mark,
+    })
 }
 
-/// A list answer, each Machine read as it comes (no list of raw Machines is held). A Machine without what the
-/// engine needs stops the read; its error is kept in `bad` (serde's error type would only carry its text).
-struct EachMachine<'e> {
-    bad: &'e mut Option<SyncError>,
-}
-
-impl<'de> Visitor<'de> for EachMachine<'_> {
-    type Value = Vec<Machine>;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a list of Machines")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Machine>, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-        while let Some(raw) = seq.next_element::<RawMachine<'de>>()? {
-            let i = out.len();
-            match raw.into_machine(&|| format!("machines[{i}]")) {
-                Ok(machine) => out.push(machine),
-                Err(e) => {
-                    *self.bad = Some(e);
-                    return Err(de::Error::custom("a Machine without an id or state"));
-                }
-            }
-        }
-        Ok(out)
+/// A pick's failure as the Machines API answer's error.
+fn answer_error(e: PickError, what: &str) -> SyncError {
+    match e {
+        PickError::Field(e) => SyncError::fatal(format!("Machines API answer: {e}")),
+        PickError::NotJson { line, column } => SyncError::fatal(format!("the Machines API {what} (line {line} column {column})")),
     }
 }
 
@@ -283,30 +214,20 @@ pub fn sort_indices(indices: &mut [usize], cmp: &dyn Fn(usize, usize) -> std::cm
 }
 
 impl Machine {
-    pub fn parse(value: &Value, field: &str) -> Result<Machine, SyncError> {
-        let raw: RawMachine = RawMachine::deserialize(value).map_err(|e| SyncError::fatal(format!("{field}: not a Machine object ({e})")))?;
-        raw.into_machine(&|| field.to_string())
-    }
-
     pub fn parse_list(body: &str) -> Result<Vec<Machine>, SyncError> {
-        let mut bad = None;
-        let mut de = serde_json::Deserializer::from_str(body);
-        let read = de.deserialize_seq(EachMachine { bad: &mut bad }).and_then(|list| de.end().map(|()| list));
-        match (read, bad) {
-            // In the order a run reads them: by region, then id (whatever order the API answered in).
-            (Ok(mut list), _) => {
-                sort_by_region_id(&mut list, |m| (&m.region, &m.id));
-                Ok(list)
-            }
-            (Err(_), Some(e)) => Err(SyncError::fatal(format!("Machines API answer: {e}"))),
-            (Err(e), None) => Err(SyncError::fatal(format!("the Machines API list answer is not a list of Machines ({})", short(&e)))),
+        let items = json_pick::pick(body, &MACHINES, "machines").map_err(|e| answer_error(e, "list answer is not a list of Machines"))?.items();
+        let mut list = Vec::with_capacity(items.len());
+        for (i, raw) in items.into_iter().enumerate() {
+            list.push(machine(raw, &|| format!("machines[{i}]")).map_err(|e| SyncError::fatal(format!("Machines API answer: {e}")))?);
         }
+        // In the order a run reads them: by region, then id (whatever order the API answered in).
+        sort_by_region_id(&mut list, |m| (&m.region, &m.id));
+        Ok(list)
     }
 
     pub fn parse_one(body: &str) -> Result<Machine, SyncError> {
-        let raw: RawMachine =
-            serde_json::from_str(body).map_err(|e| SyncError::fatal(format!("the Machines API answer is not a Machine ({})", short(&e))))?;
-        raw.into_machine(&|| "machine".to_string()).map_err(|e| SyncError::fatal(format!("Machines API answer: {e}")))
+        let raw = json_pick::pick(body, &MACHINE, "machine").map_err(|e| answer_error(e, "answer is not a Machine"))?;
+        machine(raw, &|| "machine".to_string()).map_err(|e| SyncError::fatal(format!("Machines API answer: {e}")))
     }
 
     /// The restart this Machine owes, if any.
@@ -364,13 +285,10 @@ mod tests {
 
     #[test]
     fn reads_what_the_engine_needs() {
-        let m = Machine::parse(
-            &json!({"id":"3d8d413b29d089","region":"ord","state":"started","host_status":"ok","instance_id":"01HMVXC16ED6SHK9452AF029Y7",
+        let m = Machine::parse_one(&json!({"id":"3d8d413b29d089","region":"ord","state":"started","host_status":"ok","instance_id":"01HMVXC16ED6SHK9452AF029Y7",
                 "config":{"metadata":{"fly_process_group":"app"}},
                 "checks":[{"name":"servicecheck-00-http-8080","status":"passing"},{"name":"bg_deployments_compat_x","status":"critical"}],
-                "events":[{"type":"start","status":"started","timestamp":1700000005000u64},{"type":"launch","status":"created","timestamp":1700000000000u64}]}),
-            "m",
-        )
+                "events":[{"type":"start","status":"started","timestamp":1700000005000u64},{"type":"launch","status":"created","timestamp":1700000000000u64}]}).to_string())
         .unwrap();
         assert_eq!(m.process_group.as_deref(), Some("app"));
         assert!(m.is_started());
@@ -379,11 +297,8 @@ mod tests {
         assert_eq!((m.newest_event_ms, m.newest_start_ms), (1700000005000, 1700000005000));
         assert_eq!(m.mark, None);
         assert_eq!(m.instance_id.as_deref(), Some("01HMVXC16ED6SHK9452AF029Y7"));
-        let marked = Machine::parse(
-            &json!({"id":"m","state":"started","config":{"metadata":{INTENT_KEY:"1;1700000000000;settings@r1"}},
-                "events":[{"id":"01J2","status":"started","timestamp":5},{"id":"01J1","status":"created","timestamp":1}]}),
-            "m",
-        )
+        let marked = Machine::parse_one(&json!({"id":"m","state":"started","config":{"metadata":{INTENT_KEY:"1;1700000000000;settings@r1"}},
+                "events":[{"id":"01J2","status":"started","timestamp":5},{"id":"01J1","status":"created","timestamp":1}]}).to_string())
         .unwrap();
         assert_eq!(marked.owed(), Some(&Intent { since_ms: 1_700_000_000_000, change: "settings@r1".into(), scope: crate::roll::Scope::Machine }));
         assert_eq!(marked.newest_event_id.as_deref(), Some("01J2"));
@@ -407,6 +322,28 @@ mod tests {
         assert!(e.message.contains("machines[1].id"), "{}", e.message);
         assert!(Machine::parse_list("{}").is_err());
         assert!(Machine::parse_list("<html>").is_err());
+    }
+
+    #[test]
+    fn a_field_of_another_type_is_named_and_its_value_never_echoed() {
+        let cases = [
+            (r#"[{"id":"a","state":"started","region":"secret-5"},{"id":"b","state":"started","region":5}]"#, "machines[1].region"),
+            (r#"[{"id":"a","state":"started","config":{"metadata":{"fly_process_group":["secret"]}}}]"#, "machines[0].config.metadata.fly_process_group"),
+            (r#"[{"id":"a","state":"started","events":[{"timestamp":-1}]}]"#, "machines[0].events[0].timestamp"),
+            (r#"[{"id":"a","state":"started","checks":{"secret":1}}]"#, "machines[0].checks"),
+        ];
+        for (body, field) in cases {
+            let e = Machine::parse_list(body).unwrap_err();
+            assert_eq!(e.class, crate::error::ErrorClass::Fatal);
+            assert!(e.message.starts_with(&format!("Machines API answer: `{field}`: expected ")), "{}", e.message);
+            assert!(!e.message.contains("secret"), "{}", e.message);
+        }
+        let one = Machine::parse_one(r#"{"id":"a","state":7}"#).unwrap_err();
+        assert!(one.message.contains("`machine.state`"), "{}", one.message);
+        for body in [r#"[{"id":"#, "<html>", "[] []"] {
+            assert!(Machine::parse_list(body).unwrap_err().message.contains("is not a list of Machines (line 1 column"), "{body}");
+        }
+        assert!(Machine::parse_list("null").unwrap_err().message.contains("`machines`: expected a list, got null"));
     }
 
     #[test]

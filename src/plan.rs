@@ -154,7 +154,7 @@ mod tests {
     }
 
     fn machine(state: &str, region: &str) -> Machine {
-        Machine::parse(&json!({"id":"m","state":state,"region":region}), "m").unwrap()
+        Machine::parse_one(&json!({"id":"m","state":state,"region":region}).to_string()).unwrap()
     }
 
     #[test]
@@ -205,7 +205,7 @@ mod tests {
             if let Some(n) = services {
                 config["services"] = Value::Array(vec![json!({"internal_port": 8080}); n]);
             }
-            Machine::parse(&json!({"id": "m", "state": "started", "region": "ord", "config": config}), "m").unwrap()
+            Machine::parse_one(&json!({"id": "m", "state": "started", "region": "ord", "config": config}).to_string()).unwrap()
         };
         let web = ["web".to_string(), "app".to_string()];
         assert_eq!(select(&grouped(Some("web"), Some(1)), None, Some(&web)), Ok(()));

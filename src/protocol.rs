@@ -9,13 +9,13 @@
 use crate::change::{ContentChange, Op, Operation};
 use crate::config::Target;
 use crate::error::SyncError;
+use crate::json_pick::{self, Want};
 use crate::limits;
 use crate::routes::RouteVars;
 use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
-use std::borrow::Cow;
 use std::fmt;
 
 pub const PROTOCOL: &str = "sanity-fly-sync/1";
@@ -615,19 +615,11 @@ pub struct Ack {
 pub fn parse_ack(body: &str) -> Result<Ack, SyncError> {
     // The usual ack, read without a tree: every field absent, null or a string. Anything else is read the full
     // way below, which says what is wrong with it.
-    #[derive(Deserialize)]
-    struct Usual<'a> {
-        #[serde(borrow)]
-        machine: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        status: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        restart: Option<Cow<'a, str>>,
-    }
-    if let Ok(Usual { machine: Some(machine), status, restart }) = serde_json::from_str::<Usual>(body) {
-        let status = status.and_then(|s| AckStatus::ALL.into_iter().find(|a| a.as_str() == s));
-        if let (false, Some(status)) = (machine.is_empty(), status) {
-            return Ok(Ack { machine: machine.into_owned(), status, restart_required: restart.as_deref() == Some("required") });
+    const USUAL: Want = Want::Fields(&[("machine", Want::Text), ("status", Want::Text), ("restart", Want::Text)]);
+    if let Ok(mut usual) = json_pick::pick(body, &USUAL, "ack") {
+        let status = usual.get("status").as_str().and_then(|s| AckStatus::ALL.into_iter().find(|a| a.as_str() == s));
+        if let (Some(machine), Some(status)) = (usual.take("machine").text().filter(|m| !m.is_empty()), status) {
+            return Ok(Ack { machine: machine.into_owned(), status, restart_required: usual.get("restart").as_str() == Some("required") });
         }
     }
     let value: Value = serde_json::from_str(body)

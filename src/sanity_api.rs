@@ -6,9 +6,10 @@
 use crate::config::{DependentsRule, SanityApi};
 use crate::error::SyncError;
 use crate::http::{Method, Response, Wire};
+use crate::json_pick::{self, Got, Want};
 use crate::retry::{self, Verdict};
-use serde::Deserialize;
-use serde_json::json;
+use crate::json_read;
+use serde_json::Value;
 
 /// What a dependent is read as: the fields its routes and tags are made of (as the blueprint projects them).
 const PROJECTION: &str = r#"{_id, _type, "slug": slug.current, "locale": language, market, cacheTags}"#;
@@ -23,47 +24,51 @@ pub fn dependents_request(api: &SanityApi, rule: &DependentsRule, ids: &[String]
     let query = format!(
         r#"{{"documents": *[{filter}] | order(_updatedAt desc) [0...$cap] {PROJECTION}, "count": count(*[{filter}]), "types": array::unique(*[{filter}]._type)}}"#
     );
-    let mut params = json!({"ids": ids, "seen": seen, "cap": cap});
+    let mut params = vec![("ids", Value::from(ids)), ("seen", Value::from(seen)), ("cap", cap.into())];
     if !rule.types.is_empty() {
-        params["types"] = json!(rule.types);
+        params.push(("types", Value::from(rule.types.as_slice())));
     }
     let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
     if let Some(token) = &api.token {
         headers.push(("authorization".to_string(), format!("Bearer {}", token.expose())));
     }
-    Some(Wire { method: Method::POST, url, headers, body: Some(crate::json_read::text(&json!({"query": query, "params": params})).into()) })
+    Some(Wire { method: Method::POST, url, headers, body: Some(json_read::text(&json_read::object(vec![("query", query.into()), ("params", json_read::object(params))])).into()) })
 }
 
 /// A document that references the changed one, as far as its routes and tags need it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Referrer {
-    #[serde(rename = "_id")]
     pub id: String,
-    #[serde(rename = "_type")]
     pub doc_type: String,
-    #[serde(default)]
     pub slug: Option<String>,
-    #[serde(default)]
     pub locale: Option<String>,
     /// A single market fills `{market}`; a list of them does not.
-    #[serde(default, deserialize_with = "single_string")]
     pub market: Option<String>,
-    #[serde(default, rename = "cacheTags")]
     pub cache_tags: Option<Vec<String>>,
 }
 
 /// One level's answer: up to the cap of the referrers, how many there are, and their types.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Level {
     pub documents: Vec<Referrer>,
     pub count: u32,
     pub types: Vec<String>,
 }
 
-#[derive(Deserialize)]
-struct Envelope {
-    result: Level,
-}
+/// The answer as `PROJECTION` and the query shape it: `{"result": {documents, count, types}}`.
+const ANSWER: Want = Want::Fields(&[(
+    "result",
+    Want::Fields(&[("documents", Want::Each(&REFERRER)), ("count", Want::Number), ("types", Want::Each(&Want::Text))]),
+)]);
+
+const REFERRER: Want = Want::Fields(&[
+    ("_id", Want::Text),
+    ("_type", Want::Text),
+    ("slug", Want::Text),
+    ("locale", Want::Text),
+    ("market", Want::Loose),
+    ("cacheTags", Want::Each(&Want::Text)),
+]);
 
 /// What an answer to the dependents query means: the level read, try again, or give up. A refused token is
 /// named as such: without one that may read the dataset, dependents cannot be found.
@@ -83,31 +88,48 @@ pub fn read(response: &Response, what: &str, now_ms: u64) -> Verdict<Level> {
 /// Read the query API's answer (`{"result": …}`). An answer that is not of this shape is refused (fatal: the
 /// same query would get it again), naming where, never echoing it.
 pub fn read_level(body: &str) -> Result<Level, SyncError> {
-    let envelope: Envelope = serde_json::from_str(body).map_err(|e| {
-        SyncError::fatal(format!("Sanity's answer to the dependents query is not what was asked for (line {} column {})", e.line(), e.column()))
+    let unlike = |detail: String| SyncError::fatal(format!("Sanity's answer to the dependents query is not what was asked for ({detail})"));
+    let mut answer = json_pick::pick(body, &ANSWER, "answer").map_err(|e| unlike(e.to_string()))?;
+    let mut result = answer.take("result");
+    let count = result.get("count").number().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| unlike("`result.count`: expected a count".into()))?;
+    let types = texts(result.take("types")).ok_or_else(|| unlike("`result.types`: expected a list of strings".into()))?;
+    let documents = match result.take("documents") {
+        Got::Each(docs) => docs.into_iter().map(referrer).collect::<Option<Vec<_>>>(),
+        _ => None,
+    };
+    let documents = documents.ok_or_else(|| {
+        SyncError::fatal("Sanity's answer to the dependents query holds a document without a usable `_id` or `_type`")
     })?;
-    let level = envelope.result;
-    for doc in &level.documents {
-        let id_ok = !doc.id.is_empty() && doc.id.len() <= 256 && doc.id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if !id_ok || doc.doc_type.trim().is_empty() {
-            return Err(SyncError::fatal("Sanity's answer to the dependents query holds a document without a usable `_id` or `_type`"));
-        }
-    }
-    Ok(level)
+    Ok(Level { documents, count, types })
 }
 
-/// `market` when it is a string; a list of markets (or anything else) is none.
-fn single_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(match serde_json::Value::deserialize(d)? {
-        serde_json::Value::String(s) => Some(s),
+/// A list of strings (`None`: absent, or an item that is not a string).
+fn texts(got: Got) -> Option<Vec<String>> {
+    match got {
+        Got::Each(items) => items.into_iter().map(|i| i.text().map(|t| t.into_owned())).collect(),
         _ => None,
-    })
+    }
+}
+
+/// A referrer with a usable id and type (`None` otherwise).
+fn referrer(mut doc: Got) -> Option<Referrer> {
+    let text = |got: Got| got.text().map(|t| t.into_owned());
+    let id = text(doc.take("_id")).filter(|id| {
+        !id.is_empty() && id.len() <= 256 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    })?;
+    let doc_type = text(doc.take("_type")).filter(|t| !t.trim().is_empty())?;
+    let cache_tags = match doc.take("cacheTags") {
+        Got::Absent => None,
+        tags => Some(texts(tags)?),
+    };
+    Some(Referrer { id, doc_type, slug: text(doc.take("slug")), locale: text(doc.take("locale")), market: text(doc.take("market")), cache_tags })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Secret;
+    use serde_json::json;
 
     fn api(token: Option<&str>) -> SanityApi {
         SanityApi {
@@ -142,7 +164,10 @@ mod tests {
         assert_eq!(level.count, 3);
         assert_eq!(level.documents[0].slug.as_deref(), Some("hello"));
         assert_eq!(level.documents[0].market, None, "a list of markets fills no {{market}}");
-        for bad in [r#"{"result":[]}"#, r#"{"error":"x"}"#, r#"{"result":{"documents":[{"_id":"a b","_type":"t"}],"count":1,"types":[]}}"#, "<html>"] {
+        for bad in [r#"{"result":[]}"#, r#"{"error":"x"}"#, r#"{"result":{"documents":[{"_id":"a b","_type":"t"}],"count":1,"types":[]}}"#, "<html>",
+            "null", r#"{"result":null}"#, r#"{"result":{"documents":[],"count":"3","types":[]}}"#, r#"{"result":{"documents":[],"count":1,"types":[null]}}"#,
+            r#"{"result":{"documents":[{"_id":"a","_type":"t","cacheTags":[5]}],"count":1,"types":["t"]}}"#, r#"{"result":{"documents":[null],"count":1,"types":["t"]}}"#,
+            r#"{"result":{"documents":[],"count":4294967296,"types":[]}}"#] {
             assert_eq!(read_level(bad).unwrap_err().class, crate::error::ErrorClass::Fatal, "{bad}");
         }
     }
