@@ -45,10 +45,8 @@ mod wasm;
 #[cfg(all(target_arch = "wasm32", feature = "receiver"))]
 mod wasm_receiver;
 
-/// Both modules' allocator: talc, over the module's own memory, growing it as needed (a module runs on one
-/// thread, so its lock is never contended): about 5 KB less code than the standard library's dlmalloc.
+/// Both modules' allocator: a TLSF allocator over the module's memory, growing it as needed, built for size (the
+/// standard library's dlmalloc is about 7 KB more code). A module runs on one thread, which is what it requires.
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
-// SAFETY: talc requires single-threaded wasm: both modules are built without the atomics feature, and Node runs
-// each instance on one thread.
-static ALLOCATOR: talc::TalckWasm = unsafe { talc::TalckWasm::new_global() };
+static ALLOCATOR: rlsf::SmallGlobalTlsf = rlsf::SmallGlobalTlsf::new();
