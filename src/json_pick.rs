@@ -112,22 +112,21 @@ impl<'a> Got<'a> {
 
 /// Read `text` as `want`. `root` names the whole answer in errors (`machines`: `machines[3].region`).
 pub fn pick<'a>(text: &'a str, want: &'static Want, root: &str) -> Result<Got<'a>, PickError> {
-    let at = RefCell::new(Vec::new());
+    let trail = RefCell::new(Trail::default());
     let mut de = serde_json::Deserializer::from_str(text);
-    let read = Seed { want, at: &at }.deserialize(&mut de).and_then(|got| de.end().map(|()| got));
+    let read = Seed { want, trail: &trail }.deserialize(&mut de).and_then(|got| de.end().map(|()| got));
     // `null` where a field may be absent is absent; the answer itself must be there.
     if let Ok(Got::Absent) = read {
         return Err(PickError::Field(SyncError::expected(root, want.describe(), "null")));
     }
     read.map_err(|e| {
-        // The innermost failure recorded its expectation first, then each level its key or index on the way out.
-        let at = at.into_inner();
-        match at.split_first().filter(|_| e.is_data()) {
-            Some((Step::Expected(expected), outwards)) => {
-                let path: String = outwards.iter().rev().map(Step::text).collect();
+        let trail = trail.into_inner();
+        match trail.expected.filter(|_| e.is_data()) {
+            Some(expected) => {
+                let path: String = trail.outwards.iter().rev().map(Step::text).collect();
                 PickError::Field(SyncError::expected(format!("{root}{path}"), expected, "another value"))
             }
-            _ => PickError::NotJson { line: e.line(), column: e.column() },
+            None => PickError::NotJson { line: e.line(), column: e.column() },
         }
     })
 }
@@ -148,9 +147,15 @@ impl fmt::Display for PickError {
     }
 }
 
-/// The way back out of a failed read: what the innermost field expected, then each key and index outwards.
+/// Where a read failed, written on the way back out: what the innermost value expected, then each key and
+/// index from there outwards.
+#[derive(Default)]
+struct Trail {
+    expected: Option<&'static str>,
+    outwards: Vec<Step>,
+}
+
 enum Step {
-    Expected(&'static str),
     Key(&'static str),
     Index(usize),
 }
@@ -160,7 +165,6 @@ impl Step {
         match self {
             Step::Key(key) => format!(".{key}"),
             Step::Index(i) => format!("[{i}]"),
-            Step::Expected(_) => String::new(),
         }
     }
 }
@@ -168,19 +172,16 @@ impl Step {
 #[derive(Clone, Copy)]
 struct Seed<'w> {
     want: &'static Want,
-    at: &'w RefCell<Vec<Step>>,
+    trail: &'w RefCell<Trail>,
 }
 
 impl Seed<'_> {
-    /// Record where a read failed, unless an inner level already did.
-    fn failed<E>(self, step: Step, e: E) -> E {
-        let mut at = self.at.borrow_mut();
-        if at.is_empty() {
-            at.push(Step::Expected(self.want.describe()));
-        }
-        if !matches!(step, Step::Expected(_)) {
-            at.push(step);
-        }
+    /// Record a failed read of this value (the innermost one's expectation is kept), and the key or index that
+    /// led to it.
+    fn failed<E>(self, step: Option<Step>, e: E) -> E {
+        let mut trail = self.trail.borrow_mut();
+        trail.expected.get_or_insert(self.want.describe());
+        trail.outwards.extend(step);
         e
     }
 }
@@ -215,7 +216,7 @@ impl<'de> Visitor<'de> for Present<'_> {
             Want::Each(_) | Want::Count => d.deserialize_seq(Shaped(seed)),
             Want::Loose => d.deserialize_any(Shaped(seed)),
         };
-        read.map_err(|e| seed.failed(Step::Expected(""), e))
+        read.map_err(|e| seed.failed(None, e))
     }
 }
 
@@ -265,8 +266,8 @@ impl<'de> Visitor<'de> for Shaped<'_> {
         while let Some(wanted) = map.next_key_seed(KeyOf(fields))? {
             match wanted {
                 Some(i) => {
-                    let seed = Seed { want: &fields[i].1, at: self.0.at };
-                    values[i] = map.next_value_seed(seed).map_err(|e| seed.failed(Step::Key(fields[i].0), e))?;
+                    let seed = Seed { want: &fields[i].1, trail: self.0.trail };
+                    values[i] = map.next_value_seed(seed).map_err(|e| seed.failed(Some(Step::Key(fields[i].0)), e))?;
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -279,8 +280,8 @@ impl<'de> Visitor<'de> for Shaped<'_> {
         match self.0.want {
             Want::Each(item) => {
                 let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-                let seed = Seed { want: item, at: self.0.at };
-                while let Some(got) = seq.next_element_seed(seed).map_err(|e| seed.failed(Step::Index(items.len()), e))? {
+                let seed = Seed { want: item, trail: self.0.trail };
+                while let Some(got) = seq.next_element_seed(seed).map_err(|e| seed.failed(Some(Step::Index(items.len())), e))? {
                     items.push(got);
                 }
                 Ok(Got::Each(items))

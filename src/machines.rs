@@ -184,10 +184,15 @@ fn machine<'a>(mut raw: Got<'a>, field: &dyn Fn() -> String) -> Result<Machine, 
     })
 }
 
+/// An answer the engine cannot use: what is wrong with it (a field's error, never the value).
+fn unusable(e: SyncError) -> SyncError {
+    SyncError::fatal(format!("Machines API answer: {e}"))
+}
+
 /// A pick's failure as the Machines API answer's error.
 fn answer_error(e: PickError, what: &str) -> SyncError {
     match e {
-        PickError::Field(e) => SyncError::fatal(format!("Machines API answer: {e}")),
+        PickError::Field(e) => unusable(e),
         PickError::NotJson { line, column } => SyncError::fatal(format!("the Machines API {what} (line {line} column {column})")),
     }
 }
@@ -218,7 +223,7 @@ impl Machine {
         let items = json_pick::pick(body, &MACHINES, "machines").map_err(|e| answer_error(e, "list answer is not a list of Machines"))?.items();
         let mut list = Vec::with_capacity(items.len());
         for (i, raw) in items.into_iter().enumerate() {
-            list.push(machine(raw, &|| format!("machines[{i}]")).map_err(|e| SyncError::fatal(format!("Machines API answer: {e}")))?);
+            list.push(machine(raw, &|| format!("machines[{i}]")).map_err(unusable)?);
         }
         // In the order a run reads them: by region, then id (whatever order the API answered in).
         sort_by_region_id(&mut list, |m| (&m.region, &m.id));
@@ -227,7 +232,7 @@ impl Machine {
 
     pub fn parse_one(body: &str) -> Result<Machine, SyncError> {
         let raw = json_pick::pick(body, &MACHINE, "machine").map_err(|e| answer_error(e, "answer is not a Machine"))?;
-        machine(raw, &|| "machine".to_string()).map_err(|e| SyncError::fatal(format!("Machines API answer: {e}")))
+        machine(raw, &|| "machine".to_string()).map_err(unusable)
     }
 
     /// The restart this Machine owes, if any.
