@@ -93,11 +93,8 @@ pub fn read_level(body: &str) -> Result<Level, SyncError> {
     let mut result = answer.take("result");
     let count = result.get("count").number().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| unlike("`result.count`: expected a count".into()))?;
     let types = texts(result.take("types")).ok_or_else(|| unlike("`result.types`: expected a list of strings".into()))?;
-    let documents = match result.take("documents") {
-        Got::Each(docs) => docs.into_iter().map(referrer).collect::<Option<Vec<_>>>(),
-        _ => None,
-    };
-    let documents = documents.ok_or_else(|| {
+    let Got::Each(documents) = result.take("documents") else { return Err(unlike("`result.documents`: expected a list".into())) };
+    let documents = documents.into_iter().map(referrer).collect::<Option<Vec<_>>>().ok_or_else(|| {
         SyncError::fatal("Sanity's answer to the dependents query holds a document without a usable `_id` or `_type`")
     })?;
     Ok(Level { documents, count, types })
@@ -167,8 +164,9 @@ mod tests {
         for bad in [r#"{"result":[]}"#, r#"{"error":"x"}"#, r#"{"result":{"documents":[{"_id":"a b","_type":"t"}],"count":1,"types":[]}}"#, "<html>",
             "null", r#"{"result":null}"#, r#"{"result":{"documents":[],"count":"3","types":[]}}"#, r#"{"result":{"documents":[],"count":1,"types":[null]}}"#,
             r#"{"result":{"documents":[{"_id":"a","_type":"t","cacheTags":[5]}],"count":1,"types":["t"]}}"#, r#"{"result":{"documents":[null],"count":1,"types":["t"]}}"#,
-            r#"{"result":{"documents":[],"count":4294967296,"types":[]}}"#] {
+            r#"{"result":{"documents":[],"count":4294967296,"types":[]}}"#, r#"{"result":{"count":1,"types":[]}}"#] {
             assert_eq!(read_level(bad).unwrap_err().class, crate::error::ErrorClass::Fatal, "{bad}");
         }
+        assert!(read_level(r#"{"result":{"count":1,"types":[]}}"#).unwrap_err().message.contains("`result.documents`: expected a list"));
     }
 }
